@@ -1,0 +1,1 @@
+"""Evaluation: verification and identification protocols."""

@@ -1,0 +1,1 @@
+"""Models: backbones (image -> embedding) and tasks (backbone + set head)."""

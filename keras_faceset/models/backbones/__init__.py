@@ -1,0 +1,1 @@
+"""Backbones: aligned face image -> frame embedding (+ the feature map before it)."""

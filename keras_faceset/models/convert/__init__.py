@@ -1,0 +1,1 @@
+"""Converters: an original weights file -> Keras weights, with checks that every weight is used."""

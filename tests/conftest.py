@@ -1,0 +1,31 @@
+"""Shared fixtures: where ../shared is, and seeded randomness."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("KERAS_FACESET_SHARED", REPO.parent / "shared"))
+LFW_DIR = SHARED / "data" / "lfw"
+DLIB_DAT = SHARED / "weights" / "dlib_face_recognition_resnet_model_v1.dat"
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+@pytest.fixture(autouse=True)
+def _seed_keras():
+    import keras
+
+    keras.utils.set_random_seed(0)
+
+
+def require(path: Path) -> Path:
+    """Fail (not skip) when a file the slow suite needs is missing: CI has ../shared."""
+    if not path.exists():
+        pytest.fail(f"{path} is missing; set KERAS_FACESET_SHARED to the shared folder")
+    return path
