@@ -1,0 +1,10 @@
+"""Metric-learning losses for face embeddings (triplet, contrastive, center, ...)."""
+
+from keras_faceset.losses._validation import validate_labels
+from keras_faceset.losses.distances import pairwise_distance, paired_distance
+
+__all__ = [
+    "validate_labels",
+    "pairwise_distance",
+    "paired_distance",
+]
