@@ -13,9 +13,7 @@ def validate_labels(labels) -> "keras.KerasTensor":
     labels = ops.convert_to_tensor(labels)
     dtype = keras.backend.standardize_dtype(labels.dtype)
     if "int" not in dtype:
-        raise ValueError(
-            f"labels must have an integer dtype (identity indices), got dtype {dtype}"
-        )
+        raise ValueError(f"labels must have an integer dtype (identity indices), got dtype {dtype}")
     shape = tuple(labels.shape)
     if len(shape) == 2 and shape[1] == 1:
         labels = ops.squeeze(labels, axis=1)
