@@ -1,0 +1,18 @@
+"""The model zoo: `zoo.list()`, `zoo.info(name)`, `zoo.load(name)`, `zoo.download(name)`."""
+
+from keras_faceset.zoo.presets import PRESETS, Preset, Source
+from keras_faceset.zoo.registry import download, get_preset, info, list_models, load
+
+list = list_models  # noqa: A001  (zoo.list(), as in timm's list_models)
+
+__all__ = [
+    "PRESETS",
+    "Preset",
+    "Source",
+    "download",
+    "get_preset",
+    "info",
+    "list",
+    "list_models",
+    "load",
+]

