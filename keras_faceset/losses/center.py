@@ -1,0 +1,112 @@
+"""Center loss (Wen et al., ECCV 2016, "A Discriminative Feature Learning Approach for Deep
+Face Recognition").
+
+    L_C = 1/2 * sum_i ||x_i - c_{y_i}||^2                                   (eq. 2)
+
+We average over the batch instead of summing (so the value does not grow with the batch size;
+the paper's lambda = 0.003 then weighs a per-sample term). The centers are not learnt by
+gradient descent but moved towards the class means with rate alpha (eq. 4):
+
+    dc_j = sum_i delta(y_i = j) (c_j - x_i) / (1 + sum_i delta(y_i = j)),  c_j <- c_j - alpha dc_j
+"""
+
+import keras
+from keras import ops
+
+from keras_faceset.losses._validation import validate_embeddings, validate_labels
+
+
+def center_loss(labels, embeddings, centers):
+    """Batch mean of 1/2 ||x_i - c_{y_i}||^2; labels (B,) or (B, 1) ints, embeddings (B, D),
+    centers (C, D). Gradients reach the embeddings and the centers."""
+    labels = validate_labels(labels)
+    embeddings = validate_embeddings(embeddings)
+    own_centers = ops.take(centers, labels, axis=0)
+    return 0.5 * ops.mean(ops.sum(ops.square(embeddings - own_centers), axis=-1))
+
+
+def updated_centers(labels, embeddings, centers, alpha: float):
+    """The paper's update c_j - alpha * sum_i [y_i=j](c_j - x_i) / (1 + sum_i [y_i=j]).
+
+    Classes absent from the batch keep their center. No gradient flows through the result."""
+    labels = validate_labels(labels)
+    embeddings = ops.stop_gradient(ops.cast(validate_embeddings(embeddings), centers.dtype))
+    members = ops.one_hot(labels, ops.shape(centers)[0], dtype=centers.dtype)  # (B, C)
+    counts = ops.expand_dims(ops.sum(members, axis=0), -1)  # (C, 1)
+    class_sums = ops.matmul(ops.transpose(members), embeddings)  # (C, D)
+    delta = (counts * centers - class_sums) / (1.0 + counts)
+    return centers - alpha * delta
+
+
+class EmbeddingLossLayer(keras.layers.Layer):
+    """Base of the layers called on `[embeddings (B, D), labels]` that add a loss with
+    `add_loss` and return the embeddings unchanged (shape checks, output spec)."""
+
+    def _embeddings_dim(self, input_shape, dim: int | None) -> int:
+        if not isinstance(input_shape, (list, tuple)) or len(input_shape) != 2:
+            raise ValueError(f"expected inputs [embeddings, labels], got shapes {input_shape}")
+        embeddings_shape = tuple(input_shape[0])
+        if len(embeddings_shape) != 2:
+            raise ValueError(f"embeddings must have rank 2 (B, D), got shape {embeddings_shape}")
+        if embeddings_shape[-1] is None or dim not in (None, embeddings_shape[-1]):
+            raise ValueError(
+                f"{type(self).__name__}(dim={dim}) got embeddings of shape {embeddings_shape}"
+            )
+        return embeddings_shape[-1]
+
+    def compute_output_spec(self, inputs, training=None):
+        return keras.KerasTensor(inputs[0].shape, dtype=inputs[0].dtype)
+
+
+@keras.saving.register_keras_serializable(package="keras_faceset")
+class CenterLoss(EmbeddingLossLayer):
+    """Adds `weight * center_loss` to the model losses and returns the embeddings unchanged.
+
+    Call on `[embeddings (B, D), labels (B,) or (B, 1)]`. The centers are a non-trainable
+    `(num_classes, dim)` variable (zeros at start, as in the paper), updated with the paper's
+    rule when `training=True`; they are saved with the model. Use it next to a softmax or margin
+    head: `L = L_S + weight * L_C` (the paper's face models use weight 0.003, alpha 0.5).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        dim: int | None = None,
+        alpha: float = 0.5,
+        weight: float = 0.003,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        self.num_classes = num_classes
+        self.dim = dim
+        self.alpha = alpha
+        self.weight = weight
+
+    def build(self, input_shape):
+        self.dim = self._embeddings_dim(input_shape, self.dim)
+        self.centers = self.add_weight(
+            shape=(self.num_classes, self.dim),
+            initializer="zeros",
+            trainable=False,
+            name="centers",
+        )
+
+    def call(self, inputs, training=None):
+        embeddings, labels = inputs
+        labels = validate_labels(labels)
+        loss = center_loss(labels, ops.cast(embeddings, self.centers.dtype), self.centers)
+        self.add_loss(self.weight * loss)
+        if training:
+            self.centers.assign(updated_centers(labels, embeddings, self.centers, self.alpha))
+        return embeddings
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(
+            num_classes=self.num_classes, dim=self.dim, alpha=self.alpha, weight=self.weight
+        )
+        return config
