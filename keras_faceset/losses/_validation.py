@@ -1,10 +1,20 @@
-"""Shared input checks for the losses: integer identity labels and embedding batches."""
+"""Shared input checks for the losses: identity labels, pair labels and embedding batches."""
 
 import keras
 from keras import ops
 
 
-def validate_labels(labels) -> "keras.KerasTensor":
+def _as_vector(values, name: str):
+    """`(B,)` or `(B, 1)` -> `(B,)`; any other shape raises `ValueError` naming `name`."""
+    shape = tuple(values.shape)
+    if len(shape) == 2 and shape[1] == 1:
+        return ops.squeeze(values, axis=1)
+    if len(shape) != 1:
+        raise ValueError(f"{name} must have shape (B,) or (B, 1), got shape {shape}")
+    return values
+
+
+def validate_labels(labels):
     """Check identity labels of shape `(B,)` or `(B, 1)` with an integer dtype.
 
     Returns them as an int32 tensor of shape `(B,)`; raises `ValueError` for a float
@@ -13,17 +23,20 @@ def validate_labels(labels) -> "keras.KerasTensor":
     labels = ops.convert_to_tensor(labels)
     dtype = keras.backend.standardize_dtype(labels.dtype)
     if "int" not in dtype:
-        raise ValueError(f"labels must have an integer dtype (identity indices), got dtype {dtype}")
-    shape = tuple(labels.shape)
-    if len(shape) == 2 and shape[1] == 1:
-        labels = ops.squeeze(labels, axis=1)
-    elif len(shape) != 1:
-        raise ValueError(f"labels must have shape (B,) or (B, 1), got shape {shape}")
-    return ops.cast(labels, "int32")
+        raise ValueError(f"labels must have an integer dtype (identity indices), got {dtype}")
+    return ops.cast(_as_vector(labels, "labels"), "int32")
+
+
+def validate_pair_labels(y_same):
+    """Check same/different pair labels (1 = same, 0 = different), shape `(B,)` or `(B, 1)`.
+
+    Returns them as a `(B,)` tensor of their own dtype.
+    """
+    return _as_vector(ops.convert_to_tensor(y_same), "pair labels y_same")
 
 
 def validate_embeddings(embeddings, name: str = "embeddings"):
-    """Check a float batch of embeddings of shape `(B, D)`; returns it as a tensor."""
+    """Check a batch of embeddings of shape `(B, D)`; returns it as a float tensor."""
     embeddings = ops.convert_to_tensor(embeddings)
     if "float" not in keras.backend.standardize_dtype(embeddings.dtype):
         embeddings = ops.cast(embeddings, keras.backend.floatx())

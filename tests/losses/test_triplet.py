@@ -1,0 +1,217 @@
+"""Triplet loss against a brute-force NumPy loop over pairs/triplets, edge cases, Keras use."""
+
+import itertools
+
+import keras
+import numpy as np
+import pytest
+
+from keras_faceset.losses import TripletLoss, triplet_loss, validate_labels
+from keras_faceset.losses.distances import DISTANCES
+from keras_faceset.losses.mining import MINING
+from tests.checks import assert_fit_reduces_loss
+from tests.losses.test_distances import numpy_pairwise, value_and_gradient
+
+COMBINATIONS = list(itertools.product(MINING, DISTANCES))
+
+
+def reference_triplet(labels, x, mining, margin, distance):
+    """The definitions, looped: semi-hard as tfa, batch-hard, batch-all (mean of positives)."""
+    labels = np.ravel(labels)
+    d = numpy_pairwise(x, distance)
+    size = len(labels)
+    terms = []
+    for a in range(size):
+        positives = [p for p in range(size) if p != a and labels[p] == labels[a]]
+        negatives = [n for n in range(size) if labels[n] != labels[a]]
+        if not positives or not negatives:
+            continue
+        if mining == "hard":
+            hardest = max(d[a, p] for p in positives) - min(d[a, n] for n in negatives)
+            terms.append(max(hardest + margin, 0.0))
+        for p in positives:
+            if mining == "semi_hard":
+                farther = [d[a, n] for n in negatives if d[a, n] > d[a, p]]
+                d_an = min(farther) if farther else max(d[a, n] for n in negatives)
+                terms.append(max(d[a, p] - d_an + margin, 0.0))
+            for n in negatives:
+                if mining == "all" and d[a, p] - d[a, n] + margin > 0:
+                    terms.append(d[a, p] - d[a, n] + margin)
+    return float(np.mean(terms)) if terms else 0.0
+
+
+def random_batch(seed, size=12, classes=4, dim=4):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(size, dim))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return rng.integers(0, classes, size=size), x.astype("float32")
+
+
+def loss_value(labels, x, **kwargs):
+    return float(keras.ops.convert_to_numpy(triplet_loss(labels, x, **kwargs)))
+
+
+@pytest.mark.parametrize("mining,distance", COMBINATIONS)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_matches_brute_force(mining, distance, seed):
+    labels, x = random_batch(seed)
+    margin = 0.3
+    expected = reference_triplet(labels, x, mining, margin, distance)
+    assert expected > 0
+    kwargs = dict(mining=mining, margin=margin, distance=distance)
+    np.testing.assert_allclose(loss_value(labels, x, **kwargs), expected, atol=1e-5, rtol=1e-5)
+    loss = keras.ops.convert_to_numpy(TripletLoss(**kwargs)(labels, x))
+    np.testing.assert_allclose(loss, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mining,expected", [("semi_hard", 0.41), ("hard", 1.32), ("all", 1.72)])
+def test_known_figures_on_a_line(mining, expected):
+    # d^2: d01=1, d02=9, d03=1.96, d12=4, d13=0.16, d23=2.56. Semi-hard: anchor 0 takes the
+    # negative farther than its positive (1.96), anchor 3 has none and falls back to 1.96.
+    x = np.array([[0.0], [1.0], [3.0], [1.4]], "float32")
+    labels = np.array([0, 0, 1, 1])
+    np.testing.assert_allclose(loss_value(labels, x, mining=mining, margin=1.0), expected, 1e-6)
+
+
+@pytest.mark.parametrize("mining,distance", COMBINATIONS)
+def test_gradient_matches_finite_differences(mining, distance):
+    labels, x = random_batch(3, size=7, classes=3, dim=3)
+    kwargs = dict(mining=mining, margin=0.5, distance=distance)
+    _, grad = value_and_gradient(lambda e: triplet_loss(labels, e, **kwargs), x)
+    x64, eps = np.float64(x), 1e-6
+    expected = np.zeros_like(x64)
+    for index in np.ndindex(x.shape):
+        step = np.zeros_like(x64)
+        step[index] = eps
+        upper = reference_triplet(labels, x64 + step, mining, 0.5, distance)
+        lower = reference_triplet(labels, x64 - step, mining, 0.5, distance)
+        expected[index] = (upper - lower) / (2 * eps)
+    assert np.abs(expected).max() > 0.1
+    np.testing.assert_allclose(grad, expected, atol=2e-3, rtol=1e-3)
+
+
+@pytest.mark.parametrize("mining,distance", COMBINATIONS)
+@pytest.mark.parametrize("labels", [[0, 1, 2, 3, 4], [7, 7, 7, 7, 7]], ids=["distinct", "same"])
+def test_no_valid_triplet_gives_exact_zero_and_zero_gradients(mining, distance, labels):
+    x = np.random.default_rng(0).normal(size=(5, 3)).astype("float32")
+    kwargs = dict(mining=mining, distance=distance)
+    value, grad = value_and_gradient(lambda e: triplet_loss(np.array(labels), e, **kwargs), x)
+    assert value == 0
+    np.testing.assert_array_equal(grad, 0)
+
+
+@pytest.mark.parametrize("mining,distance", COMBINATIONS)
+def test_duplicate_embeddings_give_finite_gradients(mining, distance):
+    x = np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]], "float32")
+    labels = np.array([0, 0, 1, 1, 2])  # duplicates within and across identities
+    kwargs = dict(mining=mining, distance=distance, margin=0.2)
+    value, grad = value_and_gradient(lambda e: triplet_loss(labels, e, **kwargs), x)
+    assert np.isfinite(value) and value > 0
+    assert np.all(np.isfinite(grad))
+
+
+def test_label_shapes_and_integer_dtypes_agree():
+    labels, x = random_batch(4)
+    expected = loss_value(labels, x)
+    for variant in (
+        labels[:, None],
+        labels.astype("int8"),
+        labels.astype("int64"),
+        labels.astype("uint8")[:, None],
+    ):
+        assert loss_value(variant, x) == expected
+        assert keras.ops.convert_to_numpy(TripletLoss()(variant, x)) == pytest.approx(expected)
+
+
+def test_validate_labels():
+    got = validate_labels(np.array([[3], [1]], "int64"))
+    assert keras.backend.standardize_dtype(got.dtype) == "int32"
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(got), [3, 1])
+    with pytest.raises(ValueError, match="labels must have an integer dtype"):
+        validate_labels(np.array([0.0, 1.0], "float32"))
+    with pytest.raises(ValueError, match=r"labels must have shape \(B,\) or \(B, 1\)"):
+        validate_labels(np.zeros((4, 2), "int32"))
+    with pytest.raises(ValueError, match="labels must have shape"):
+        validate_labels(np.zeros((4, 1, 1), "int32"))
+
+
+def test_bad_inputs_raise():
+    labels, x = random_batch(0)
+    with pytest.raises(ValueError, match="labels"):
+        triplet_loss(labels.astype("float32"), x)
+    with pytest.raises(ValueError, match="labels"):
+        TripletLoss()(labels.astype("float32"), x)
+    with pytest.raises(ValueError, match="Unknown mining 'easy'.*semi_hard"):
+        triplet_loss(labels, x, mining="easy")
+    with pytest.raises(ValueError, match="Unknown mining"):
+        TripletLoss(mining="easy")
+    with pytest.raises(ValueError, match="Unknown distance"):
+        TripletLoss(distance="l1")
+    with pytest.raises(ValueError, match="embeddings must have shape"):
+        triplet_loss(labels, x[:, :, None])
+
+
+def test_reduction_and_sample_weight():
+    labels, x = random_batch(5)
+    batch = loss_value(labels, x, mining="all")
+    contributions = keras.ops.convert_to_numpy(TripletLoss("all", reduction=None)(labels, x))
+    assert contributions.shape == (12,)
+    np.testing.assert_allclose(contributions.mean(), batch, rtol=1e-6)
+    summed = keras.ops.convert_to_numpy(TripletLoss("all", reduction="sum")(labels, x))
+    np.testing.assert_allclose(summed, 12 * batch, rtol=1e-6)
+    weights = np.random.default_rng(0).uniform(size=12).astype("float32")
+    weighted = keras.ops.convert_to_numpy(TripletLoss("all")(labels, x, sample_weight=weights))
+    np.testing.assert_allclose(weighted, np.mean(weights * contributions), rtol=1e-5)
+
+
+def test_config_round_trip():
+    loss = TripletLoss(mining="hard", margin=0.5, distance="cosine", reduction="sum", name="t")
+    clone = TripletLoss.from_config(loss.get_config())
+    assert clone.get_config() == loss.get_config()
+    assert clone.get_config()["mining"] == "hard" and clone.reduction == "sum"
+    labels, x = random_batch(6)
+    assert keras.ops.convert_to_numpy(clone(labels, x)) == keras.ops.convert_to_numpy(
+        loss(labels, x)
+    )
+    restored = keras.losses.deserialize(keras.losses.serialize(loss))
+    assert isinstance(restored, TripletLoss) and restored.get_config() == loss.get_config()
+
+
+def blobs(classes=4, per_class=8, dim=8, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(classes, dim)) * 1.5
+    labels = np.repeat(np.arange(classes), per_class)
+    return (centers[labels] + rng.normal(size=(len(labels), dim))).astype("float32"), labels
+
+
+def embedding_model(dim=8, embedding=4):
+    return keras.Sequential(
+        [keras.Input((dim,)), keras.layers.Dense(embedding), keras.layers.UnitNormalization()]
+    )
+
+
+@pytest.mark.filterwarnings("ignore:Skipping variable loading")
+def test_keras_file_round_trip_keeps_loss(tmp_path):
+    model = embedding_model()
+    loss = TripletLoss(mining="hard", margin=0.3, distance="l2")
+    model.compile(optimizer="adam", loss=loss)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    assert isinstance(loaded.loss, TripletLoss)
+    assert loaded.loss.get_config() == loss.get_config()
+
+
+def test_fit_reduces_loss_on_blobs():
+    x, labels = blobs()
+    assert_fit_reduces_loss(embedding_model(), x, labels, TripletLoss(margin=0.5), epochs=15)
+
+
+def test_jit_compile_gives_same_loss():
+    x, labels = blobs()
+    model = embedding_model()
+    expected = loss_value(labels, model(x), mining="semi_hard", margin=0.5)
+    values = []
+    for jit_compile in (False, True):
+        model.compile(loss=TripletLoss(margin=0.5), jit_compile=jit_compile)
+        values.append(model.evaluate(x, labels, batch_size=len(x), verbose=0))
+    np.testing.assert_allclose(values, [expected, expected], rtol=1e-5)
