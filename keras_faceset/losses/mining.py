@@ -5,6 +5,7 @@ negative mask (different identity) and the margin ``alpha``, and returns
 ``(per_anchor, count)``: the summed hinge losses ``max(d_ap - d_an + alpha, 0)`` of each
 anchor's mined triplets, shape `(B,)`, and the number of terms the batch loss averages over,
 so that ``loss = sum(per_anchor) / max(count, 1)`` (0, with zero gradients, if ``count == 0``).
+`semi_hard` and `all` build a `(B, B, B)` tensor (as tfa does); `hard` stays `(B, B)`.
 """
 
 from keras import ops
