@@ -112,13 +112,15 @@ class LFW:
             f"or set {ENV_VAR} to the folder holding {IMAGE_DIR}/ and the protocol files."
         )
 
+    def _require_images(self) -> None:
+        if not self.image_dir.is_dir():
+            raise self._missing(self.image_dir, IMAGE_ARCHIVE)
+
     def _rows(self, fname: str) -> list[tuple[int, list[str]]]:
         """(line number, whitespace-split fields) of the non-blank lines of a protocol file."""
         path = self.data_dir / fname
         if not path.is_file():
             raise self._missing(path, fname)
-        if not self.image_dir.is_dir():
-            raise self._missing(self.image_dir, IMAGE_ARCHIVE)
         lines = path.read_text().splitlines()
         return [(i, line.split()) for i, line in enumerate(lines, 1) if line.strip()]
 
@@ -130,6 +132,7 @@ class LFW:
         """
         fname = _option(view, PAIRS_FILES, "view")
         rows = self._rows(fname)
+        self._require_images()
         header = [int(x) for x in rows[0][1]]
         num_folds, per_fold = header if len(header) == 2 else (1, header[0])
         body = rows[1:]
@@ -192,6 +195,7 @@ class LFW:
     def images(self, split: str = "view2") -> pd.DataFrame:
         """Every image of the people of `split`: path, identity (the name), fold."""
         people = self.people(split)
+        self._require_images()
         records = [
             (self.image_path(name, number), name, fold)
             for name, count, fold in people.itertuples(index=False)

@@ -31,7 +31,7 @@ def _name(obj) -> str:
     """Short human name of a model, function or callable object."""
     if isinstance(obj, keras.Model):
         return obj.name
-    return getattr(obj, "__qualname__", type(obj).__name__)
+    return getattr(obj, "__name__", type(obj).__name__)
 
 
 def describe_preprocess(preprocess: Preprocess | None) -> str:

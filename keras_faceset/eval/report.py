@@ -1,0 +1,75 @@
+"""Write verification results to disk: summary CSV/JSON, per-pair scores CSV, ROC plot (PNG)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from keras_faceset.eval.verification import roc_curve
+
+
+def plot_roc(
+    scores,
+    labels,
+    path: str | Path,
+    higher_is_same: bool = True,
+    label: str | None = None,
+    log_far: bool = True,
+) -> Path:
+    """Save the ROC curve (TAR against FAR, FAR on a log axis by default) as an image.
+
+    matplotlib is imported here only (Agg backend), so the rest of the package does not need it.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fpr, tpr, _ = roc_curve(scores, labels, higher_is_same)
+    keep = fpr > 0 if log_far else np.ones_like(fpr, dtype=bool)
+    fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
+    ax.plot(fpr[keep], tpr[keep], label=label)
+    ax.set(xlabel="false accept rate", ylabel="true accept rate", ylim=(0, 1.01))
+    if log_far:
+        ax.set_xscale("log")
+    ax.grid(True, which="both", alpha=0.3)
+    if label:
+        ax.legend(loc="upper left")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def save_report(
+    summary: pd.DataFrame, scores: pd.DataFrame, out_dir: str | Path, roc_png: bool = True
+) -> dict[str, Path]:
+    """Write the two frames returned by `evaluate_lfw` into `out_dir`.
+
+    Files: ``summary.csv``, ``summary.json`` (records; NaN as null), ``scores.csv`` and, with
+    `roc_png`, ``roc.png`` of the evaluated (last) split. Returns {kind: path}.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "summary_csv": out_dir / "summary.csv",
+        "summary_json": out_dir / "summary.json",
+        "scores_csv": out_dir / "scores.csv",
+    }
+    summary.to_csv(paths["summary_csv"], index=False)
+    summary.to_json(paths["summary_json"], orient="records", indent=2)
+    scores.to_csv(paths["scores_csv"], index=False)
+    if roc_png:
+        test = scores[scores["split"] == scores["split"].iloc[-1]]
+        row = summary.iloc[0]
+        paths["roc_png"] = plot_roc(
+            test["score"].to_numpy(),
+            test["same"].to_numpy(),
+            out_dir / "roc.png",
+            higher_is_same=row["metric"] != "euclidean",
+            label=f"{row['model']} ({row['metric']}), AUC {row['auc']:.4f}",
+        )
+    return paths
