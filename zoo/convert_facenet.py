@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         suffix=".weights.h5", prefix=f".{args.out.name}.", dir=args.out.parent
     )
     os.close(fd)
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600
     try:
         model.save_weights(tmp, overwrite=True)
         os.replace(tmp, args.out)
