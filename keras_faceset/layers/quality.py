@@ -1,0 +1,123 @@
+"""Quality Aware Network pooling and quality branch (Liu et al., "Quality Aware Network for Set
+to Set Recognition", CVPR 2017)."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from keras_faceset.layers.masking import (
+    SetAggregation,
+    check_frame_mask,
+    normalize_scores,
+    static_shape_mismatch,
+    weighted_sum,
+)
+
+
+@keras.saving.register_keras_serializable(package="keras_faceset")
+class QualityPooling(SetAggregation):
+    """Quality-weighted set pooling: `R_a = Σ_i μ_i R_i / Σ_i μ_i` (QAN eq. 1).
+
+    Its gradients are the paper's eqs. (5)-(6): `∂R_a/∂R_i = μ_i / Σ_j μ_j` and
+    `∂R_a/∂μ_i = (R_i − R_a) / Σ_j μ_j`.
+
+    Call: `layer([features, quality], mask=None)` or `layer([features, quality, mask])`, with
+    features (batch, set_size, dim), quality scores μ >= 0 of shape (batch, set_size) or
+    (batch, set_size, 1), mask (batch, set_size). Returns `R_a` (batch, dim), or
+    `(R_a, μ_i / Σ μ)` with `return_weights=True`. Masked frames get weight 0; a set whose
+    unmasked μ sum to 0 (e.g. all masked) gives a zero vector and zero weights.
+    """
+
+    extra_inputs = ("quality",)
+
+    def aggregate(self, features, mask, quality):
+        frames_shape = tuple(features.shape[:2])
+        shape = tuple(quality.shape)
+        if len(shape) == 3 and shape[-1] == 1:
+            quality = ops.squeeze(quality, -1)
+        if static_shape_mismatch(tuple(quality.shape), frames_shape):
+            raise ValueError(
+                f"QualityPooling: quality must have shape (batch, set_size) or "
+                f"(batch, set_size, 1) matching features {tuple(features.shape)}, got {shape}."
+            )
+        quality = ops.where(mask, ops.cast(quality, features.dtype), 0.0)
+        weights = normalize_scores(quality, mask)
+        return weighted_sum(features, weights), weights
+
+
+@keras.saving.register_keras_serializable(package="keras_faceset")
+class QualityHead(keras.layers.Layer):
+    """QAN quality branch: a feature map or vector -> quality score μ ∈ (0, 1).
+
+    Maps `(B, H, W, C)`: Conv2D(filters, kernel_size, relu) → global average pool → Dense(1) →
+    sigmoid. Vectors `(B, C)`: Dense(filters, relu) → Dense(1) → sigmoid. Per-frame inputs
+    `(B, T, H, W, C)` / `(B, T, C)` give `(B, T)`; otherwise the output is `(B,)`. The last
+    Dense starts with a zero kernel and bias `initial_bias`, so every frame starts with
+    μ = sigmoid(initial_bias) (0.73 by default) and QAN pooling starts as mean pooling.
+    With per-frame inputs a mask (batch, set_size) zeroes the masked frames' inputs and μ.
+    """
+
+    def __init__(
+        self, filters: int = 64, kernel_size: int = 3, initial_bias: float = 1.0, **kwargs
+    ):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.initial_bias = float(initial_bias)
+        self.supports_masking = True
+
+    def build(self, input_shape) -> None:
+        rank = len(input_shape)
+        if rank not in (2, 3, 4, 5):
+            raise ValueError(
+                "QualityHead expects (B, C), (B, T, C), (B, H, W, C) or (B, T, H, W, C) inputs, "
+                f"got shape {tuple(input_shape)}."
+            )
+        self.per_frame = rank in (3, 5)
+        self.on_maps = rank in (4, 5)
+        frame_shape = (None, *input_shape[(2 if self.per_frame else 1) :])
+        if self.on_maps:
+            self.hidden = keras.layers.Conv2D(
+                self.filters, self.kernel_size, padding="same", activation="relu", name="conv"
+            )
+        else:
+            self.hidden = keras.layers.Dense(self.filters, activation="relu", name="hidden")
+        self.score = keras.layers.Dense(
+            1,
+            activation="sigmoid",
+            kernel_initializer="zeros",
+            bias_initializer=keras.initializers.Constant(self.initial_bias),
+            name="score",
+        )
+        self.hidden.build(frame_shape)
+        self.score.build((None, self.filters))
+
+    def call(self, inputs, mask=None):
+        frames = inputs
+        if self.per_frame and mask is not None:
+            mask = check_frame_mask(mask, inputs.shape[:2], "QualityHead")
+            frame_mask = ops.reshape(mask, (*ops.shape(mask), *([1] * (len(inputs.shape) - 2))))
+            frames = ops.where(frame_mask, inputs, ops.zeros_like(inputs))
+        if self.on_maps:
+            if self.per_frame:
+                frames = ops.reshape(frames, (-1, *ops.shape(inputs)[2:]))
+            hidden = ops.mean(self.hidden(frames), axis=(1, 2))
+        else:
+            hidden = self.hidden(frames)
+        quality = ops.squeeze(self.score(hidden), -1)
+        if self.per_frame and self.on_maps:
+            quality = ops.reshape(quality, ops.shape(inputs)[:2])
+        if self.per_frame and mask is not None:
+            quality = ops.where(mask, quality, ops.zeros_like(quality))
+        return quality
+
+    def compute_mask(self, inputs, mask=None):
+        return mask if len(inputs.shape) in (3, 5) else None
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(
+            filters=self.filters, kernel_size=self.kernel_size, initial_bias=self.initial_bias
+        )
+        return config
