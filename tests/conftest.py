@@ -1,6 +1,7 @@
 """Shared fixtures: where ../shared is, and seeded randomness."""
 
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -29,3 +30,15 @@ def require(path: Path) -> Path:
     if not path.exists():
         pytest.fail(f"{path} is missing; set KERAS_FACESET_SHARED to the shared folder")
     return path
+
+
+@pytest.fixture(scope="session")
+def facenet_h5() -> Path:
+    """The original facenet_keras.h5: $FACENET_H5, else ../shared/bin/fetch-facenet-h5."""
+    if "FACENET_H5" in os.environ:
+        return require(Path(os.environ["FACENET_H5"]))
+    script = require(SHARED / "bin" / "fetch-facenet-h5")
+    result = subprocess.run([str(script)], capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.fail(f"{script} failed: {result.stderr}")
+    return require(Path(result.stdout.strip().splitlines()[-1]))

@@ -1,7 +1,5 @@
 import base64
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import h5py
@@ -18,7 +16,7 @@ from keras_faceset.models.convert.facenet_h5 import (
     prewhiten,
     read_facenet_h5,
 )
-from tests.conftest import LFW_DIR, REPO, SHARED, require
+from tests.conftest import LFW_DIR, REPO, require
 
 # The Lambda of facenet_keras.h5: marshalled CPython 3.6 code of
 # `lambda inputs, scale: inputs[0] + inputs[1] * scale` (copied from the file's model_config).
@@ -181,17 +179,6 @@ def test_original_rebuilt_from_model_config(tmp_path, rng):
 
 
 # ---------------------------------------------------------------- the real file (slow)
-
-
-@pytest.fixture(scope="module")
-def facenet_h5() -> Path:
-    if "FACENET_H5" in os.environ:
-        return require(Path(os.environ["FACENET_H5"]))
-    script = require(SHARED / "bin" / "fetch-facenet-h5")
-    result = subprocess.run([str(script)], capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.fail(f"{script} failed: {result.stderr}")
-    return require(Path(result.stdout.strip().splitlines()[-1]))
 
 
 @pytest.fixture(scope="module")
