@@ -185,12 +185,36 @@ def _kind_index(kind: str) -> int:
     return KINDS.index(kind)
 
 
-def degrade(image: Image, kind: str, severity: Severity, seed: Seed = (0, 0)) -> tf.Tensor:
-    """Apply degradation `kind` (one of `KINDS`) at `severity` in [0, 1] with stateless `seed`."""
-    op = _OPS[KINDS[_kind_index(kind)]]
+def _apply_id(image: tf.Tensor, kind_id: tf.Tensor, severity: tf.Tensor, seed: tf.Tensor):
+    """`_apply` with the kind chosen at run time by an int32 index into `KINDS`."""
+    message = f"degradation kind index must be in [0, {len(KINDS)})"
+    checks = [
+        tf.debugging.assert_non_negative(kind_id, message=message),
+        tf.debugging.assert_less(kind_id, len(KINDS), message=message),
+    ]
+    with tf.control_dependencies(checks):
+        kind_id = tf.identity(kind_id)
+    branches = [lambda op=_OPS[name]: _apply(op, image, severity, seed) for name in KINDS]
+    return tf.ensure_shape(tf.switch_case(kind_id, branches), image.shape)
+
+
+def degrade(
+    image: Image, kind: str | tf.Tensor, severity: Severity, seed: Seed = (0, 0)
+) -> tf.Tensor:
+    """Apply degradation `kind` at `severity` in [0, 1] with stateless `seed`.
+
+    `kind` is a name from `KINDS`, or an integer tensor indexing `KINDS` (picked at run time,
+    e.g. read from a protocol table inside `tf.data`; the result is the same).
+    """
     image = tf.convert_to_tensor(image)
     _check_image(image)
-    return _apply(op, image, _severity(severity), _seed(seed))
+    severity, seed = _severity(severity), _seed(seed)
+    if isinstance(kind, str):
+        return _apply(_OPS[KINDS[_kind_index(kind)]], image, severity, seed)
+    kind = tf.convert_to_tensor(kind)
+    if not kind.dtype.is_integer or kind.shape.rank != 0:
+        raise ValueError(f"kind must be a name or an integer scalar, got {kind.dtype.name}")
+    return _apply_id(image, tf.cast(kind, tf.int32), severity, seed)
 
 
 def random_degradation(
@@ -209,7 +233,6 @@ def random_degradation(
     if isinstance(kinds, str) or not kinds:
         raise ValueError(f"kinds must be a non-empty sequence of names from {list(KINDS)}")
     kind_ids = tf.constant([_kind_index(kind) for kind in kinds], tf.int32)
-    branches = [_OPS[kind] for kind in kinds]
     image = tf.convert_to_tensor(image)
     _check_image(image)
     seed = _seed(seed)
@@ -221,8 +244,8 @@ def random_degradation(
             [], kind_seed, minval=0, maxval=len(kinds), dtype=tf.int32
         )
         s = tf.random.stateless_uniform([], severity_seed) if fixed is None else fixed
-        out = tf.switch_case(pick, [lambda op=op: _apply(op, frame, s, op_seed) for op in branches])
-        return tf.ensure_shape(out, frame.shape), tf.gather(kind_ids, pick), s
+        kind_id = tf.gather(kind_ids, pick)
+        return _apply_id(frame, kind_id, s, op_seed), kind_id, s
 
     if image.shape.rank == 3:
         return one(image, seed)

@@ -183,3 +183,15 @@ def test_monotone_on_real_lfw_images(kind):
         image = load_image(require(LFW_DIR / "lfw-deepfunneled" / name))
         values = [psnr(D.degrade(image, kind, s, [1, 2]), image) for s in SEVERITIES]
         assert np.all(np.diff(values) < 0), (name, values)
+
+
+def test_kind_given_as_a_tensor_index_equals_the_name():
+    image = textured(6)
+    for index, kind in enumerate(D.KINDS):
+        by_name = D.degrade(image, kind, 0.5, [4, 4]).numpy()
+        by_index = D.degrade(image, tf.constant(index), 0.5, [4, 4]).numpy()
+        np.testing.assert_array_equal(by_index, by_name)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="kind index must be in"):
+        D.degrade(image, tf.constant(len(D.KINDS)), 0.5, [4, 4])
+    with pytest.raises(ValueError, match="kind must be a name or an integer"):
+        D.degrade(image, tf.constant(1.0), 0.5, [4, 4])
