@@ -61,3 +61,27 @@ def _assert_nested_close(a, b, atol):
         np.testing.assert_allclose(
             keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b), atol=atol, rtol=0
         )
+
+
+def value_and_gradients(fn, *args):
+    """`(fn(*args), [d fn / d arg, ...])` as float32 NumPy, by the active backend's autodiff
+    (tf.GradientTape or jax.grad), for a scalar-valued `fn` of float arrays."""
+    args = [np.asarray(a, dtype="float32") for a in args]
+    if keras.backend.backend() == "jax":
+        import jax
+
+        value, grads = jax.value_and_grad(fn, argnums=tuple(range(len(args))))(*args)
+    else:
+        import tensorflow as tf
+
+        tensors = [tf.constant(a) for a in args]
+        with tf.GradientTape() as tape:
+            tape.watch(tensors)
+            value = fn(*tensors)
+        grads = tape.gradient(value, tensors, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    return keras.ops.convert_to_numpy(value), [keras.ops.convert_to_numpy(g) for g in grads]
+
+
+def gradients(fn, *args) -> list:
+    """`d fn(*args) / d args` (see `value_and_gradients`)."""
+    return value_and_gradients(fn, *args)[1]

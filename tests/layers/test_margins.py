@@ -14,7 +14,7 @@ from keras_faceset.layers.margins import (
     SphereFace,
 )
 from tests import checks
-from tests.layers.autodiff import gradients
+from tests.checks import gradients
 
 DIM, NUM_CLASSES, BATCH = 6, 5, 12
 

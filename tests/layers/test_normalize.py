@@ -11,8 +11,8 @@ from tests.checks import (
     assert_fit_reduces_loss,
     assert_jit_compile_matches,
     assert_keras_file_round_trip,
+    gradients,
 )
-from tests.layers.autodiff import gradients
 
 
 def reference(x, axis=-1, scale=1.0, epsilon=1e-12):

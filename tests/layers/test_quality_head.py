@@ -11,8 +11,8 @@ from tests.checks import (
     assert_fit_reduces_loss,
     assert_jit_compile_matches,
     assert_keras_file_round_trip,
+    gradients,
 )
-from tests.layers.autodiff import gradients
 from tests.layers.test_set_layers import DIM, noisy_sets
 
 SHAPES = {  # input shape -> output shape

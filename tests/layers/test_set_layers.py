@@ -16,8 +16,8 @@ from tests.checks import (
     assert_fit_reduces_loss,
     assert_jit_compile_matches,
     assert_keras_file_round_trip,
+    gradients,
 )
-from tests.layers.autodiff import gradients
 
 DIM = 4
 CASES = ["mean", "max", "nan1", "nan2", "qan"]

@@ -11,8 +11,8 @@ from keras_faceset.losses import (
     pairwise_distance,
 )
 from keras_faceset.losses.distances import DISTANCES
-from tests.checks import assert_fit_reduces_loss
-from tests.losses.test_distances import numpy_distance, numpy_pairwise, value_and_gradient
+from tests.checks import assert_fit_reduces_loss, value_and_gradients
+from tests.losses.test_distances import numpy_distance, numpy_pairwise
 
 
 def reference_contrastive(y_same, d, margin):
@@ -81,7 +81,7 @@ def test_batch_pairs_match_numpy(distance, seed):
 def test_gradient_matches_finite_differences(distance):
     y_same, pairs = random_pairs(3, size=6, dim=3)
     loss = ContrastiveLoss(margin=2.0, distance=distance)
-    _, grad = value_and_gradient(lambda e: loss(y_same, e), pairs)
+    _, (grad,) = value_and_gradients(lambda e: loss(y_same, e), pairs)
 
     def reference(p):
         d = numpy_distance(p[:, 0], p[:, 1], distance)
@@ -106,7 +106,7 @@ def test_duplicate_embeddings_give_finite_gradients(pairs, distance):
     else:
         y, x = np.array([0, 0, 1]), np.stack([point, point, point])
     loss = ContrastiveLoss(distance=distance, pairs=pairs)
-    value, grad = value_and_gradient(lambda e: loss(y, e), x)
+    value, (grad,) = value_and_gradients(lambda e: loss(y, e), x)
     assert np.isfinite(value) and value > 0  # the different-identity pair is inside the margin
     assert np.all(np.isfinite(grad))
 

@@ -10,24 +10,7 @@ from keras_faceset.losses.distances import (
     paired_distance,
     pairwise_distance,
 )
-
-
-def value_and_gradient(fn, x):
-    """``(fn(x), d fn / dx)`` as NumPy for a scalar `fn` of a tensor (TF or JAX backend)."""
-    if keras.backend.backend() == "jax":
-        import jax
-
-        value, grad = jax.value_and_grad(fn)(jax.numpy.asarray(x))
-    else:
-        import tensorflow as tf
-
-        x = tf.convert_to_tensor(x)
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            value = fn(x)
-        grad = tape.gradient(value, x)
-    assert grad is not None, "loss is disconnected from its input"
-    return keras.ops.convert_to_numpy(value), keras.ops.convert_to_numpy(grad)
+from tests.checks import value_and_gradients
 
 
 def numpy_distance(x, y, distance):
@@ -66,9 +49,9 @@ def test_paired_matches_numpy(distance, rng):
 def test_gradients_finite_at_zero_distance(distance):
     # Rows 0 and 1 are duplicates, row 2 is the zero vector.
     x = np.array([[0.3, -1.0, 2.0], [0.3, -1.0, 2.0], [0.0, 0.0, 0.0]], "float32")
-    _, grad = value_and_gradient(lambda e: keras.ops.sum(pairwise_distance(e, distance)), x)
+    _, (grad,) = value_and_gradients(lambda e: keras.ops.sum(pairwise_distance(e, distance)), x)
     assert np.all(np.isfinite(grad))
-    _, grad = value_and_gradient(
+    _, (grad,) = value_and_gradients(
         lambda e: keras.ops.sum(paired_distance(e, e[::-1] * 0 + e[0], distance)), x
     )
     assert np.all(np.isfinite(grad))
@@ -76,9 +59,9 @@ def test_gradients_finite_at_zero_distance(distance):
 
 def test_l2_gradient_is_zero_at_duplicates_and_exact_elsewhere():
     x = np.array([[1.0, 2.0], [1.0, 2.0], [4.0, 6.0]], "float32")
-    _, grad = value_and_gradient(lambda e: pairwise_distance(e, "l2")[0, 1], x)
+    _, (grad,) = value_and_gradients(lambda e: pairwise_distance(e, "l2")[0, 1], x)
     np.testing.assert_array_equal(grad, 0)
-    _, grad = value_and_gradient(lambda e: pairwise_distance(e, "l2")[0, 2], x)
+    _, (grad,) = value_and_gradients(lambda e: pairwise_distance(e, "l2")[0, 2], x)
     np.testing.assert_allclose(grad, [[-0.6, -0.8], [0, 0], [0.6, 0.8]], atol=1e-6)
 
 

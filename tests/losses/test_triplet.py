@@ -9,8 +9,8 @@ import pytest
 from keras_faceset.losses import TripletLoss, triplet_loss, validate_labels
 from keras_faceset.losses.distances import DISTANCES
 from keras_faceset.losses.mining import MINING
-from tests.checks import assert_fit_reduces_loss
-from tests.losses.test_distances import numpy_pairwise, value_and_gradient
+from tests.checks import assert_fit_reduces_loss, value_and_gradients
+from tests.losses.test_distances import numpy_pairwise
 
 COMBINATIONS = list(itertools.product(MINING, DISTANCES))
 
@@ -77,7 +77,7 @@ def test_known_figures_on_a_line(mining, expected):
 def test_gradient_matches_finite_differences(mining, distance):
     labels, x = random_batch(3, size=7, classes=3, dim=3)
     kwargs = dict(mining=mining, margin=0.5, distance=distance)
-    _, grad = value_and_gradient(lambda e: triplet_loss(labels, e, **kwargs), x)
+    _, (grad,) = value_and_gradients(lambda e: triplet_loss(labels, e, **kwargs), x)
     x64, eps = np.float64(x), 1e-6
     expected = np.zeros_like(x64)
     for index in np.ndindex(x.shape):
@@ -95,7 +95,7 @@ def test_gradient_matches_finite_differences(mining, distance):
 def test_no_valid_triplet_gives_exact_zero_and_zero_gradients(mining, distance, labels):
     x = np.random.default_rng(0).normal(size=(5, 3)).astype("float32")
     kwargs = dict(mining=mining, distance=distance)
-    value, grad = value_and_gradient(lambda e: triplet_loss(np.array(labels), e, **kwargs), x)
+    value, (grad,) = value_and_gradients(lambda e: triplet_loss(np.array(labels), e, **kwargs), x)
     assert value == 0
     np.testing.assert_array_equal(grad, 0)
 
@@ -105,7 +105,7 @@ def test_duplicate_embeddings_give_finite_gradients(mining, distance):
     x = np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]], "float32")
     labels = np.array([0, 0, 1, 1, 2])  # duplicates within and across identities
     kwargs = dict(mining=mining, distance=distance, margin=0.2)
-    value, grad = value_and_gradient(lambda e: triplet_loss(labels, e, **kwargs), x)
+    value, (grad,) = value_and_gradients(lambda e: triplet_loss(labels, e, **kwargs), x)
     assert np.isfinite(value) and value > 0
     assert np.all(np.isfinite(grad))
 
