@@ -1,1 +1,38 @@
-"""Face detection and alignment."""
+"""Face detection (MTCNN) and alignment: the crops the pretrained backbones were trained on."""
+
+from keras_faceset.align.cache import ChipCache
+from keras_faceset.align.crop import box_crop, centre_crop, five_point_crop
+from keras_faceset.align.detect import LANDMARK_NAMES, Detections, MtcnnDetector, select_face
+from keras_faceset.align.pipeline import AlignedBatch, align_faces, default_detector, to_rgb_uint8
+from keras_faceset.align.templates import (
+    ARCFACE_112,
+    DLIB_150,
+    DLIB_WEIGHTS,
+    arcface_template,
+    dlib_template,
+)
+from keras_faceset.align.transform import apply_affine, invert_affine, umeyama, warp_affine
+
+__all__ = [
+    "ARCFACE_112",
+    "DLIB_150",
+    "DLIB_WEIGHTS",
+    "LANDMARK_NAMES",
+    "AlignedBatch",
+    "ChipCache",
+    "Detections",
+    "MtcnnDetector",
+    "align_faces",
+    "apply_affine",
+    "arcface_template",
+    "box_crop",
+    "centre_crop",
+    "default_detector",
+    "dlib_template",
+    "five_point_crop",
+    "invert_affine",
+    "select_face",
+    "to_rgb_uint8",
+    "umeyama",
+    "warp_affine",
+]
