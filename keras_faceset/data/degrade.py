@@ -19,9 +19,10 @@ gamma      255 (x / 255)^g with g = 3^(+s) (darker) or 3^(-s) (brighter) the dir
 
 Sizes are absolute pixels: LFW's 250x250 images are degraded before a 150 px centre crop, so the
 blur sigma is 4 px on the chip. Floats are clipped to [0, 255]; uint8 results are rounded. JPEG
-is not differentiable and works on the uint8-rounded image. The occlusion rectangle keeps its
-centre-relative position as s grows (a larger rectangle contains the smaller one), so the damage
-grows monotonically with severity for every kind.
+is not differentiable, works on the uint8-rounded image and already re-encodes at quality 95 for
+s just above 0 (every other kind tends to the identity as s -> 0). The occlusion rectangle's
+top-left corner is u * (H - h, W - w) for a seeded u, so for one seed a larger rectangle contains
+the smaller one; the damage (e.g. PSNR loss) grows with severity for every kind.
 """
 
 from __future__ import annotations
