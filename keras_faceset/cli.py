@@ -21,7 +21,8 @@ def _info(args: argparse.Namespace) -> None:
 
     card = zoo.info(args.model)
     print(card.pop("card") or "(no model card)")
-    for key, value in card.items():
+    source = card.pop("source")
+    for key, value in [*card.items(), *((f"source.{k}", v) for k, v in source.items())]:
         print(f"{key}: {value}")
 
 
@@ -33,6 +34,58 @@ def _download(args: argparse.Namespace) -> None:
         raise ValueError("give a model name or --all")
     for name in names:
         print(f"{name}: {zoo.download(name, cache_dir=args.cache_dir)}")
+
+
+def _verify(args: argparse.Namespace) -> None:
+    from keras_faceset.embedder import FaceEmbedder, cosine_distance
+
+    embedder = FaceEmbedder(args.model, align=args.align, chip_cache=args.chip_cache)
+    first, second = embedder.embed([args.a, args.b])
+    distance = float(cosine_distance(first, second))
+    threshold = args.threshold
+    if threshold is None:
+        threshold = embedder.preset.thresholds.get(args.far)
+    print(f"model: {args.model} ({embedder.description})")
+    print(f"cosine distance: {distance:.4f}")
+    if threshold is None:
+        print(f"decision: none (no threshold measured for FAR {args.far}; give --threshold)")
+    else:
+        verdict = "same person" if distance <= threshold else "different people"
+        print(f"decision at FAR {args.far} (threshold {threshold:.4f}): {verdict}")
+    if embedder.fallbacks:
+        print(f"note: no face found in {embedder.fallbacks} image(s); used the central crop")
+
+
+def _embed(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from keras_faceset.embedder import FaceEmbedder, image_paths
+
+    paths = image_paths(args.inputs)
+    embedder = FaceEmbedder(args.model, align=args.align, chip_cache=args.chip_cache)
+    embeddings = embedder.embed(paths)
+    np.savez(args.output, embeddings=embeddings, paths=np.array([str(p) for p in paths]))
+    print(f"{len(paths)} embeddings of dimension {embeddings.shape[1]} -> {args.output}")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    import time
+
+    from keras_faceset.embedder import FaceEmbedder
+    from keras_faceset.eval import evaluate_lfw
+    from keras_faceset.eval.report import save_report
+
+    embedder = FaceEmbedder(args.model, align=args.align, chip_cache=args.chip_cache)
+    start = time.perf_counter()
+    summary, scores = evaluate_lfw(
+        embedder, args.data, view=args.view, pairs_per_fold=args.pairs_per_fold
+    )
+    summary.insert(1, "alignment", embedder.description)
+    summary["fallbacks"] = embedder.fallbacks
+    summary["seconds"] = round(time.perf_counter() - start, 1)
+    print(summary.T.to_string(header=False))
+    files = save_report(summary, scores, args.out)
+    print(f"wrote {', '.join(str(p) for p in files.values())}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,6 +105,40 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--all", action="store_true", help="every preset")
     download.add_argument("--cache-dir", default=None)
     download.set_defaults(run=_download)
+
+    def add_model_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument("model", help="a preset name (see `keras-faceset list`)")
+        command.add_argument(
+            "--align",
+            choices=("preset", "center"),
+            default="preset",
+            help="preset: detect with MTCNN and crop as the weights expect; center: fixed "
+            "central crop, no detection",
+        )
+        command.add_argument("--chip-cache", default=None, help="folder caching aligned chips")
+
+    verify = commands.add_parser("verify", help="are two face images the same person?")
+    add_model_options(verify)
+    verify.add_argument("a")
+    verify.add_argument("b")
+    verify.add_argument("--far", default="1e-3", help="false accept rate of the threshold")
+    verify.add_argument("--threshold", type=float, default=None, help="cosine distance")
+    verify.set_defaults(run=_verify)
+
+    embed = commands.add_parser("embed", help="embed images and folders into an .npz")
+    add_model_options(embed)
+    embed.add_argument("inputs", nargs="+", help="image files or folders of images")
+    embed.add_argument("-o", "--output", required=True)
+    embed.set_defaults(run=_embed)
+
+    evaluate = commands.add_parser("evaluate", help="LFW verification accuracy, ROC, TAR@FAR")
+    add_model_options(evaluate)
+    evaluate.add_argument("protocol", choices=("lfw",))
+    evaluate.add_argument("--data", default=None, help="LFW folder (default $KERAS_FACESET_DATA)")
+    evaluate.add_argument("--view", choices=("view2", "view1"), default="view2")
+    evaluate.add_argument("--pairs-per-fold", type=int, default=None, help="quick subset")
+    evaluate.add_argument("--out", default="faceset-eval", help="folder for CSV, JSON and ROC")
+    evaluate.set_defaults(run=_evaluate)
     return parser
 
 

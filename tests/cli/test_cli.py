@@ -1,0 +1,76 @@
+"""The `keras-faceset` command line, run as users run it: in a subprocess."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from keras_faceset import __version__
+from tests.conftest import REPO
+
+EXAMPLES = REPO / "examples" / "images"
+SERENA_1, SERENA_2 = EXAMPLES / "Serena_Williams_0001.jpg", EXAMPLES / "Serena_Williams_0002.jpg"
+POWELL = EXAMPLES / "Colin_Powell_0001.jpg"
+
+
+def run(*args, check=True):
+    result = subprocess.run(
+        [sys.executable, "-m", "keras_faceset.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if check and result.returncode != 0:
+        pytest.fail(f"keras-faceset {args} failed ({result.returncode}):\n{result.stderr}")
+    return result
+
+
+def test_version():
+    assert run("--version").stdout.strip() == f"keras-faceset {__version__}"
+
+
+def test_list_and_info():
+    listing = run("list").stdout
+    assert "facenet" in listing and "dlib_resnet" in listing and "research use" in listing
+    assert "source.sha256: 55533b28a958" in run("info", "dlib_resnet").stdout
+
+
+def test_unknown_model_is_a_one_line_error_and_exit_1():
+    result = run("info", "facnet", check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "keras-faceset info: error: Unknown model 'facnet'. Did you mean 'facenet'? "
+        "Available: dlib_resnet, facenet."
+    ]
+
+
+def _distance(output: str) -> float:
+    line = next(line for line in output.splitlines() if line.startswith("cosine distance:"))
+    return float(line.split(":")[1])
+
+
+def test_verify_tells_same_from_different_people():
+    same = run("verify", "dlib_resnet", SERENA_1, SERENA_2, "--threshold", "0.1").stdout
+    different = run("verify", "dlib_resnet", SERENA_1, POWELL, "--threshold", "0.1").stdout
+    assert "same person" in same and "different people" in different
+    assert _distance(same) < 0.1 < _distance(different)
+
+
+def test_verify_missing_file_is_a_clean_error(tmp_path):
+    result = run("verify", "dlib_resnet", SERENA_1, tmp_path / "nope.jpg", check=False)
+    assert result.returncode == 1 and "nope.jpg" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_embed_a_folder_matches_verify(tmp_path):
+    out = tmp_path / "faces.npz"
+    run("embed", "dlib_resnet", EXAMPLES, "-o", out)
+    saved = np.load(out)
+    names = [p.rsplit("/", 1)[-1] for p in saved["paths"]]
+    assert names == sorted(p.name for p in EXAMPLES.glob("*.jpg"))
+    embeddings = saved["embeddings"]
+    np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1, atol=1e-5)
+    distance = 1 - embeddings[names.index(SERENA_1.name)] @ embeddings[names.index(SERENA_2.name)]
+    verify = run("verify", "dlib_resnet", SERENA_1, SERENA_2, "--threshold", "0.1").stdout
+    assert abs(distance - _distance(verify)) < 1e-4
