@@ -106,9 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.output.name.endswith(".weights.h5"):
         parser.error("the output file name must end with .weights.h5")
 
+    from keras_faceset.files import atomic_path, sha256_file
     from keras_faceset.models.backbones.dlib_resnet import DlibResNet
     from keras_faceset.models.convert.dlib_dat import (
-        file_sha256,
         load_dlib_weights,
         read_dlib_dat,
     )
@@ -121,16 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     model = DlibResNet()
     load_dlib_weights(model, args.dat, DLIB_RESNET.source.sha256)
     convert_seconds = time.perf_counter() - start
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    temp = args.output.with_name(f".{os.getpid()}.{args.output.name}")
-    try:
+    with atomic_path(args.output, suffix=".weights.h5") as temp:
         model.save_weights(temp)
-        os.replace(temp, args.output)
-    finally:
-        temp.unlink(missing_ok=True)
     print(f"parameters: {model.count_params():,}")
     print(f"parse: {parse_seconds:.2f} s; build + load: {convert_seconds:.2f} s")
-    print(f"wrote {args.output} sha256 {file_sha256(args.output)}")
+    print(f"wrote {args.output} sha256 {sha256_file(args.output)}")
     if args.chips:
         for key, value in parity(model, args.dat, args.lfw, args.chips).items():
             print(f"parity {key}: {value:.3g}")

@@ -8,15 +8,14 @@ images, writes the weights atomically (temp file + rename) and prints their sha2
 """
 
 import argparse
-import hashlib
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from keras_faceset.files import atomic_path, sha256_file
 from keras_faceset.models.backbones.inception_resnet_v1 import IMAGE_SIZE
 from keras_faceset.models.convert.facenet_h5 import (
     FACENET_H5_SHA256,
@@ -31,14 +30,6 @@ DEFAULT_H5 = Path(
     )
 )
 DEFAULT_LFW = REPO.parent / "shared" / "data" / "lfw" / "lfw-deepfunneled"
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def lfw_centre_crops(lfw_dir: Path, count: int) -> np.ndarray:
@@ -68,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.out.name.endswith(".weights.h5"):
         parser.error(f"--out must end in .weights.h5, got {args.out}")
 
-    source_sha = sha256(args.h5)
+    source_sha = sha256_file(args.h5)
     if source_sha != FACENET_H5_SHA256:
         parser.error(f"{args.h5} has sha256 {source_sha}, expected {FACENET_H5_SHA256}")
     start = time.perf_counter()
@@ -89,19 +80,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"parity {diff:.3g} exceeds --max-diff {args.max_diff:g}; nothing written")
             return 1
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        suffix=".weights.h5", prefix=f".{args.out.name}.", dir=args.out.parent
-    )
-    os.close(fd)
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600
-    try:
-        model.save_weights(tmp, overwrite=True)
-        os.replace(tmp, args.out)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    print(f"wrote {args.out} sha256 {sha256(args.out)}")
+    with atomic_path(args.out, suffix=".weights.h5") as tmp:
+        model.save_weights(tmp)
+    print(f"wrote {args.out} sha256 {sha256_file(args.out)}")
     return 0
 
 

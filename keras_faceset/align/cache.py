@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_faceset.zoo.cache import atomic_path
+from keras_faceset.files import atomic_path
 
 RECORD_FIELDS = ("chip", "box", "landmarks", "confidence", "fallback")
 

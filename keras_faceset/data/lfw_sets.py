@@ -202,7 +202,7 @@ def _relative(lfw: LFW, name: str, number: int) -> str:
 def save_protocol(frame: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write JSON lines: a header ``{"protocol": frame.attrs["protocol"]}``, then one pair per
     line; atomically (a temporary file renamed into place)."""
-    from keras_faceset.zoo.cache import atomic_path
+    from keras_faceset.files import atomic_path
 
     missing = [c for c in COLUMNS if c not in frame]
     if missing or "protocol" not in frame.attrs:

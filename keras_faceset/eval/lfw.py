@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -16,6 +15,7 @@ import tensorflow as tf
 from keras_faceset.data.images import image_dataset, load_image
 from keras_faceset.data.lfw import LFW
 from keras_faceset.eval.verification import best_threshold, verification_report
+from keras_faceset.files import atomic_path
 
 METRICS = ("cosine", "euclidean")
 VIEWS = {
@@ -90,21 +90,13 @@ def _load_cache(cache_path: Path, key: str) -> dict[str, np.ndarray]:
 
 
 def _save_cache(cache_path: Path, key: str, cached: dict[str, np.ndarray]) -> None:
-    """Write the .npz to a temporary file in the same folder, then rename it into place."""
-    cache_path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=cache_path.parent, suffix=".tmp.npz")
-    try:
-        with os.fdopen(handle, "wb") as f:
-            np.savez(
-                f,
-                key=np.array(key),
-                paths=np.array(list(cached)),
-                embeddings=np.stack(list(cached.values())),
-            )
-        os.replace(tmp, cache_path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_path(cache_path, suffix=".npz") as tmp:
+        np.savez(
+            tmp,
+            key=np.array(key),
+            paths=np.array(list(cached)),
+            embeddings=np.stack(list(cached.values())),
+        )
 
 
 def cached_embeddings(

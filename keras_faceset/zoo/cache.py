@@ -8,17 +8,25 @@ download from its published URL with sha256 checks. Converted weights are cached
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import importlib.util
 import os
-import secrets
 import shutil
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 
+from keras_faceset.files import atomic_path, file_lock, sha256_file, verify_sha256
 from keras_faceset.zoo.presets import Source
+
+__all__ = [
+    "atomic_path",
+    "download_source",
+    "file_lock",
+    "find_source",
+    "home_dir",
+    "sha256_file",
+    "sources_dirs",
+    "verify_sha256",
+]
 
 
 def home_dir(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -34,56 +42,6 @@ def sources_dirs() -> list[Path]:
     if value:
         return [Path(part) for part in value.split(os.pathsep) if part]
     return [Path.home() / ".cache" / "keras_faceset_sources"]
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def verify_sha256(path: Path, expected: str, what: str) -> None:
-    """Raise ValueError naming `path` when its content does not hash to `expected`."""
-    actual = sha256_file(path)
-    if actual != expected:
-        raise ValueError(
-            f"{path} is not the expected {what}: sha256 {actual}, expected {expected}. "
-            "The file is corrupt, truncated or a different version; replace it."
-        )
-
-
-@contextlib.contextmanager
-def atomic_path(dest: Path, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path beside `dest`; rename it onto `dest` only if the block succeeds.
-
-    `suffix` ends the temporary name, for writers that insist on one (Keras: `.weights.h5`).
-    """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}-{secrets.token_hex(4)}.part{suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock between processes (POSIX `flock`); a no-op where unavailable."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        try:
-            import fcntl
-        except ImportError:  # Windows: conversions may race, but writes stay atomic
-            yield
-            return
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def find_source(source: Source, download: bool = True) -> Path:

@@ -9,12 +9,12 @@ import keras
 import numpy as np
 import pytest
 
+from keras_faceset.files import sha256_file
 from keras_faceset.models.backbones.dlib_resnet import DLIB_MEAN, DlibResNet
 from keras_faceset.models.convert.dlib_dat import (
     DatReader,
     _anet_nodes,
     convert_dlib_dat,
-    file_sha256,
     load_dlib_weights,
     read_dlib_dat,
 )
@@ -191,7 +191,7 @@ def test_synthetic_file_round_trip(random_model, synthetic_dat):
     assert sum(w.size for r in records[1:] for w in r.weights) == 5_614_592
     np.testing.assert_array_equal(records[0].weights[0], np.float32(DLIB_MEAN))
     loaded = DlibResNet()
-    load_dlib_weights(loaded, synthetic_dat, sha256=file_sha256(synthetic_dat))
+    load_dlib_weights(loaded, synthetic_dat, sha256=sha256_file(synthetic_dat))
     for ours, theirs in zip(loaded.get_weights(), random_model.get_weights(), strict=True):
         np.testing.assert_array_equal(ours, theirs)
 
@@ -250,7 +250,7 @@ def _convert_script():
 
 @pytest.fixture(scope="module")
 def real_model():
-    return convert_dlib_dat(require(DLIB_DAT), sha256=file_sha256(DLIB_DAT))
+    return convert_dlib_dat(require(DLIB_DAT), sha256=sha256_file(DLIB_DAT))
 
 
 @pytest.mark.slow

@@ -14,7 +14,6 @@ the network definition (`anet_type`), rebuilt here from `dlib_resnet.STAGES`.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from keras_faceset.files import sha256_file
 from keras_faceset.models.backbones.dlib_resnet import (
     DLIB_MEAN,
     EMBEDDING_DIM,
@@ -285,20 +285,12 @@ def _versions_allowed(node: _Node, over_input: bool) -> tuple[int, ...]:
     return (2, 3) if over_input else (1, 2)
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def read_dlib_dat(path: str | os.PathLike, sha256: str | None = None) -> list[DlibRecord]:
     """Parse a dlib `anet_type` file into its records in execution order: the input means, then
     each con/affine/fc's weights. The whole file must be consumed; any mismatch with
     `anet_type` (versions, sizes, strides, paddings, flags) raises ValueError."""
     name = os.fspath(path)
-    if sha256 is not None and (found := file_sha256(path)) != sha256.lower():
+    if sha256 is not None and (found := sha256_file(path)) != sha256.lower():
         raise ValueError(f"{name}: sha256 {found} does not match the expected {sha256}")
     nodes = _anet_nodes()
     records: list[DlibRecord] = []
