@@ -86,6 +86,27 @@ def _evaluate(args: argparse.Namespace) -> None:
     print(summary.T.to_string(header=False))
     files = save_report(summary, scores, args.out)
     print(f"wrote {', '.join(str(p) for p in files.values())}")
+    if args.record:
+        from keras_faceset.eval.results import record_result
+
+        row = summary.iloc[0]
+        record_result(
+            args.record,
+            {
+                "model": args.model,
+                "protocol": f"lfw_{args.view}"
+                + (f"_first{args.pairs_per_fold}perfold" if args.pairs_per_fold else ""),
+                "alignment": args.align,
+                "accuracy": row["accuracy"],
+                "std": row["std"],
+                "auc": row["auc"],
+                "tar@far=1e-2": row["tar@far=0.01"],
+                "tar@far=1e-3": row["tar@far=0.001"],
+                "pairs": row["pairs"],
+                "command": "keras-faceset " + " ".join(sys.argv[1:]),
+            },
+        )
+        print(f"recorded in {args.record}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--view", choices=("view2", "view1"), default="view2")
     evaluate.add_argument("--pairs-per-fold", type=int, default=None, help="quick subset")
     evaluate.add_argument("--out", default="faceset-eval", help="folder for CSV, JSON and ROC")
+    evaluate.add_argument("--record", default=None, help="results CSV to add the row to")
     evaluate.set_defaults(run=_evaluate)
     return parser
 
