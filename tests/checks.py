@@ -31,7 +31,8 @@ def assert_keras_file_round_trip(model: keras.Model, inputs, tmp_path: Path) -> 
 def assert_fit_reduces_loss(model: keras.Model, x, y, loss, epochs: int = 20, **compile_kwargs):
     """A few epochs of `model.fit` lower the training loss."""
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=loss, **compile_kwargs)
-    history = model.fit(x, y, epochs=epochs, batch_size=len(_first(x)), verbose=0, shuffle=False)
+    batch_size = len(_first(x))
+    history = model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, shuffle=False)
     losses = history.history["loss"]
     assert np.all(np.isfinite(losses)), losses
     assert losses[-1] < 0.9 * losses[0], f"loss did not fall: {losses[0]} -> {losses[-1]}"
@@ -46,6 +47,9 @@ def assert_jit_compile_matches(model: keras.Model, x, atol: float = 1e-5) -> Non
 
 
 def _first(x):
+    """The first input array of `x` (an array, a list or a dict of arrays)."""
+    if isinstance(x, dict):
+        return next(iter(x.values()))
     return x[0] if isinstance(x, (list, tuple)) else x
 
 

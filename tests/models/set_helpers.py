@@ -53,15 +53,3 @@ def unit(x, axis: int = -1):
 
 def numpy_outputs(outputs: dict) -> dict:
     return {key: keras.ops.convert_to_numpy(value) for key, value in outputs.items()}
-
-
-def fit_reduces_loss(model: keras.Model, x: dict, y, loss, epochs: int = 10, lr: float = 1e-2):
-    """`tests.checks.assert_fit_reduces_loss` for dict inputs, full batch (the shared helper
-    takes `len(x)` of a dict, i.e. its number of keys, as the batch size)."""
-    model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss)
-    batch = len(next(iter(x.values())))
-    history = model.fit(x, y, epochs=epochs, batch_size=batch, verbose=0, shuffle=False)
-    losses = history.history["loss"]
-    assert np.all(np.isfinite(losses)), losses
-    assert losses[-1] < 0.9 * losses[0], f"loss did not fall: {losses[0]} -> {losses[-1]}"
-    return losses

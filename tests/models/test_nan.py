@@ -13,6 +13,7 @@ from keras_faceset.models.set_model import (
     set_embedding_model,
 )
 from tests.checks import (
+    assert_fit_reduces_loss,
     assert_jit_compile_matches,
     assert_keras_file_round_trip,
 )
@@ -20,7 +21,6 @@ from tests.conftest import LFW_DIR, require
 from tests.models.set_helpers import (
     DIM,
     TinyBackbone,
-    fit_reduces_loss,
     image_sets,
     numpy_outputs,
     randomize,
@@ -140,7 +140,7 @@ def test_fit_contrastive_on_image_sets_lowers_loss(rng):
     images = np.clip(base[labels] + rng.normal(0, 40, (8, 3, 32, 32, 3)), 0, 255)
     mask = np.arange(3)[None] < np.array([[3], [2], [1], [3], [2], [3], [1], [3]])
     x = {"images": images.astype("float32"), "mask": mask}
-    fit_reduces_loss(
+    assert_fit_reduces_loss(
         model, x, {"embedding": labels}, {"embedding": ContrastiveLoss(pairs="batch")}, epochs=10
     )
 
@@ -152,7 +152,7 @@ def test_training_ignores_nan_padding(rng):
     mask = np.arange(3)[None] < np.array([[3], [1], [2], [2]])
     frames = np.where(mask[..., None], rng.normal(size=(4, 3, DIM)), np.nan).astype("float32")
     x = {"frame_embeddings": frames, "mask": mask}
-    fit_reduces_loss(
+    assert_fit_reduces_loss(
         head,
         x,
         {"embedding": np.array([0, 0, 1, 1], "int32")},
@@ -221,7 +221,7 @@ def test_identification_mode(rng):
     model = identification_model(head, num_classes=4)
     assert set(model.output) == {"embedding", "weights", "logits"}
     loss = {"logits": keras.losses.SparseCategoricalCrossentropy(from_logits=True)}
-    fit_reduces_loss(model, x, {"logits": labels}, loss, epochs=20)
+    assert_fit_reduces_loss(model, x, {"logits": labels}, loss, epochs=20)
     margin = identification_model(head, num_classes=4, classifier="l2_sphereface")
     assert "labels" in margin.input
     assert margin({**x, "labels": labels})["logits"].shape == (12, 4)

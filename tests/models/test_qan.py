@@ -8,6 +8,7 @@ from keras_faceset.losses import TripletLoss
 from keras_faceset.models.nan import NANHead
 from keras_faceset.models.qan import QAN, QANHead
 from tests.checks import (
+    assert_fit_reduces_loss,
     assert_jit_compile_matches,
     assert_keras_file_round_trip,
 )
@@ -16,7 +17,6 @@ from tests.models.set_helpers import (
     DIM,
     IMAGE_SIZE,
     TinyBackbone,
-    fit_reduces_loss,
     image_sets,
     numpy_outputs,
     randomize,
@@ -138,7 +138,7 @@ def test_fit_set_triplet_on_image_sets_lowers_loss(rng):
     mask = np.arange(3)[None] < np.array([[3], [2], [1], [3], [2], [3], [1], [3]])
     x = {"images": images.astype("float32"), "mask": mask}
     loss = {"embedding": TripletLoss(mining="hard", margin=0.5)}
-    fit_reduces_loss(model, x, {"embedding": labels}, loss, epochs=10)
+    assert_fit_reduces_loss(model, x, {"embedding": labels}, loss, epochs=10)
 
 
 def test_jit_compile_head(rng):

@@ -8,12 +8,15 @@ from keras_faceset.layers import ArcFace
 from keras_faceset.losses import LSRLoss
 from keras_faceset.models.nan import NANHead
 from keras_faceset.models.seqface import SeqFace, SeqFaceHead, lsr_targets
-from tests.checks import assert_jit_compile_matches, assert_keras_file_round_trip
+from tests.checks import (
+    assert_fit_reduces_loss,
+    assert_jit_compile_matches,
+    assert_keras_file_round_trip,
+)
 from tests.models.set_helpers import (
     DIM,
     IMAGE_SIZE,
     TinyBackbone,
-    fit_reduces_loss,
     image_sets,
     numpy_outputs,
     randomize,
@@ -83,7 +86,7 @@ def test_multi_loss_training_on_images_lowers_loss_and_trains_the_set_model(rng)
     sets = {"images": images[None, :3], "mask": np.ones((1, 3), bool)}
     before = numpy_outputs(model(sets))["embedding"]
     x = {"images": images, "labels": labels}
-    losses = fit_reduces_loss(
+    losses = assert_fit_reduces_loss(
         train, x, {"logits": lsr_targets(labels, NUM_IDENTITIES)}, {"logits": LSRLoss()}
     )
     # the training graph shares the backbone: the set model now embeds differently
@@ -123,7 +126,7 @@ def test_head_training_model_with_projection(rng):
     frames = (centres[labels] + 0.5 * rng.normal(size=(len(labels), DIM))).astype("float32")
     x = {"frame_embeddings": frames, "labels": labels}
     y = {"logits": lsr_targets(labels, NUM_IDENTITIES)}
-    fit_reduces_loss(train, x, y, {"logits": LSRLoss()}, epochs=20)
+    assert_fit_reduces_loss(train, x, y, {"logits": LSRLoss()}, epochs=20)
 
 
 def test_jit_compile_head(rng):
