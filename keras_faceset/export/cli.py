@@ -1,0 +1,54 @@
+"""`keras-faceset export MODEL BASE_DIR`: registered on the main parser by `add_export_command`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_export_command(subparsers) -> argparse.ArgumentParser:
+    """Add `export MODEL BASE_DIR [--version N] [--float16] [--xla] [--no-warmup] [--name NAME]`
+    to the `add_subparsers()` object of the main parser; its handler is set as `run`."""
+    parser = subparsers.add_parser(
+        "export",
+        help="write a TF Serving SavedModel to BASE_DIR/NAME/VERSION",
+        description="Export a zoo preset or a .keras model as a versioned SavedModel with "
+        "serving_default, embed_images, aggregate and embed_encoded signatures.",
+    )
+    parser.add_argument("model", help="a zoo preset name (see `list`) or a .keras file")
+    parser.add_argument("base_dir", help="model base directory (TF Serving's --model_base_path)")
+    parser.add_argument("--version", type=int, default=None, help="default: the next free one")
+    parser.add_argument("--name", default=None, help="served model name (default: MODEL's)")
+    parser.add_argument("--float16", action="store_true", help="mixed precision (GPU serving)")
+    parser.add_argument("--xla", action="store_true", help="jit-compile with XLA")
+    parser.add_argument(
+        "--no-warmup", action="store_true", help="skip assets.extra warm-up requests"
+    )
+    parser.set_defaults(run=run_export)
+    return parser
+
+
+def run_export(args: argparse.Namespace) -> None:
+    from keras_faceset.export import ExportSpec, configure_gpu, export_saved_model
+
+    configure_gpu()
+    path = Path(args.model)
+    if path.suffix == ".keras":
+        import keras
+
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist")
+        spec = ExportSpec.from_model(keras.saving.load_model(path), name=args.name or path.stem)
+    else:
+        spec = ExportSpec.from_preset(args.model)
+        if args.name:
+            spec = ExportSpec(args.name, spec.backbone, spec.input_size, spec.head)
+    target = export_saved_model(
+        spec,
+        args.base_dir,
+        version=args.version,
+        float16=args.float16,
+        xla=args.xla,
+        warmup_requests=not args.no_warmup,
+    )
+    print(target)

@@ -1,0 +1,194 @@
+"""The `tf.Module` whose four `tf.function`s become the SavedModel's serving signatures.
+
+Batch and set sizes and image sizes are dynamic; images are uint8 RGB, cast to float32 and
+resized in the graph (bilinear, antialiased) to the backbone's input size when they differ.
+Every embedding output is L2-normalised float32.
+"""
+
+from __future__ import annotations
+
+import functools
+import types
+
+import keras
+import tensorflow as tf
+
+from keras_faceset.export.spec import ExportSpec
+from keras_faceset.layers import L2Normalize
+
+SIGNATURES = ("serving_default", "embed_images", "aggregate", "embed_encoded")
+"""Signature names, in the order they are documented and warmed up."""
+
+MASK_MISMATCH = "mask must have shape [batch, set_size] matching the first two axes of"
+
+
+class ServingModule(tf.Module):
+    """`serving_default` (image sets), `embed_images`, `aggregate` (frame embeddings) and
+    `embed_encoded` (JPEG/PNG bytes), sharing one backbone and one head.
+
+    `float16=True` runs the backbone under the `mixed_float16` policy (a copy; weights stay
+    float32, outputs are cast to float32). `xla=True` compiles the backbone and head with XLA
+    (`jit_compile`); decoding, resizing and input checks stay outside the compiled part.
+    """
+
+    def __init__(self, spec: ExportSpec, float16: bool = False, xla: bool = False):
+        super().__init__()
+        backend = keras.backend.backend()
+        if backend != "tensorflow":
+            raise ValueError(f"SavedModel export needs KERAS_BACKEND=tensorflow, got {backend!r}.")
+        # The Keras objects sit in an untracked namespace: the SavedModel tracks the tf.Variables
+        # the traced functions capture instead (below), as keras.export.ExportArchive does.
+        # Tracking the Keras models too would store every weight twice, and tracking only them
+        # leaves the TF1 loader (TF Serving's path) restoring other handles than those read.
+        self.keras = types.SimpleNamespace(
+            backbone=_mixed_float16_copy(spec.backbone) if float16 else spec.backbone,
+            head=spec.resolved_head(),
+            normalize=L2Normalize(name="l2_normalize"),
+        )
+        self.height, self.width = spec.input_size
+        self.embedding_dim = spec.embedding_dim
+        dim = self.embedding_dim
+        image = tf.TensorSpec([None, self.height, self.width, 3], tf.float32)
+        self._embed = tf.function(
+            self._embed_resized, input_signature=[image], jit_compile=xla, autograph=False
+        )
+        self._pool = tf.function(
+            self._pool_frames,
+            input_signature=[
+                tf.TensorSpec([None, None, dim], tf.float32),
+                tf.TensorSpec([None, None], tf.bool),
+            ],
+            jit_compile=xla,
+            autograph=False,
+        )
+        mask = tf.TensorSpec([None, None], tf.bool, name="mask")
+        self.serving_default = _signature(
+            self._serve_sets,
+            tf.TensorSpec([None, None, None, None, 3], tf.uint8, name="images"),
+            mask,
+        )
+        self.embed_images = _signature(
+            self._embed_images, tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")
+        )
+        self.aggregate = _signature(
+            self._aggregate, tf.TensorSpec([None, None, dim], tf.float32, name="embeddings"), mask
+        )
+        self.embed_encoded = _signature(
+            self._embed_encoded, tf.TensorSpec([None], tf.string, name="image_bytes")
+        )
+        captured = {id(v): v for f in self.signatures().values() for v in f.variables}
+        self.captured_variables = list(captured.values())
+
+    def signatures(self) -> dict:
+        """`{name: concrete function}` for `tf.saved_model.save(..., signatures=...)`."""
+        return {name: getattr(self, name).get_concrete_function() for name in SIGNATURES}
+
+    def _serve_sets(self, images, mask):
+        """images `[B, T, H, W, 3]` uint8 + mask `[B, T]` -> embedding `[B, D]`, weights `[B, T]`.
+
+        Only unmasked frames go through the backbone; masked ones get zero frame embeddings.
+        """
+        shape = tf.shape(images)
+        with tf.control_dependencies([_assert_mask(mask, shape, "images [B, T, H, W, 3]")]):
+            flat = tf.reshape(images, tf.concat([[-1], shape[2:]], axis=0))
+        valid = tf.where(tf.reshape(mask, [-1]))
+        frames = self._embed_uint8(tf.gather_nd(flat, valid))
+        frames = tf.scatter_nd(valid, frames, [shape[0] * shape[1], self.embedding_dim])
+        return self._pool(tf.reshape(frames, [shape[0], shape[1], self.embedding_dim]), mask)
+
+    def _embed_images(self, images):
+        """images `[N, H, W, 3]` uint8 -> embedding `[N, D]`."""
+        return {"embedding": self._embed_uint8(images)}
+
+    def _aggregate(self, embeddings, mask):
+        """frame embeddings `[B, T, D]` + mask `[B, T]` -> embedding `[B, D]`, weights `[B, T]`."""
+        with tf.control_dependencies(
+            [_assert_mask(mask, tf.shape(embeddings), "embeddings [B, T, D]")]
+        ):
+            embeddings = tf.identity(embeddings)
+        return self._pool(embeddings, mask)
+
+    def _embed_encoded(self, image_bytes):
+        """JPEG/PNG/BMP/GIF bytes `[N]` -> embedding `[N, D]` (first frame of an animation)."""
+
+        def decode(data):
+            image = tf.io.decode_image(data, channels=3, expand_animations=False)
+            return self._resize(image[tf.newaxis])[0]
+
+        size = tf.TensorSpec([self.height, self.width, 3], tf.float32)
+        images = tf.map_fn(decode, image_bytes, fn_output_signature=size)
+        return {"embedding": self._embed_nonempty(images)}
+
+    def _embed_uint8(self, images):
+        return self._embed_nonempty(self._resize(images))
+
+    def _resize(self, images):
+        """uint8 `[N, h, w, 3]` -> float32 `[N, H, W, 3]`, resized only when `(h, w) != (H, W)`."""
+        images = tf.cast(images, tf.float32)
+        shape = tf.shape(images)
+        same = tf.logical_and(tf.equal(shape[1], self.height), tf.equal(shape[2], self.width))
+        images = tf.cond(
+            same,
+            lambda: images,
+            lambda: tf.image.resize(
+                images, (self.height, self.width), method="bilinear", antialias=True
+            ),
+        )
+        return tf.ensure_shape(images, [None, self.height, self.width, 3])
+
+    def _embed_nonempty(self, images):
+        """The backbone skipped for an empty batch (some kernels reject a batch of 0)."""
+        return tf.cond(
+            tf.shape(images)[0] > 0,
+            lambda: self._embed(images),
+            lambda: tf.zeros([0, self.embedding_dim], tf.float32),
+        )
+
+    def _embed_resized(self, images):
+        embeddings = self.keras.backbone(images, training=False)
+        return self.keras.normalize(tf.cast(embeddings, tf.float32))
+
+    def _pool_frames(self, frames, mask):
+        out = self.keras.head([frames, mask], training=False)
+        return {
+            "embedding": self.keras.normalize(tf.cast(out["embedding"], tf.float32)),
+            "weights": tf.cast(out["weights"], tf.float32),
+        }
+
+
+def _signature(fn, *input_signature: tf.TensorSpec):
+    """`fn` as a serving signature that checks its inputs' runtime shapes (EnsureShape: a
+    SignatureDef call does not enforce the declared ranks and static dimensions by itself)."""
+
+    @functools.wraps(fn)  # keeps the argument names, which become the signature's input keys
+    def checked(*inputs):
+        pairs = zip(inputs, input_signature, strict=True)
+        return fn(*(tf.ensure_shape(x, spec.shape) for x, spec in pairs))
+
+    return tf.function(checked, input_signature=list(input_signature), autograph=False)
+
+
+def _assert_mask(mask, shape, what: str):
+    return tf.debugging.assert_equal(
+        tf.shape(mask), shape[:2], message=f"{MASK_MISMATCH} {what}", summarize=4
+    )
+
+
+def _mixed_float16_copy(model: keras.Model) -> keras.Model:
+    """A copy of `model` computing in float16 with float32 weights (same values).
+
+    The input preprocessing (the layers before the first one with weights, e.g. per-image
+    standardisation, whose sums over an image overflow float16) stays float32.
+    """
+    copy = keras.models.clone_model(model)
+    keep = set()
+    for layer in copy.layers:
+        if layer.weights:
+            break
+        keep.add(id(layer))
+    # `_flatten_layers` reaches nested models and sub-layers that `model.layers` hides.
+    for layer in copy._flatten_layers(include_self=True, recursive=True):
+        if id(layer) not in keep:
+            layer.dtype_policy = "mixed_float16"
+    copy.set_weights(model.get_weights())
+    return copy

@@ -1,0 +1,122 @@
+"""Write a versioned SavedModel for TF Serving: `<base_dir>/<name>/<version>/`.
+
+A version is written into a hidden temporary directory beside it and renamed only when complete,
+so a crash never leaves a half-written version for the server to load; an existing version is
+never overwritten. Beside the versions go an example `models.config` and a
+`batching_parameters.txt`, which TF Serving ignores when scanning for versions.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import tensorflow as tf
+
+from keras_faceset.export import warmup
+from keras_faceset.export.module import ServingModule
+from keras_faceset.export.spec import ExportSpec
+
+logger = logging.getLogger(__name__)
+
+BATCHING_PARAMETERS = """\
+# Server-side batching for `tensorflow_model_server --enable_batching
+# --batching_parameters_file=<this file>` (tensorflow_serving BatchingParameters text proto).
+# Requests of one signature are concatenated along their first (batch) axis.
+max_batch_size { value: 64 }
+batch_timeout_micros { value: 2000 }
+max_enqueued_batches { value: 100 }
+num_batch_threads { value: 4 }
+# Zero-pads the other axes to the largest in the batch: a padded frame gets mask False, so
+# sets of different sizes batch together. Images must still share their height and width
+# (padded pixels would be resized into the face): send crops at the model's input size.
+pad_variable_length_inputs: true
+"""
+
+
+def export_saved_model(
+    spec: ExportSpec,
+    base_dir: str | os.PathLike,
+    version: int | None = None,
+    *,
+    float16: bool = False,
+    xla: bool = False,
+    warmup_requests: bool = True,
+) -> Path:
+    """Export `spec` to `<base_dir>/<spec.name>/<version>/` and return that directory.
+
+    Args:
+        version: a positive integer; None takes the next free one (1 for a new model).
+            An existing version raises FileExistsError.
+        float16: run the backbone in mixed precision (for GPU serving); outputs stay float32.
+        xla: compile the backbone and head with XLA (`jit_compile=True`).
+        warmup_requests: write `assets.extra/tf_serving_warmup_requests`, one request per
+            signature (needs the `tensorflow-serving-api` package).
+    """
+    if warmup_requests:
+        warmup.require_serving_api()
+    if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
+        raise ValueError(f"version must be a positive integer, got {version!r}.")
+    if version is not None and version < 1:
+        raise ValueError(f"version must be a positive integer, got {version!r}.")
+    model_dir = Path(base_dir) / spec.name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    version = next_version(model_dir) if version is None else version
+    target = model_dir / str(version)
+    if target.exists():
+        raise FileExistsError(f"{target} already exists; versions are never overwritten.")
+
+    module = ServingModule(spec, float16=float16, xla=xla)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_dir))
+    try:
+        tf.saved_model.save(module, str(tmp), signatures=module.signatures())
+        if warmup_requests:
+            warmup.write_warmup_requests(tmp, spec.name, module)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it owner-only; the server may run as another user
+        try:
+            tmp.rename(target)
+        except OSError as error:  # another process wrote this version meanwhile
+            raise FileExistsError(
+                f"{target} already exists; versions are never overwritten."
+            ) from error
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    write_serving_configs(model_dir, spec.name)
+    logger.info("exported %s version %d to %s", spec.name, version, target)
+    return target
+
+
+def next_version(model_dir: str | os.PathLike) -> int:
+    """One more than the largest integer-named subdirectory of `model_dir` (1 if none)."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        return 1
+    versions = [int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()]
+    return max(versions, default=0) + 1
+
+
+def write_serving_configs(model_dir: str | os.PathLike, name: str) -> None:
+    """`models.config` (model_config_list serving `/models/<name>`, as mounted in the docs'
+    docker command) and `batching_parameters.txt`, unless they already exist (user edits win)."""
+    model_dir = Path(model_dir)
+    files = {
+        "models.config": (
+            "model_config_list {\n"
+            "  config {\n"
+            f'    name: "{name}"\n'
+            f'    base_path: "/models/{name}"\n'
+            '    model_platform: "tensorflow"\n'
+            "    model_version_policy { latest { num_versions: 1 } }\n"
+            "  }\n"
+            "}\n"
+        ),
+        "batching_parameters.txt": BATCHING_PARAMETERS,
+    }
+    for filename, text in files.items():
+        path = model_dir / filename
+        if not path.exists():
+            path.write_text(text)

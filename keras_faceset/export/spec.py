@@ -1,0 +1,139 @@
+"""What gets exported: an image backbone, an optional set head and the image size they expect.
+
+The contract, so set models (NAN, QAN, ...) plug in without changing the export:
+
+- `backbone`: images `(N, H, W, 3)` float32 RGB 0..255 -> frame embeddings `(N, D)`.
+  Preprocessing (standardisation, mean subtraction) lives inside the backbone.
+- `head`: `head([frames, mask])` with frames `(B, T, D)` float32 and mask `(B, T)` bool ->
+  `{"embedding": (B, D), "weights": (B, T)}`. It receives the *L2-normalised* frame embeddings
+  (what the `embed_images` signature returns), so `aggregate(embed_images(x), mask)` equals
+  `serving_default(x, mask)` and a cached gallery of frame embeddings can be re-aggregated.
+  Default (`head=None`): masked mean pooling + L2 normalisation, uniform weights.
+- A model with `backbone` and `head` attributes is split into the two by `ExportSpec.from_model`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+
+from keras_faceset.layers import L2Normalize, MaskedMeanPooling
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def mean_head(embedding_dim: int, name: str = "mean_head") -> keras.Model:
+    """The default set head: `r = Σ_k m_k f_k / Σ_k m_k`, `embedding = r / ‖r‖₂`, and the
+    uniform weights `m_k / Σ m` over unmasked frames."""
+    frames = keras.Input((None, embedding_dim), name="frames")
+    mask = keras.Input((None,), dtype="bool", name="mask")
+    pooled, weights = MaskedMeanPooling(return_weights=True, name="mean")([frames, mask])
+    embedding = L2Normalize(name="l2_normalize")(pooled)
+    return keras.Model([frames, mask], {"embedding": embedding, "weights": weights}, name=name)
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    """A servable face model: `name` (the TF Serving model name), an image `backbone`, an
+    optional set `head` (None: `mean_head`) and the backbone's `input_size` (height, width)."""
+
+    name: str
+    backbone: keras.Model
+    input_size: tuple[int, int]
+    head: keras.Model | None = None
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise ValueError(
+                f"model name {self.name!r} must be letters, digits, '_', '.' or '-' "
+                "(it names a directory and the TF Serving model)."
+            )
+        size = self.input_size
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
+            raise ValueError(f"input_size must be an int or (height, width) > 0, got {size!r}.")
+        object.__setattr__(self, "input_size", size)
+        static = tuple(self.backbone.input_shape[1:3]) if _is_image_input(self.backbone) else ()
+        if any(s is not None and s != t for s, t in zip(static, size, strict=False)):
+            raise ValueError(
+                f"input_size {size} does not match the backbone's input shape "
+                f"{tuple(self.backbone.input_shape)}."
+            )
+
+    @property
+    def embedding_dim(self) -> int:
+        """D, read from the backbone's output on one blank image."""
+        return int(self.check_backbone().shape[-1])
+
+    def check_backbone(self) -> np.ndarray:
+        """The backbone's output on one blank image, after checking it is `(1, D)`."""
+        out = keras.ops.convert_to_numpy(self.backbone(np.zeros((1, *self.input_size, 3), "f4")))
+        if out.ndim != 2 or out.shape[0] != 1:
+            raise ValueError(
+                f"the backbone must map images (N, H, W, 3) to embeddings (N, D); "
+                f"got output shape {out.shape} for one image."
+            )
+        return out
+
+    def resolved_head(self) -> keras.Model:
+        """The head, or `mean_head(D)`, after checking it follows the head contract."""
+        dim = self.embedding_dim
+        head = self.head if self.head is not None else mean_head(dim)
+        frames = np.zeros((1, 2, dim), "float32")
+        frames[..., 0] = 1.0
+        out = head([frames, np.array([[True, False]])])
+        if not isinstance(out, dict) or set(out) != {"embedding", "weights"}:
+            keys = sorted(out) if isinstance(out, dict) else type(out).__name__
+            raise ValueError(
+                f"the head must return a dict with keys 'embedding' and 'weights', got {keys}."
+            )
+        shapes = {key: tuple(value.shape) for key, value in out.items()}
+        if shapes != {"embedding": (1, dim), "weights": (1, 2)}:
+            raise ValueError(
+                f"the head must map frames (B, T, {dim}) and a mask (B, T) to embedding "
+                f"(B, {dim}) and weights (B, T); got {shapes} for B=1, T=2."
+            )
+        return head
+
+    @classmethod
+    def from_model(
+        cls, model: keras.Model, name: str, input_size: int | tuple[int, int] | None = None
+    ) -> ExportSpec:
+        """A spec from an image backbone, or from a set model exposing `backbone` and `head`.
+
+        `input_size` defaults to the backbone's static input height and width.
+        """
+        backbone, head = model, None
+        if isinstance(getattr(model, "backbone", None), keras.Model) and isinstance(
+            getattr(model, "head", None), keras.Model
+        ):
+            backbone, head = model.backbone, model.head
+        if input_size is None:
+            if not _is_image_input(backbone) or None in backbone.input_shape[1:3]:
+                raise ValueError(
+                    f"give input_size: the backbone's input shape {backbone.input_shape} "
+                    "has no static height and width."
+                )
+            input_size = tuple(backbone.input_shape[1:3])
+        return cls(name=name, backbone=backbone, input_size=input_size, head=head)
+
+    @classmethod
+    def from_preset(cls, name: str, weights: str | None = "pretrained", cache_dir=None):
+        """The zoo preset `name` with its weights (see `keras_faceset.zoo.load`)."""
+        from keras_faceset import zoo
+
+        preset = zoo.get_preset(name)
+        model = zoo.load(name, weights=weights, cache_dir=cache_dir)
+        return cls.from_model(model, name=preset.name, input_size=preset.input_size)
+
+
+def _is_image_input(model: keras.Model) -> bool:
+    """True when the model has one known rank-4 input (a subclassed model may have none)."""
+    try:
+        shape = model.input_shape
+    except (AttributeError, ValueError, RuntimeError):
+        return False
+    return isinstance(shape, tuple) and len(shape) == 4

@@ -1,0 +1,137 @@
+"""Export options (XLA, float16), a NAN attention head plugged in, and ExportSpec checks."""
+
+import types
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
+
+from keras_faceset.export import ExportSpec, export_saved_model, mean_head
+from keras_faceset.layers import AttentionAggregation, L2Normalize
+from keras_faceset.models.backbones.inception_resnet_v1 import PerImageStandardization
+from tests.export.helpers import DIM, SIZE, l2, reference_embed, reference_sets, tiny_backbone
+
+
+def _library(model_dir):
+    saved = saved_model_pb2.SavedModel.FromString((model_dir / "saved_model.pb").read_bytes())
+    return saved.meta_graphs[0].graph_def.library.function
+
+
+def _export(spec, tmp_path, **options):
+    return tf.saved_model.load(
+        str(export_saved_model(spec, tmp_path, warmup_requests=False, **options))
+    )
+
+
+def test_xla_export_is_jit_compiled_and_matches_keras(tmp_path, rng):
+    backbone = tiny_backbone()
+    loaded = _export(ExportSpec.from_model(backbone, "tiny"), tmp_path, xla=True)
+    assert any(f.attr["_XlaMustCompile"].b for f in _library(tmp_path / "tiny" / "1"))
+    images = rng.integers(0, 256, (2, 3, 40, 40, 3), dtype=np.uint8)
+    mask = np.array([[1, 1, 0], [1, 1, 1]], bool)
+    served = loaded.signatures["serving_default"](images=images, mask=mask)
+    expected = reference_sets(backbone, images, mask, (SIZE, SIZE))
+    for key in ("embedding", "weights"):
+        np.testing.assert_allclose(served[key], expected[key], atol=1e-5, rtol=0)
+
+
+def test_float16_export_computes_in_half_precision_and_returns_float32(tmp_path, rng):
+    # FaceNet's per-image standardisation sums a whole image: it overflows float16 (-> NaN)
+    # unless the export keeps the input preprocessing in float32.
+    backbone = tiny_backbone(preprocessing=PerImageStandardization())
+    loaded = _export(ExportSpec.from_model(backbone, "tiny"), tmp_path, float16=True)
+    half_convs = [
+        node
+        for function in _library(tmp_path / "tiny" / "1")
+        for node in function.node_def
+        if node.op == "Conv2D" and node.attr["T"].type == tf.float16.as_datatype_enum
+    ]
+    assert half_convs
+    images = rng.integers(0, 256, (4, SIZE, SIZE, 3), dtype=np.uint8)
+    embedding = loaded.signatures["embed_images"](images=images)["embedding"].numpy()
+    assert embedding.dtype == np.float32
+    expected = reference_embed(backbone, images, (SIZE, SIZE))
+    np.testing.assert_allclose(embedding, expected, atol=5e-3, rtol=0)
+    assert backbone.dtype_policy.name == "float32"  # the exported copy, not the model, changed
+
+
+def _attention_head(rng) -> keras.Model:
+    """A NAN head (2 attention blocks) with random, non-zero weights."""
+    frames = keras.Input((None, DIM))
+    mask = keras.Input((None,), dtype="bool")
+    pooled, attention = AttentionAggregation(return_attention=True)([frames, mask])
+    head = keras.Model([frames, mask], {"embedding": L2Normalize()(pooled), "weights": attention})
+    head.set_weights([rng.normal(size=w.shape).astype("float32") for w in head.get_weights()])
+    return head
+
+
+def test_a_nan_attention_head_plugs_in_through_a_set_model(tmp_path, rng):
+    backbone, head = tiny_backbone(), _attention_head(rng)
+    set_model = types.SimpleNamespace(backbone=backbone, head=head)
+    loaded = _export(ExportSpec.from_model(set_model, "nan"), tmp_path)
+    images = rng.integers(0, 256, (2, 4, SIZE, SIZE, 3), dtype=np.uint8)
+    mask = np.array([[1, 1, 1, 0], [1, 1, 1, 1]], bool)
+
+    def keras_head(frames, mask):
+        out = head([frames, mask])
+        return {"embedding": l2(out["embedding"].numpy()), "weights": out["weights"].numpy()}
+
+    expected = reference_sets(backbone, images, mask, (SIZE, SIZE), head=keras_head)
+    served = loaded.signatures["serving_default"](images=images, mask=mask)
+    for key in ("embedding", "weights"):
+        np.testing.assert_allclose(served[key], expected[key], atol=1e-5, rtol=0)
+    weights = served["weights"].numpy()
+    assert weights[0, 3] == 0 and np.ptp(weights[1]) > 1e-3  # masked frame out, not uniform
+    np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-6)
+
+
+def test_from_model_reads_the_input_size_and_the_default_head_is_mean_pooling():
+    spec = ExportSpec.from_model(tiny_backbone(), "tiny")
+    assert (spec.input_size, spec.embedding_dim, spec.head) == ((SIZE, SIZE), DIM, None)
+    frames = np.eye(3, DIM, dtype="float32")[None]
+    out = mean_head(DIM)([frames, np.array([[True, True, False]])])
+    np.testing.assert_allclose(out["weights"], [[0.5, 0.5, 0.0]])
+    np.testing.assert_allclose(out["embedding"][0, :3], [2**-0.5, 2**-0.5, 0.0], atol=1e-7)
+
+
+def test_from_preset_takes_the_presets_name_and_input_size():
+    spec = ExportSpec.from_preset("dlib_resnet", weights=None)
+    assert (spec.name, spec.input_size, spec.embedding_dim) == ("dlib_resnet", (150, 150), 128)
+
+
+def _wrong_head(outputs):
+    frames = keras.Input((None, DIM))
+    mask = keras.Input((None,), dtype="bool")
+    pooled = keras.layers.GlobalAveragePooling1D()(frames)
+    return keras.Model([frames, mask], outputs(pooled, frames))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"name": "face net"}, "model name 'face net' must be"),
+        ({"input_size": 48}, r"input_size \(48, 48\) does not match"),
+        ({"input_size": (32, 0)}, "input_size must be an int or"),
+        ({"head": _wrong_head(lambda p, f: p)}, "keys 'embedding' and 'weights', got [A-Z]"),
+        ({"head": _wrong_head(lambda p, f: {"embedding": p})}, r"got \['embedding'\]"),
+        (
+            {"head": _wrong_head(lambda p, f: {"embedding": p, "weights": f[..., 0:2]})},
+            r"weights \(B, T\); got",
+        ),
+    ],
+)
+def test_spec_problems_are_clear_value_errors(kwargs, message):
+    spec = {"name": "tiny", "backbone": tiny_backbone(), "input_size": SIZE} | kwargs
+    with pytest.raises(ValueError, match=message):
+        ExportSpec(**spec).resolved_head()
+
+
+def test_a_backbone_without_a_static_input_size_needs_one():
+    images = keras.Input((None, None, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(images))
+    backbone = keras.Model(images, keras.layers.Dense(DIM)(pooled))
+    with pytest.raises(ValueError, match="give input_size"):
+        ExportSpec.from_model(backbone, "any")
+    assert ExportSpec.from_model(backbone, "any", input_size=(24, 20)).embedding_dim == DIM

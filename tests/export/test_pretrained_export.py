@@ -1,0 +1,83 @@
+"""Real-weights exports (slow): FaceNet and dlib ResNet served in a fresh process equal Keras."""
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_faceset.export import ExportSpec, export_saved_model
+from keras_faceset.models.convert import convert_dlib_dat, convert_facenet_h5
+from tests.conftest import DLIB_DAT, REPO, require
+from tests.export.helpers import (
+    decode,
+    fresh_results,
+    reference_embed,
+    reference_mean,
+    reference_sets,
+    start_fresh_process,
+)
+
+pytestmark = pytest.mark.slow
+FACES = sorted((REPO / "examples" / "images").glob("*.jpg"))  # LFW 250 x 250 JPEGs
+
+
+def _model(name, request):
+    if name == "facenet":
+        return convert_facenet_h5(request.getfixturevalue("facenet_h5"))
+    return convert_dlib_dat(require(DLIB_DAT))
+
+
+@pytest.mark.parametrize("name", ["facenet", "dlib_resnet"])
+def test_real_weights_export_matches_keras_in_a_fresh_process(name, request, tmp_path):
+    model = _model(name, request)
+    spec = ExportSpec.from_model(model, name)
+    size = spec.input_size
+    target = export_saved_model(spec, tmp_path / "models")
+    jpegs = [require(path).read_bytes() for path in FACES]
+    faces = np.stack([decode(data) for data in jpegs])  # (3, 250, 250, 3): resized in the graph
+    crops = tf.image.resize(faces[:, 45:205, 45:205].astype("float32"), size).numpy()
+    crops = np.round(crops).astype(np.uint8)
+    sets, mask = np.stack([crops, crops[::-1]]), np.array([[1, 1, 0], [1, 1, 1]], bool)
+    frames = reference_embed(model, crops, size)
+    calls = {
+        "sets": ("serving_default", {"images": sets, "mask": mask}),
+        "faces": ("embed_images", {"images": faces}),
+        "crops": ("embed_images", {"images": crops}),
+        "aggregate": ("aggregate", {"embeddings": np.stack([frames, frames]), "mask": mask}),
+        "jpeg": ("embed_encoded", {"image_bytes": np.array(jpegs, object)}),
+    }
+    expected = {
+        "sets": reference_sets(model, sets, mask, size),
+        "faces": {"embedding": reference_embed(model, faces, size)},
+        "crops": {"embedding": frames},
+        "aggregate": reference_mean(np.stack([frames, frames]), mask),
+        "jpeg": {"embedding": reference_embed(model, faces, size)},
+    }
+    results = fresh_results(start_fresh_process(target, calls, tmp_path), tmp_path)
+    assert "keras_faceset" not in set(results["modules"])
+    diffs = {}
+    for loader in ("tf2", "v1"):
+        for call, outputs in expected.items():
+            for key, value in outputs.items():
+                got = results[f"{loader}|{call}|{key}"]
+                diffs[f"{loader} {call} {key}"] = float(np.max(np.abs(got - value)))
+                np.testing.assert_allclose(got, value, atol=1e-5, rtol=0, err_msg=call)
+    print(json.dumps({name: max(diffs.values())}))
+    same, other = frames[1] @ frames[2], frames[0] @ frames[1]  # Serena twice vs Powell
+    assert same > other
+
+
+@pytest.mark.parametrize("name", ["facenet", "dlib_resnet"])
+def test_float16_export_stays_close_to_float32(name, request, tmp_path):
+    model = _model(name, request)
+    spec = ExportSpec.from_model(model, name)
+    loaded = tf.saved_model.load(
+        str(export_saved_model(spec, tmp_path, float16=True, warmup_requests=False))
+    )
+    jpegs = [require(path).read_bytes() for path in FACES]
+    embedding = loaded.signatures["embed_encoded"](image_bytes=jpegs)["embedding"].numpy()
+    expected = reference_embed(model, np.stack([decode(data) for data in jpegs]), spec.input_size)
+    cosine = np.sum(embedding * expected, axis=-1)
+    print(json.dumps({f"{name} float16 cosine to float32": cosine.tolist()}))
+    assert embedding.dtype == np.float32 and np.all(cosine > 0.999), cosine
