@@ -1,0 +1,89 @@
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+from keras_faceset.eval.sets import (
+    head_sets,
+    pad_sets,
+    pool_sets,
+    set_verification,
+    weight_severity_spearman,
+)
+from keras_faceset.models import NANHead
+
+ROWS = [[0, 1], [2], [3, 4, 5]]
+
+
+def unit(x):
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def test_pad_sets():
+    index, mask = pad_sets(ROWS)
+    np.testing.assert_array_equal(index, [[0, 1, 0], [2, 0, 0], [3, 4, 5]])
+    np.testing.assert_array_equal(mask, [[1, 1, 0], [1, 0, 0], [1, 1, 1]])
+    with pytest.raises(ValueError, match="set 1 is empty"):
+        pad_sets([[0], []])
+
+
+def test_poolings_match_numpy(rng):
+    x = rng.normal(size=(6, 4)) * rng.uniform(0.5, 2.0, size=(6, 1))
+    norms = np.linalg.norm(x, axis=1)
+    expected = {
+        "mean": [unit(unit(x[r]).mean(0)) for r in ROWS],
+        "norm_weighted": [unit(x[r].sum(0)) for r in ROWS],
+        "best_frame": [unit(x[r][np.argmax(norms[r])]) for r in ROWS],
+    }
+    for pooling, want in expected.items():
+        np.testing.assert_allclose(pool_sets(x, ROWS, pooling), want, atol=1e-12)
+    with pytest.raises(ValueError, match="Unknown pooling 'max'"):
+        pool_sets(x, ROWS, "max")
+
+
+def test_perfect_separation_gives_accuracy_one(rng):
+    # 10 folds x (4 genuine + 4 impostor): genuine sets share their person's direction.
+    people = unit(np.eye(8)[:, :8])
+    same = np.tile([True] * 4 + [False] * 4, 10)
+    person = np.arange(80) % 8
+    frames_a = people[person][:, None, :] + 0.05 * rng.normal(size=(80, 3, 8))
+    other = np.where(same, person, (person + 1) % 8)
+    frames_b = people[other][:, None, :] + 0.05 * rng.normal(size=(80, 3, 8))
+    frames = np.concatenate([frames_a.reshape(-1, 8), frames_b.reshape(-1, 8)])
+    rows_a = [np.arange(3 * i, 3 * i + 3) for i in range(80)]
+    rows_b = [240 + r for r in rows_a]
+    report = set_verification(
+        pool_sets(frames, rows_a), pool_sets(frames, rows_b), same, np.repeat(np.arange(10), 8)
+    )
+    assert report["accuracy"] == 1.0 and report["std"] == 0.0
+    assert report["auc"] == 1.0 and report["tar@far=0.001"] == 1.0
+
+
+def test_known_scores():
+    # cosines 1, 0.6 (same) and 0, 0 (different): AUC 1, best threshold midway at 0.3.
+    a = np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    b = np.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0], [1.0, 0.0]])
+    report = set_verification(a, b, [True, True, False, False], folds=2)
+    assert report["auc"] == 1.0
+    np.testing.assert_allclose(report["threshold"], 0.3)  # midway between 0 and 0.6
+    with pytest.raises(ValueError, match="two"):
+        set_verification(a, b[:3], [True, True, False], folds=1)
+
+
+def test_head_sets_at_initialisation_is_mean_pooling(rng):
+    x = rng.normal(size=(6, 8)).astype(np.float32)
+    embedding, weights, mask = head_sets(NANHead(8, num_blocks=2), x, ROWS)
+    np.testing.assert_allclose(embedding, pool_sets(x, ROWS, "mean"), atol=1e-5)
+    np.testing.assert_allclose(weights[mask], [0.5, 0.5, 1.0, 1 / 3, 1 / 3, 1 / 3], atol=1e-6)
+
+
+def test_weight_severity_spearman_matches_scipy(rng):
+    weights = unit(rng.uniform(size=(5, 4)) ** 2) ** 2
+    mask = np.ones((5, 4), bool)
+    mask[0, 1:] = False  # a one-frame set is left out
+    mask[1, 3] = False
+    severity = np.round(rng.uniform(size=(5, 4)), 1)  # ties
+    keep = mask.copy()
+    keep[0] = False
+    relative = weights * mask.sum(1, keepdims=True)
+    expected = spearmanr(relative[keep], severity[keep]).statistic
+    np.testing.assert_allclose(weight_severity_spearman(weights, mask, severity), expected)

@@ -1,0 +1,210 @@
+"""Evaluate set pooling and the NAN / QAN heads on LFW-sets (clean and degraded) with dlib.
+
+Every distinct frame of both protocols is embedded once by dlib's ResNet (128-d descriptor +
+256-d pooled feature map, cached as an .npz under --cache). A frame is the 250x250 LFW image
+with its protocol degradation applied, warped to dlib's 150x150 chip by the five-point
+transform MTCNN found on the *clean* image (a tracker gives the box; quality varies).
+
+    python zoo/evaluate_lfw_sets.py --data /work/shared/data/lfw --cache /work/scratch/sets \
+        --chips /work/scratch/chips --record zoo/results.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from keras_faceset.align import DLIB_WEIGHTS, align_faces
+from keras_faceset.align.crop import centre_crop, five_point_crop
+from keras_faceset.align.pipeline import FIVE_POINT_FALLBACK
+from keras_faceset.align.templates import dlib_template
+from keras_faceset.data import LFW, lfw_sets
+from keras_faceset.eval.results import record_result
+from keras_faceset.eval.sets import (
+    POOLINGS,
+    head_sets,
+    pad_sets,
+    pool_sets,
+    set_verification,
+    weight_severity_spearman,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+PROTOCOLS = REPO / "zoo" / "protocols"
+WEIGHTS = REPO / "keras_faceset" / "zoo" / "weights"
+CROP = {"method": "five_point", "size": 150, "padding": 0.25}
+HEADS = ("nan1_dlib", "nan2_dlib", "qan_dlib")
+SIDES = ("rows_a", "rows_b")
+METRICS = ("accuracy", "std", "auc", "tar@far=0.01", "tar@far=0.001")
+
+
+def embed_frames(
+    frames: pd.DataFrame, lfw: LFW, chips: str, batch_size: int = 64
+) -> dict[str, np.ndarray]:
+    """dlib "embedding" (F, 128) and "pooled" (F, 256) of `protocol_frames`-style rows.
+
+    The clean image of each path is aligned once (MTCNN five points, chip cache `chips`); each
+    (possibly degraded) 250x250 frame is warped with that clean transform.
+    """
+    from keras_faceset import zoo
+
+    paths = sorted(set(frames["path"]))
+    aligned = align_faces([str(lfw.image_dir / p) for p in paths], cache=chips, **CROP)
+    where = {p: i for i, p in enumerate(paths)}
+    template = dlib_template(CROP["size"], CROP["padding"])
+    extractor = zoo.load("dlib_resnet").feature_extractor()
+    out: dict[str, list] = {"embedding": [], "pooled": []}
+    start, done = time.time(), 0
+    dataset = lfw_sets.frame_dataset(frames, lfw, batch_size=batch_size)
+    for batch, names in zip(dataset, _chunks(list(frames["path"]), batch_size), strict=True):
+        chips_batch = []
+        for image, name in zip(batch.numpy(), names, strict=True):
+            i = where[name]
+            if aligned.fallback[i]:
+                chip = centre_crop(image, (FIVE_POINT_FALLBACK,) * 2, CROP["size"])
+            else:
+                chip = five_point_crop(
+                    image, aligned.landmarks[i], template, CROP["size"], DLIB_WEIGHTS
+                )
+            chips_batch.append(chip)
+        result = extractor.predict_on_batch(np.stack(chips_batch).astype(np.float32))
+        for key in out:
+            out[key].append(np.asarray(result[key]))
+        done += len(names)
+        print(f"  embedded {done}/{len(frames)} ({done / (time.time() - start):.1f}/s)", flush=True)
+    return {key: np.concatenate(value) for key, value in out.items()}
+
+
+def _chunks(items: list, size: int) -> list[list]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def protocol_embeddings(lfw: LFW, cache: Path, chips: str) -> dict:
+    """Per variant: pairs, frame rows and the frame embeddings / features / severity.
+
+    The distinct frames of both variants (the clean frames of the degraded variant are shared)
+    are embedded once into ``cache/lfw_sets_dlib.npz``.
+    """
+    variants = {}
+    for variant in ("clean", "degraded"):
+        pairs = lfw_sets.load_protocol(PROTOCOLS / f"lfw_sets_{variant}.jsonl")
+        frames, rows_a, rows_b = lfw_sets.protocol_frames(pairs)
+        variants[variant] = {"pairs": pairs, "frames": frames, "rows_a": rows_a, "rows_b": rows_b}
+    union = pd.concat([v["frames"] for v in variants.values()]).drop_duplicates(ignore_index=True)
+    path = cache / "lfw_sets_dlib.npz"
+    if not path.is_file():
+        print(f"embedding {len(union)} distinct LFW-sets frames", flush=True)
+        np.savez(path, **embed_frames(union, lfw, chips))
+    with np.load(path) as data:
+        arrays = {key: data[key] for key in data.files}
+    if len(arrays["embedding"]) != len(union):
+        raise ValueError(f"{path} has {len(arrays['embedding'])} rows, not {len(union)}")
+    position = {key: i for i, key in enumerate(union.itertuples(index=False, name=None))}
+    for v in variants.values():
+        where = np.array([position[key] for key in v["frames"].itertuples(index=False, name=None)])
+        v.update({key: value[where] for key, value in arrays.items()})
+        v["severity"] = v["frames"]["severity"].to_numpy()
+    return variants
+
+
+def load_head(name: str, weights_dir: Path):
+    """The head `name` with its shipped weights, or None when they are missing."""
+    from keras_faceset.models import NANHead, QANHead
+
+    path = weights_dir / f"{name}.weights.h5"
+    if not path.is_file():
+        return None
+    head = (
+        NANHead(128, num_blocks=int(name[3]))
+        if name.startswith("nan")
+        else QANHead(128, feature_shape=256)
+    )
+    head.load_weights(path)
+    return head
+
+
+def evaluate(variants: dict, weights_dir: Path) -> tuple[pd.DataFrame, dict]:
+    """Rows of metrics per (method, variant) and the weight/severity Spearman per head."""
+    rows, spearman = [], {}
+    heads = {name: load_head(name, weights_dir) for name in HEADS}
+    for variant, v in variants.items():
+        same = v["pairs"]["same"].to_numpy()
+        folds = v["pairs"]["fold"].to_numpy()
+        methods = {
+            f"{pooling}_dlib": (
+                pool_sets(v["embedding"], v["rows_a"], pooling),
+                pool_sets(v["embedding"], v["rows_b"], pooling),
+            )
+            for pooling in POOLINGS
+        }
+        for name, head in heads.items():
+            if head is None:
+                continue
+            sides = [head_sets(head, v["embedding"], v[side], v["pooled"]) for side in SIDES]
+            methods[name] = (sides[0][0], sides[1][0])
+            if variant == "degraded":
+                width = max(weights.shape[1] for _, weights, _ in sides)
+                weights, mask, severity = (
+                    np.concatenate([_pad(part, width) for part in parts])
+                    for parts in (
+                        [s[1] for s in sides],
+                        [s[2] for s in sides],
+                        [v["severity"][pad_sets(v[side])[0]] for side in SIDES],
+                    )
+                )
+                spearman[name] = weight_severity_spearman(weights, mask, severity)
+        for name, (set_a, set_b) in methods.items():
+            report = set_verification(set_a, set_b, same, folds)
+            rows.append({"model": name, "protocol": f"lfw_sets_{variant}", **report})
+    return pd.DataFrame(rows), spearman
+
+
+def _pad(x: np.ndarray, width: int) -> np.ndarray:
+    return np.pad(x, [(0, 0), (0, width - x.shape[1])])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="/work/shared/data/lfw", help="LFW data folder")
+    parser.add_argument("--cache", default="/work/scratch/sets", help="frame embedding cache")
+    parser.add_argument("--chips", default="/work/scratch/chips", help="aligned chip cache")
+    parser.add_argument("--weights", default=str(WEIGHTS), help="folder of the head weights")
+    parser.add_argument("--record", default=None, help="results CSV to record rows in")
+    args = parser.parse_args(argv)
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    variants = protocol_embeddings(LFW(args.data), cache, args.chips)
+    table, spearman = evaluate(variants, Path(args.weights))
+    with pd.option_context("display.width", 160, "display.max_columns", 20):
+        print(table[["model", "protocol", *METRICS]].round(4).to_string(index=False))
+    for name, rho in spearman.items():
+        print(f"Spearman(relative weight, severity) on lfw_sets_degraded, {name}: {rho:.3f}")
+    if args.record:
+        command = "python zoo/evaluate_lfw_sets.py " + shlex.join(sys.argv[1:])
+        for row in table.to_dict("records"):
+            variant = row["protocol"].removeprefix("lfw_sets_")
+            record_result(
+                args.record,
+                {
+                    "model": row["model"],
+                    "protocol": row["protocol"],
+                    "alignment": "five_point",
+                    "accuracy": row["accuracy"],
+                    "std": row["std"],
+                    "auc": row["auc"],
+                    "tar@far=1e-2": row["tar@far=0.01"],
+                    "tar@far=1e-3": row["tar@far=0.001"],
+                    "pairs": len(variants[variant]["pairs"]),
+                    "command": command,
+                },
+            )
+
+
+if __name__ == "__main__":
+    main()
