@@ -24,7 +24,8 @@ MASK_MISMATCH = "mask must have shape [batch, set_size] matching the first two a
 
 class ServingModule(tf.Module):
     """`serving_default` (image sets), `embed_images`, `aggregate` (frame embeddings) and
-    `embed_encoded` (JPEG/PNG bytes), sharing one backbone and one head.
+    `embed_encoded` (JPEG/PNG bytes), sharing one backbone and one head. `embed_images` and
+    `embed_encoded` return L2-normalised frame embeddings.
 
     `float16=True` runs the backbone under the `mixed_float16` policy (a copy; weights stay
     float32, outputs are cast to float32). `xla=True` compiles the backbone and head with XLA
@@ -87,6 +88,7 @@ class ServingModule(tf.Module):
         """images `[B, T, H, W, 3]` uint8 + mask `[B, T]` -> embedding `[B, D]`, weights `[B, T]`.
 
         Only unmasked frames go through the backbone; masked ones get zero frame embeddings.
+        The head receives the raw frame embeddings, as in `SetEmbeddingModel`.
         """
         shape = tf.shape(images)
         with tf.control_dependencies([_assert_mask(mask, shape, "images [B, T, H, W, 3]")]):
@@ -98,7 +100,7 @@ class ServingModule(tf.Module):
 
     def _embed_images(self, images):
         """images `[N, H, W, 3]` uint8 -> embedding `[N, D]`."""
-        return {"embedding": self._embed_uint8(images)}
+        return {"embedding": self.keras.normalize(self._embed_uint8(images))}
 
     def _aggregate(self, embeddings, mask):
         """frame embeddings `[B, T, D]` + mask `[B, T]` -> embedding `[B, D]`, weights `[B, T]`."""
@@ -117,7 +119,7 @@ class ServingModule(tf.Module):
 
         size = tf.TensorSpec([self.height, self.width, 3], tf.float32)
         images = tf.map_fn(decode, image_bytes, fn_output_signature=size)
-        return {"embedding": self._embed_nonempty(images)}
+        return {"embedding": self.keras.normalize(self._embed_nonempty(images))}
 
     def _embed_uint8(self, images):
         return self._embed_nonempty(self._resize(images))
@@ -145,11 +147,11 @@ class ServingModule(tf.Module):
         )
 
     def _embed_resized(self, images):
-        embeddings = self.keras.backbone(images, training=False)
-        return self.keras.normalize(tf.cast(embeddings, tf.float32))
+        """The backbone's raw frame embeddings, float32."""
+        return tf.cast(self.keras.backbone(images, training=False), tf.float32)
 
     def _pool_frames(self, frames, mask):
-        out = self.keras.head([frames, mask], training=False)
+        out = self.keras.head({"frame_embeddings": frames, "mask": mask}, training=False)
         return {
             "embedding": self.keras.normalize(tf.cast(out["embedding"], tf.float32)),
             "weights": tf.cast(out["weights"], tf.float32),

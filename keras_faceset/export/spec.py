@@ -1,15 +1,16 @@
 """What gets exported: an image backbone, an optional set head and the image size they expect.
 
-The contract, so set models (NAN, QAN, ...) plug in without changing the export:
+The contract is that of `keras_faceset.models` (`SetEmbeddingModel`, `SetHead`), so a NAN or QAN
+model exports as it is:
 
 - `backbone`: images `(N, H, W, 3)` float32 RGB 0..255 -> frame embeddings `(N, D)`.
   Preprocessing (standardisation, mean subtraction) lives inside the backbone.
-- `head`: `head([frames, mask])` with frames `(B, T, D)` float32 and mask `(B, T)` bool ->
-  `{"embedding": (B, D), "weights": (B, T)}`. It receives the *L2-normalised* frame embeddings
-  (what the `embed_images` signature returns), so `aggregate(embed_images(x), mask)` equals
-  `serving_default(x, mask)` and a cached gallery of frame embeddings can be re-aggregated.
-  Default (`head=None`): masked mean pooling + L2 normalisation, uniform weights.
-- A model with `backbone` and `head` attributes is split into the two by `ExportSpec.from_model`.
+- `head`: `head({"frame_embeddings": (B, T, D) float32, "mask": (B, T) bool})` -> a dict with
+  `"embedding"` `(B, E)` and `"weights"` `(B, T)` (further outputs, such as QAN's
+  `"quality"`, are not exported). In `serving_default` it receives the backbone's raw frame
+  embeddings, exactly as in `SetEmbeddingModel`. Default (`head=None`): `mean_head`.
+- A model with `backbone` and `head` attributes (a `SetEmbeddingModel`) is split into the two
+  by `ExportSpec.from_model`.
 """
 
 from __future__ import annotations
@@ -23,16 +24,22 @@ import numpy as np
 from keras_faceset.layers import L2Normalize, MaskedMeanPooling
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+HEAD_INPUTS = {"frame_embeddings", "mask"}
 
 
 def mean_head(embedding_dim: int, name: str = "mean_head") -> keras.Model:
-    """The default set head: `r = Σ_k m_k f_k / Σ_k m_k`, `embedding = r / ‖r‖₂`, and the
-    uniform weights `m_k / Σ m` over unmasked frames."""
-    frames = keras.Input((None, embedding_dim), name="frames")
-    mask = keras.Input((None,), dtype="bool", name="mask")
-    pooled, weights = MaskedMeanPooling(return_weights=True, name="mean")([frames, mask])
-    embedding = L2Normalize(name="l2_normalize")(pooled)
-    return keras.Model([frames, mask], {"embedding": embedding, "weights": weights}, name=name)
+    """The default set head on frame embeddings `x_k`: `f_k = x_k / ‖x_k‖`,
+    `r = Σ_k m_k f_k / Σ_k m_k`, `embedding = r / ‖r‖`, weights `m_k / Σ m` (uniform over
+    unmasked frames). As it normalises the frames first, it gives the same set embedding from
+    raw or from L2-normalised frame embeddings."""
+    inputs = {
+        "frame_embeddings": keras.Input((None, embedding_dim), name="frame_embeddings"),
+        "mask": keras.Input((None,), dtype="bool", name="mask"),
+    }
+    frames = L2Normalize(name="frame_normalize")(inputs["frame_embeddings"])
+    pooled, weights = MaskedMeanPooling(return_weights=True, name="mean")([frames, inputs["mask"]])
+    embedding = L2Normalize(name="embedding")(pooled)
+    return keras.Model(inputs, {"embedding": embedding, "weights": weights}, name=name)
 
 
 @dataclass(frozen=True)
@@ -82,19 +89,27 @@ class ExportSpec:
         """The head, or `mean_head(D)`, after checking it follows the head contract."""
         dim = self.embedding_dim
         head = self.head if self.head is not None else mean_head(dim)
+        inputs = getattr(head, "input", None)
+        if isinstance(inputs, dict) and set(inputs) != HEAD_INPUTS:
+            raise ValueError(
+                f"the head takes inputs {sorted(inputs)}; the export feeds it only "
+                f"{sorted(HEAD_INPUTS)} (a QAN head on frame_features is not exportable yet: "
+                'build it with QAN.from_backbone(backbone, quality_input="embedding")).'
+            )
         frames = np.zeros((1, 2, dim), "float32")
         frames[..., 0] = 1.0
-        out = head([frames, np.array([[True, False]])])
-        if not isinstance(out, dict) or set(out) != {"embedding", "weights"}:
+        out = head({"frame_embeddings": frames, "mask": np.array([[True, False]])})
+        if not isinstance(out, dict) or not {"embedding", "weights"} <= set(out):
             keys = sorted(out) if isinstance(out, dict) else type(out).__name__
             raise ValueError(
                 f"the head must return a dict with keys 'embedding' and 'weights', got {keys}."
             )
-        shapes = {key: tuple(value.shape) for key, value in out.items()}
-        if shapes != {"embedding": (1, dim), "weights": (1, 2)}:
+        shapes = {key: tuple(out[key].shape) for key in ("embedding", "weights")}
+        embedding_ok = len(shapes["embedding"]) == 2 and shapes["embedding"][0] == 1
+        if not embedding_ok or shapes["weights"] != (1, 2):
             raise ValueError(
-                f"the head must map frames (B, T, {dim}) and a mask (B, T) to embedding "
-                f"(B, {dim}) and weights (B, T); got {shapes} for B=1, T=2."
+                f"the head must map frame embeddings (B, T, {dim}) and a mask (B, T) to an "
+                f"embedding (B, E) and weights (B, T); got {shapes} for B=1, T=2."
             )
         return head
 

@@ -31,26 +31,32 @@ def l2(x: np.ndarray) -> np.ndarray:
     return x / np.sqrt(np.maximum(np.sum(np.square(x), -1, keepdims=True), 1e-24))
 
 
-def reference_embed(backbone: keras.Model, images: np.ndarray, size) -> np.ndarray:
-    """embed_images by hand: float32, tf.image.resize (bilinear, antialias) when the size
-    differs, the Keras backbone, L2 normalisation."""
+def reference_frames(backbone: keras.Model, images: np.ndarray, size) -> np.ndarray:
+    """Raw frame embeddings by hand: float32, tf.image.resize (bilinear, antialias) when the
+    size differs, the Keras backbone."""
     x = images.astype("float32")
     if x.shape[1:3] != tuple(size):
         x = tf.image.resize(x, size, method="bilinear", antialias=True).numpy()
-    return l2(keras.ops.convert_to_numpy(backbone(x, training=False)))
+    return keras.ops.convert_to_numpy(backbone(x, training=False))
+
+
+def reference_embed(backbone: keras.Model, images: np.ndarray, size) -> np.ndarray:
+    """embed_images by hand: the L2-normalised raw frame embeddings."""
+    return l2(reference_frames(backbone, images, size))
 
 
 def reference_mean(frames: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
-    """aggregate with the mean head: uniform weights over unmasked frames, L2 of the mean."""
+    """aggregate with the mean head: uniform weights over unmasked frames, L2 of the mean of
+    the L2-normalised frames."""
     counts = mask.sum(1, keepdims=True)
     weights = np.where(mask, 1.0 / np.maximum(counts, 1), 0.0).astype("float32")
-    return {"embedding": l2(np.einsum("bt,btd->bd", weights, frames)), "weights": weights}
+    return {"embedding": l2(np.einsum("bt,btd->bd", weights, l2(frames))), "weights": weights}
 
 
 def reference_sets(backbone, images, mask, size, head=reference_mean) -> dict[str, np.ndarray]:
-    """serving_default by hand: embed every frame, then the head on the normalised frames."""
+    """serving_default by hand: the head on the raw frame embeddings of every frame."""
     b, t = mask.shape
-    frames = reference_embed(backbone, images.reshape(b * t, *images.shape[2:]), size)
+    frames = reference_frames(backbone, images.reshape(b * t, *images.shape[2:]), size)
     return head(frames.reshape(b, t, -1), mask)
 
 

@@ -1,6 +1,4 @@
-"""Export options (XLA, float16), a NAN attention head plugged in, and ExportSpec checks."""
-
-import types
+"""Export options (XLA, float16), NAN and QAN set models, and ExportSpec checks."""
 
 import keras
 import numpy as np
@@ -9,9 +7,16 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
 from keras_faceset.export import ExportSpec, export_saved_model, mean_head
-from keras_faceset.layers import AttentionAggregation, L2Normalize
+from keras_faceset.models import NAN, QAN, QANHead
 from keras_faceset.models.backbones.inception_resnet_v1 import PerImageStandardization
-from tests.export.helpers import DIM, SIZE, l2, reference_embed, reference_sets, tiny_backbone
+from tests.export.helpers import (
+    DIM,
+    SIZE,
+    reference_embed,
+    reference_frames,
+    reference_sets,
+    tiny_backbone,
+)
 
 
 def _library(model_dir):
@@ -57,41 +62,48 @@ def test_float16_export_computes_in_half_precision_and_returns_float32(tmp_path,
     assert backbone.dtype_policy.name == "float32"  # the exported copy, not the model, changed
 
 
-def _attention_head(rng) -> keras.Model:
-    """A NAN head (2 attention blocks) with random, non-zero weights."""
-    frames = keras.Input((None, DIM))
-    mask = keras.Input((None,), dtype="bool")
-    pooled, attention = AttentionAggregation(return_attention=True)([frames, mask])
-    head = keras.Model([frames, mask], {"embedding": L2Normalize()(pooled), "weights": attention})
-    head.set_weights([rng.normal(size=w.shape).astype("float32") for w in head.get_weights()])
-    return head
+def _set_model(kind: str, rng) -> keras.Model:
+    """A NAN (with a per-frame projection, so its head needs the raw frame embeddings) or a QAN
+    (quality from the frame embeddings) on the tiny backbone, head weights random."""
+    backbone = tiny_backbone()
+    if kind == "nan":
+        model = NAN.from_backbone(backbone, projection_dim=8)
+    else:
+        model = QAN.from_backbone(backbone, quality_input="embedding")
+    weights = model.head.get_weights()
+    model.head.set_weights([rng.normal(0, 0.5, w.shape).astype("float32") for w in weights])
+    return model
 
 
-def test_a_nan_attention_head_plugs_in_through_a_set_model(tmp_path, rng):
-    backbone, head = tiny_backbone(), _attention_head(rng)
-    set_model = types.SimpleNamespace(backbone=backbone, head=head)
-    loaded = _export(ExportSpec.from_model(set_model, "nan"), tmp_path)
+@pytest.mark.parametrize("kind", ["nan", "qan"])
+def test_a_set_model_exports_and_serves_its_own_outputs(tmp_path, rng, kind):
+    model = _set_model(kind, rng)
+    loaded = _export(ExportSpec.from_model(model, kind), tmp_path)
     images = rng.integers(0, 256, (2, 4, SIZE, SIZE, 3), dtype=np.uint8)
     mask = np.array([[1, 1, 1, 0], [1, 1, 1, 1]], bool)
-
-    def keras_head(frames, mask):
-        out = head([frames, mask])
-        return {"embedding": l2(out["embedding"].numpy()), "weights": out["weights"].numpy()}
-
-    expected = reference_sets(backbone, images, mask, (SIZE, SIZE), head=keras_head)
+    expected = model({"images": images, "mask": mask})
     served = loaded.signatures["serving_default"](images=images, mask=mask)
+    frames = reference_frames(model.backbone, images.reshape(8, SIZE, SIZE, 3), (SIZE, SIZE))
+    aggregated = loaded.signatures["aggregate"](embeddings=frames.reshape(2, 4, DIM), mask=mask)
     for key in ("embedding", "weights"):
         np.testing.assert_allclose(served[key], expected[key], atol=1e-5, rtol=0)
+        np.testing.assert_allclose(aggregated[key], expected[key], atol=1e-5, rtol=0)
     weights = served["weights"].numpy()
     assert weights[0, 3] == 0 and np.ptp(weights[1]) > 1e-3  # masked frame out, not uniform
     np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-6)
+
+
+def test_a_head_on_frame_features_is_refused_with_the_way_out():
+    spec = ExportSpec("qan", tiny_backbone(), SIZE, head=QANHead(DIM, feature_shape=8))
+    with pytest.raises(ValueError, match=r"'frame_features'.*quality_input=\"embedding\""):
+        spec.resolved_head()
 
 
 def test_from_model_reads_the_input_size_and_the_default_head_is_mean_pooling():
     spec = ExportSpec.from_model(tiny_backbone(), "tiny")
     assert (spec.input_size, spec.embedding_dim, spec.head) == ((SIZE, SIZE), DIM, None)
     frames = np.eye(3, DIM, dtype="float32")[None]
-    out = mean_head(DIM)([frames, np.array([[True, True, False]])])
+    out = mean_head(DIM)({"frame_embeddings": 3 * frames, "mask": np.array([[1, 1, 0]], bool)})
     np.testing.assert_allclose(out["weights"], [[0.5, 0.5, 0.0]])
     np.testing.assert_allclose(out["embedding"][0, :3], [2**-0.5, 2**-0.5, 0.0], atol=1e-7)
 
@@ -102,10 +114,12 @@ def test_from_preset_takes_the_presets_name_and_input_size():
 
 
 def _wrong_head(outputs):
-    frames = keras.Input((None, DIM))
-    mask = keras.Input((None,), dtype="bool")
-    pooled = keras.layers.GlobalAveragePooling1D()(frames)
-    return keras.Model([frames, mask], outputs(pooled, frames))
+    inputs = {
+        "frame_embeddings": keras.Input((None, DIM), name="frame_embeddings"),
+        "mask": keras.Input((None,), dtype="bool", name="mask"),
+    }
+    frames = inputs["frame_embeddings"]
+    return keras.Model(inputs, outputs(keras.layers.GlobalAveragePooling1D()(frames), frames))
 
 
 @pytest.mark.parametrize(
