@@ -36,10 +36,16 @@ def _download(args: argparse.Namespace) -> None:
         print(f"{name}: {zoo.download(name, cache_dir=args.cache_dir)}")
 
 
-def _verify(args: argparse.Namespace) -> None:
-    from keras_faceset.embedder import FaceEmbedder, cosine_distance
+def _embedder(args: argparse.Namespace):
+    from keras_faceset.embedder import FaceEmbedder
 
-    embedder = FaceEmbedder(args.model, align=args.align, chip_cache=args.chip_cache)
+    return FaceEmbedder(args.model, align=args.align, chip_cache=args.chip_cache, flip=args.flip)
+
+
+def _verify(args: argparse.Namespace) -> None:
+    from keras_faceset.embedder import cosine_distance
+
+    embedder = _embedder(args)
     first, second = embedder.embed([args.a, args.b])
     distance = float(cosine_distance(first, second))
     threshold = args.threshold
@@ -59,10 +65,10 @@ def _verify(args: argparse.Namespace) -> None:
 def _embed(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from keras_faceset.embedder import FaceEmbedder, image_paths
+    from keras_faceset.embedder import image_paths
 
     paths = image_paths(args.inputs)
-    embedder = FaceEmbedder(args.model, align=args.align, chip_cache=args.chip_cache)
+    embedder = _embedder(args)
     embeddings = embedder.embed(paths)
     np.savez(args.output, embeddings=embeddings, paths=np.array([str(p) for p in paths]))
     print(f"{len(paths)} embeddings of dimension {embeddings.shape[1]} -> {args.output}")
@@ -71,11 +77,10 @@ def _embed(args: argparse.Namespace) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     import time
 
-    from keras_faceset.embedder import FaceEmbedder
     from keras_faceset.eval import evaluate_lfw
     from keras_faceset.eval.report import save_report
 
-    embedder = FaceEmbedder(args.model, align=args.align, chip_cache=args.chip_cache)
+    embedder = _embedder(args)
     start = time.perf_counter()
     summary, scores = evaluate_lfw(
         embedder, args.data, view=args.view, pairs_per_fold=args.pairs_per_fold
@@ -96,7 +101,7 @@ def _evaluate(args: argparse.Namespace) -> None:
                 "model": args.model,
                 "protocol": f"lfw_{args.view}"
                 + (f"_first{args.pairs_per_fold}perfold" if args.pairs_per_fold else ""),
-                "alignment": args.align,
+                "alignment": args.align + ("+flip" if args.flip else ""),
                 "accuracy": row["accuracy"],
                 "std": row["std"],
                 "auc": row["auc"],
@@ -137,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
             "central crop, no detection",
         )
         command.add_argument("--chip-cache", default=None, help="folder caching aligned chips")
+        command.add_argument(
+            "--flip", action="store_true", help="add the mirrored chip's embedding (test-time)"
+        )
 
     verify = commands.add_parser("verify", help="are two face images the same person?")
     add_model_options(verify)

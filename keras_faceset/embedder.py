@@ -34,6 +34,7 @@ class FaceEmbedder:
         weights: str | os.PathLike | None = "pretrained",
         chip_cache: str | os.PathLike | None = None,
         batch_size: int = 32,
+        flip: bool = False,
     ):
         if align not in ALIGNMENTS:
             raise ValueError(f"unknown alignment {align!r}; expected one of {ALIGNMENTS}")
@@ -41,6 +42,7 @@ class FaceEmbedder:
         self.align = align
         self.chip_cache = chip_cache
         self.batch_size = batch_size
+        self.flip = flip
         self.model = zoo.load(model, weights=weights)
         self.fallbacks = 0
         self.__name__ = f"{model}[{self.description}]"
@@ -49,10 +51,12 @@ class FaceEmbedder:
     def description(self) -> str:
         crop = self.preset.crop
         if self.align == "center":
-            return f"central crop (no detection) resized to {crop['size']}"
-        if crop["method"] == "mtcnn_box":
-            return f"MTCNN box + {crop['margin']} px margin resized to {crop['size']}"
-        return f"MTCNN 5-point similarity warp to dlib's {crop['size']} px chip"
+            text = f"central crop (no detection) resized to {crop['size']}"
+        elif crop["method"] == "mtcnn_box":
+            text = f"MTCNN box + {crop['margin']} px margin resized to {crop['size']}"
+        else:
+            text = f"MTCNN 5-point similarity warp to dlib's {crop['size']} px chip"
+        return text + (", + mirrored chip" if self.flip else "")
 
     def chips(self, images: Sequence[str | os.PathLike | np.ndarray] | np.ndarray) -> np.ndarray:
         """uint8 (N, size, size, 3) crops for the backbone."""
@@ -73,9 +77,15 @@ class FaceEmbedder:
         return np.stack([centre_crop(image, fraction, crop["size"]) for image in decoded])
 
     def embed(self, images: Sequence[str | os.PathLike | np.ndarray] | np.ndarray) -> np.ndarray:
-        """L2-normalised float32 (N, D) embeddings."""
-        chips = self.chips(images)
-        raw = self.model.predict(chips.astype("float32"), batch_size=self.batch_size, verbose=0)
+        """L2-normalised float32 (N, D) embeddings.
+
+        With `flip`, the embedding of the chip and of its mirror image are summed before
+        normalisation (test-time augmentation, as facenet's `validate_on_lfw --use_flipped_images`).
+        """
+        chips = self.chips(images).astype("float32")
+        raw = self.model.predict(chips, batch_size=self.batch_size, verbose=0)
+        if self.flip:
+            raw = raw + self.model.predict(chips[:, :, ::-1], batch_size=self.batch_size, verbose=0)
         norms = np.linalg.norm(raw, axis=1, keepdims=True)
         return (raw / np.maximum(norms, 1e-12)).astype("float32")
 
