@@ -3,30 +3,34 @@
     from keras_faceset.export import ExportSpec, export_saved_model
     export_saved_model(ExportSpec.from_preset("facenet"), "models")  # models/facenet/1/
 
-See docs/serving.md for running the result under `tensorflow/serving`.
+See docs/serving.md for running the result under `tensorflow/serving`. Names load lazily, so
+`keras_faceset.export.cli` (the CLI hook) does not import TensorFlow.
 """
 
-from keras_faceset.export.cli import add_export_command
-from keras_faceset.export.gpu import configure_gpu
-from keras_faceset.export.module import SIGNATURES, ServingModule
-from keras_faceset.export.saved_model import (
-    export_saved_model,
-    next_version,
-    write_serving_configs,
-)
-from keras_faceset.export.spec import ExportSpec, mean_head
-from keras_faceset.export.warmup import example_inputs, write_warmup_requests
+import importlib
 
-__all__ = [
-    "SIGNATURES",
-    "ExportSpec",
-    "ServingModule",
-    "add_export_command",
-    "configure_gpu",
-    "example_inputs",
-    "export_saved_model",
-    "mean_head",
-    "next_version",
-    "write_serving_configs",
-    "write_warmup_requests",
-]
+_SOURCES = {
+    "add_export_command": "cli",
+    "configure_gpu": "gpu",
+    "SIGNATURES": "module",
+    "ServingModule": "module",
+    "export_saved_model": "saved_model",
+    "next_version": "saved_model",
+    "write_serving_configs": "saved_model",
+    "ExportSpec": "spec",
+    "mean_head": "spec",
+    "example_inputs": "warmup",
+    "write_warmup_requests": "warmup",
+}
+
+__all__ = sorted(_SOURCES)
+
+
+def __getattr__(name: str):
+    if name not in _SOURCES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_SOURCES[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return __all__

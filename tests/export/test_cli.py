@@ -1,6 +1,8 @@
 """`add_export_command`: the `export` sub-command the main CLI registers."""
 
 import argparse
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -46,3 +48,15 @@ def test_a_missing_keras_file_is_a_file_not_found_error(tmp_path):
     args = _parser().parse_args(["export", str(tmp_path / "gone.keras"), str(tmp_path)])
     with pytest.raises(FileNotFoundError, match="gone.keras does not exist"):
         args.run(args)
+
+
+def test_registering_the_command_does_not_import_tensorflow():
+    code = (
+        "import argparse, sys\n"
+        "from keras_faceset.export.cli import add_export_command\n"
+        "add_export_command(argparse.ArgumentParser().add_subparsers())\n"
+        "print(sorted({'tensorflow', 'keras'} & set(sys.modules)))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"  # `keras-faceset list` stays fast
