@@ -169,6 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", default="faceset-eval", help="folder for CSV, JSON and ROC")
     evaluate.add_argument("--record", default=None, help="results CSV to add the row to")
     evaluate.set_defaults(run=_evaluate)
+
+    from keras_faceset.export.cli import add_export_command
+
+    add_export_command(commands)
     return parser
 
 
@@ -176,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (ValueError, FileNotFoundError, OSError) as error:
+    except (ValueError, FileNotFoundError, OSError, ImportError) as error:
         print(f"keras-faceset {args.command}: error: {error}", file=sys.stderr)
         return 1
     return 0
