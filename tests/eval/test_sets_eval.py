@@ -1,7 +1,10 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
+import keras_faceset
 from keras_faceset.eval.sets import (
     head_sets,
     pad_sets,
@@ -9,7 +12,7 @@ from keras_faceset.eval.sets import (
     set_verification,
     weight_severity_spearman,
 )
-from keras_faceset.models import NANHead
+from keras_faceset.models import NANHead, QANHead
 
 ROWS = [[0, 1], [2], [3, 4, 5]]
 
@@ -87,3 +90,46 @@ def test_weight_severity_spearman_matches_scipy(rng):
     relative = weights * mask.sum(1, keepdims=True)
     expected = spearmanr(relative[keep], severity[keep]).statistic
     np.testing.assert_allclose(weight_severity_spearman(weights, mask, severity), expected)
+
+
+SHIPPED = Path(keras_faceset.__file__).parent / "zoo" / "weights"
+# Outputs of the shipped heads on the inputs of `shipped_inputs` when they were trained
+# (zoo/train_set_heads.py): weights (2, 4) and the first 3 dimensions of the set embedding.
+REFERENCE = {
+    "nan1_dlib": (
+        [[0.48268, 0.103031, 0.017828, 0.39646], [0.527173, 0.348433, 0.124394, 0.0]],
+        [[-0.043215, -0.048871, -0.023386], [-0.082839, 0.016221, 0.083705]],
+    ),
+    "nan2_dlib": (
+        [[0.346777, 0.213234, 0.116668, 0.323321], [0.472142, 0.331945, 0.195912, 0.0]],
+        [[-0.064265, -0.062761, -0.061544], [-0.09263, 0.024585, 0.089813]],
+    ),
+    "qan_dlib": (
+        [[0.00631, 0.006255, 0.013303, 0.974132], [0.641558, 0.002563, 0.355879, 0.0]],
+        [[-0.069557, -0.042362, -0.085098], [-0.086061, 0.017849, 0.147064]],
+    ),
+}
+
+
+def shipped_inputs() -> dict:
+    rng = np.random.default_rng(0)
+    return {
+        "frame_embeddings": rng.normal(size=(2, 4, 128)).astype(np.float32),
+        "frame_features": rng.uniform(0, 2, size=(2, 4, 256)).astype(np.float32),
+        "mask": np.array([[1, 1, 1, 1], [1, 1, 1, 0]], bool),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE))
+def test_shipped_head_weights_reproduce_reference_outputs(name):
+    inputs = shipped_inputs()
+    if name.startswith("nan"):
+        head = NANHead(128, num_blocks=int(name[3]))
+        del inputs["frame_features"]
+    else:
+        head = QANHead(128, feature_shape=256)
+    head.load_weights(SHIPPED / f"{name}.weights.h5")
+    outputs = head(inputs)
+    weights, embedding = REFERENCE[name]
+    np.testing.assert_allclose(np.asarray(outputs["weights"]), weights, atol=2e-6)
+    np.testing.assert_allclose(np.asarray(outputs["embedding"])[:, :3], embedding, atol=2e-6)
