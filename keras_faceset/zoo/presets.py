@@ -6,6 +6,7 @@ converter); nothing else changes.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 
@@ -23,6 +24,21 @@ class Source:
     python_package: str | None = None
     """An installed package that carries the file under `package_path` (no download needed)."""
     package_path: str | None = None
+
+
+@dataclass(frozen=True)
+class Head:
+    """A trained set head shipped inside the package, on top of a backbone preset."""
+
+    backbone_preset: str
+    builder: str
+    """`module:callable` building the head (a `keras_faceset.models.SetHead`)."""
+    kwargs: dict
+    weights: str
+    """File name in `keras_faceset/zoo/weights/`."""
+    sha256: str
+    results_model: str
+    """Its rows' `model` in `zoo/results.csv`."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +62,8 @@ class Preset:
     """Keyword arguments of `keras_faceset.align.align_faces` giving the crop the weights expect."""
     thresholds: dict = field(default_factory=dict)
     """Cosine-distance thresholds by false accept rate ("1e-3": t), measured on LFW View 2."""
+    head: Head | None = None
+    """For set models: the shipped head put on the backbone preset `head.backbone_preset`."""
 
 
 PYPI = "https://files.pythonhosted.org/packages"
@@ -104,4 +122,62 @@ DLIB_RESNET = Preset(
     crop={"method": "five_point", "size": 150, "padding": 0.25},
 )
 
-PRESETS: dict[str, Preset] = {preset.name: preset for preset in (FACENET, DLIB_RESNET)}
+
+def _set_preset(name: str, head: Head, description: str, citation: str) -> Preset:
+    """A set model: a shipped head on dlib_resnet's five-point chips (zoo/<name>.md)."""
+    return dataclasses.replace(
+        DLIB_RESNET,
+        name=name,
+        task="set-embedding",
+        backbone=f"DlibResNet + {head.builder.rsplit(':', 1)[1]}",
+        licence="CC0 1.0 (head and backbone weights); head trained on LFW DevTrain (research use)",
+        description=description,
+        citation=citation,
+        head=head,
+    )
+
+
+NAN_CITATION = "J. Yang et al. Neural Aggregation Network for Video Face Recognition. CVPR 2017"
+NAN = _set_preset(
+    "nan",
+    Head(
+        backbone_preset="dlib_resnet",
+        builder="keras_faceset.models.nan:NANHead",
+        kwargs={"dim": 128, "num_blocks": 2},
+        weights="nan2_dlib.weights.h5",
+        sha256="9091939e8b5c4abd650a211208e2fae0ac6cb143d329f7fce38e5586bb268f93",
+        results_model="nan2_dlib",
+    ),
+    "NAN, 2 cascaded attention blocks, on frozen dlib_resnet frame embeddings",
+    NAN_CITATION,
+)
+NAN1 = _set_preset(
+    "nan1",
+    Head(
+        backbone_preset="dlib_resnet",
+        builder="keras_faceset.models.nan:NANHead",
+        kwargs={"dim": 128, "num_blocks": 1},
+        weights="nan1_dlib.weights.h5",
+        sha256="d082ba961feec24edaac8d02f87524896496249a7b0084d527b0b0c37d6a2798",
+        results_model="nan1_dlib",
+    ),
+    "NAN, 1 attention block, on frozen dlib_resnet frame embeddings",
+    NAN_CITATION,
+)
+QAN = _set_preset(
+    "qan",
+    Head(
+        backbone_preset="dlib_resnet",
+        builder="keras_faceset.models.qan:QANHead",
+        kwargs={"dim": 128, "feature_shape": 256},
+        weights="qan_dlib.weights.h5",
+        sha256="9a8ef6e4f2a58979f42d449e29be3f39b1a9fedc41302b4edcb4950c7042ea31",
+        results_model="qan_dlib",
+    ),
+    "QAN quality pooling, quality from dlib_resnet's 256-d pooled map, on frozen embeddings",
+    "Y. Liu, J. Yan, W. Ouyang. Quality Aware Network for Set to Set Recognition. CVPR 2017",
+)
+
+PRESETS: dict[str, Preset] = {
+    preset.name: preset for preset in (FACENET, DLIB_RESNET, NAN, NAN1, QAN)
+}

@@ -16,6 +16,9 @@ from keras_faceset.zoo.presets import PRESETS, Preset
 
 REPO_ZOO = Path(__file__).resolve().parents[2] / "zoo"
 """Model cards and measured results, in a source checkout."""
+SHIPPED_WEIGHTS = Path(__file__).resolve().parent / "weights"
+"""Trained set heads, package data."""
+FORMS = ("model", "head")
 
 _NOTICES_SHOWN: set[str] = set()
 
@@ -30,7 +33,8 @@ def get_preset(name: str) -> Preset:
 
 
 def list_models() -> pd.DataFrame:
-    """One row per preset, with its measured LFW View 2 accuracy from `zoo/results.csv`."""
+    """One row per preset, with its best measured figures from `zoo/results.csv`: LFW View 2
+    accuracy (image models) and TAR at FAR 1e-2 on degraded LFW-sets (set models)."""
     rows = [
         {
             "name": p.name,
@@ -41,7 +45,10 @@ def list_models() -> pd.DataFrame:
             "licence": p.licence,
             "source": p.source.url,
             "sha256": p.source.sha256,
-            "lfw_accuracy": _best_lfw_accuracy(p.name),
+            "lfw_accuracy": _best_result(p, "lfw_view2", "accuracy"),
+            "lfw_sets_degraded_tar@far=1e-2": _best_result(
+                p, "lfw_sets_degraded", "tar@far=1e-2"
+            ),
         }
         for p in PRESETS.values()
     ]
@@ -59,16 +66,26 @@ def load(
     name: str,
     weights: str | os.PathLike | None = "pretrained",
     cache_dir: str | os.PathLike | None = None,
+    form: str = "model",
 ):
     """Build preset `name` with its weights.
 
     Args:
         weights: "pretrained" (resolve and convert the published weights, cached), None (random
             initialisation, for training from scratch), or a path: a converted `.weights.h5`
-            file or the original source file (checked against the preset's sha256).
+            file or the original source file (checked against the preset's sha256). For a set
+            model (nan, qan) a path is the head's `.weights.h5`.
         cache_dir: where converted weights are cached (default `$KERAS_FACESET_HOME`).
+        form: for set models, "model" (image sets `(B, T, H, W, 3)` + mask -> embedding and
+            weights) or "head" (precomputed frame embeddings `(B, T, D)` + mask; no backbone).
     """
     preset = get_preset(name)
+    if form not in FORMS:
+        raise ValueError(f"unknown form {form!r}; expected one of {FORMS}")
+    if preset.head is not None:
+        return _load_set_model(preset, weights, cache_dir, form)
+    if form != "model":
+        raise ValueError(f"{name} is an image model; form={form!r} applies to set models only")
     if weights is None:
         return _call(preset.builder)()
     _licence_notice(preset)
@@ -85,9 +102,31 @@ def load(
     return _call(preset.converter)(path)
 
 
+def _load_set_model(preset: Preset, weights, cache_dir, form: str):
+    spec = preset.head
+    head = _call(spec.builder)(**spec.kwargs)
+    if weights == "pretrained":
+        weights = SHIPPED_WEIGHTS / spec.weights
+        cache.verify_sha256(weights, spec.sha256, f"{preset.name} head weights")
+    if weights is not None:
+        path = Path(weights)
+        if not path.is_file():
+            raise FileNotFoundError(f"weights file {path} does not exist")
+        head.load_weights(path)
+    if form == "head":
+        return head
+    from keras_faceset.models import set_embedding_model
+
+    backbone_weights = None if weights is None else "pretrained"
+    backbone = load(spec.backbone_preset, weights=backbone_weights, cache_dir=cache_dir)
+    return set_embedding_model(backbone, head)
+
+
 def download(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
     """Fetch and convert preset `name` into the cache (for images and offline machines)."""
     preset = get_preset(name)
+    if preset.head is not None:  # the head ships inside the package; fetch its backbone
+        preset = get_preset(preset.head.backbone_preset)
     _load_pretrained(preset, cache.home_dir(cache_dir))
     return _cached_weights(preset, cache.home_dir(cache_dir))
 
@@ -144,10 +183,12 @@ def _licence_notice(preset: Preset) -> None:
         warnings.warn(f"{preset.name} weights: {preset.licence}.", UserWarning, stacklevel=3)
 
 
-def _best_lfw_accuracy(name: str) -> float:
+def _best_result(preset: Preset, protocol: str, column: str) -> float:
+    """The best `column` measured for `preset` on `protocol` in `zoo/results.csv` (NaN if none)."""
     results = REPO_ZOO / "results.csv"
     if not results.is_file():
         return float("nan")
     table = pd.read_csv(results)
-    rows = table[(table["model"] == name) & (table["protocol"] == "lfw_view2")]
-    return float(rows["accuracy"].max()) if len(rows) else float("nan")
+    model = preset.head.results_model if preset.head else preset.name
+    rows = table[(table["model"] == model) & (table["protocol"] == protocol)]
+    return float(rows[column].max()) if len(rows) else float("nan")

@@ -1,0 +1,83 @@
+"""The set presets (nan, nan1, qan): shipped head weights on dlib_resnet, loaded offline."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_faceset import zoo
+from keras_faceset.data.degrade import degrade
+from keras_faceset.embedder import FaceEmbedder
+from keras_faceset.models import NANHead, QANHead, SeqFaceHead
+from keras_faceset.zoo.registry import SHIPPED_WEIGHTS
+from tests.conftest import REPO
+
+SET_PRESETS = ("nan", "nan1", "qan")
+IMAGES = sorted((REPO / "examples" / "images").glob("Serena_*.jpg"))
+
+
+@pytest.fixture(scope="module")
+def serena_chips():
+    """Two real five-point chips of one person, plus a heavily blurred + noisy copy of one."""
+    chips = FaceEmbedder("dlib_resnet", weights=None).chips(IMAGES)
+    ruined = degrade(degrade(chips[0], "blur", 1.0, (1, 2)), "noise", 1.0, (3, 4)).numpy()
+    return np.stack([chips[0], chips[1], ruined]).astype("float32")
+
+
+@pytest.mark.parametrize("name", SET_PRESETS)
+def test_head_loads_offline_from_the_shipped_weights(name, monkeypatch, tmp_path):
+    monkeypatch.setenv("KERAS_FACESET_HOME", str(tmp_path / "empty"))
+    monkeypatch.setenv("KERAS_FACESET_SOURCES", str(tmp_path / "none"))
+    head = zoo.load(name, form="head")
+    spec = zoo.get_preset(name).head
+    expected = NANHead if "NAN" in spec.builder else QANHead
+    assert isinstance(head, expected)
+    fresh = expected(**spec.kwargs)
+    fresh.load_weights(SHIPPED_WEIGHTS / spec.weights)
+    for loaded, reference in zip(head.get_weights(), fresh.get_weights(), strict=True):
+        np.testing.assert_array_equal(loaded, reference)
+    assert not (tmp_path / "empty").exists()  # a head needs no download and no conversion
+
+
+def test_unknown_form_and_head_form_of_an_image_model_are_refused():
+    with pytest.raises(ValueError, match="unknown form 'heads'"):
+        zoo.load("nan", form="heads")
+    with pytest.raises(ValueError, match="dlib_resnet is an image model"):
+        zoo.load("dlib_resnet", form="head")
+
+
+@pytest.mark.parametrize("name", ("nan", "qan"))
+def test_set_model_equals_backbone_then_head_and_weights_sum_to_one(name, serena_chips):
+    model = zoo.load(name)
+    images = keras.ops.convert_to_tensor(serena_chips[None])  # one set of 3 frames
+    mask = keras.ops.convert_to_tensor([[True, True, False]])  # the ruined frame is padding
+    out = model({"images": images, "mask": mask})
+    frames = {"frame_embeddings": model.backbone(serena_chips[:2])[None], "mask": mask[:, :2]}
+    if name == "qan":
+        pooled = model.backbone.feature_extractor()(serena_chips[:2])["pooled"]
+        frames["frame_features"] = pooled[None]
+    expected = model.head(frames)
+    np.testing.assert_allclose(out["embedding"], expected["embedding"], atol=1e-5)
+    weights = keras.ops.convert_to_numpy(out["weights"])
+    assert weights[0, 2] == 0 and abs(weights.sum() - 1) < 1e-5
+
+
+@pytest.mark.parametrize("name", ("nan", "qan"))
+def test_a_ruined_frame_moves_the_trained_head_less_than_the_mean(name, serena_chips):
+    """Adding a blurred, noisy frame to a clean set of two: the trained head's set embedding
+    turns by a smaller angle than the plain mean of normalised frames (SeqFace's set rule)."""
+    model = zoo.load(name)
+    backbone = model.backbone
+    frames = backbone(serena_chips)[None]
+    clean = keras.ops.convert_to_tensor([[True, True, False]])
+    full = keras.ops.convert_to_tensor([[True, True, True]])
+
+    def turn(head, **extra):
+        before = head({"frame_embeddings": frames, "mask": clean, **extra})["embedding"]
+        after = head({"frame_embeddings": frames, "mask": full, **extra})["embedding"]
+        return 1 - float(np.sum(np.asarray(before) * np.asarray(after)))
+
+    extra = {}
+    if name == "qan":
+        extra["frame_features"] = backbone.feature_extractor()(serena_chips)["pooled"][None]
+    trained, mean = turn(model.head, **extra), turn(SeqFaceHead(128))
+    assert trained < 0.7 * mean, (trained, mean)
