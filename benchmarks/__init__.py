@@ -1,0 +1,1 @@
+"""Benchmarks of keras-faceset against its peers (not tests): `python -m benchmarks.run`."""
