@@ -48,9 +48,9 @@ def _verify(args: argparse.Namespace) -> None:
     embedder = _embedder(args)
     first, second = embedder.embed([args.a, args.b])
     distance = float(cosine_distance(first, second))
-    threshold = args.threshold
+    threshold, far = args.threshold, f"{float(args.far):.0e}"
     if threshold is None:
-        threshold = embedder.preset.thresholds.get(args.far)
+        threshold = embedder.preset.thresholds.get(far)
     print(f"model: {args.model} ({embedder.description})")
     print(f"cosine distance: {distance:.4f}")
     if threshold is None:

@@ -122,6 +122,24 @@ def tar_at_far(scores, labels, far: float, higher_is_same: bool = True) -> float
     return float(tpr[fpr <= far].max())
 
 
+def threshold_at_far(scores, labels, far: float, higher_is_same: bool = True) -> float:
+    """The threshold of `tar_at_far`: declare *same* when score >= t (distance <= t for
+    ``higher_is_same=False``). It is a measured score, so with N different pairs a `far` below
+    1/N gives the strictest threshold, which accepts no different pair of the sample."""
+    if not 0.0 <= far <= 1.0:
+        raise ValueError(f"far must be in [0, 1], got {far}")
+    fpr, _, thresholds = roc_curve(scores, labels, higher_is_same)
+    return float(thresholds[np.flatnonzero(fpr <= far)[-1]])
+
+
+def calibrate(
+    scores, labels, fars=(1e-2, 1e-3, 1e-4), higher_is_same: bool = False
+) -> dict[str, float]:
+    """Thresholds by false accept rate, ``{"1e-03": t, ...}``, fitted on labelled pairs (for
+    distances by default, as `keras-faceset verify` compares cosine distances)."""
+    return {f"{far:.0e}": threshold_at_far(scores, labels, far, higher_is_same) for far in fars}
+
+
 def _accuracy_curve(scores: np.ndarray, labels: np.ndarray):
     """Candidate thresholds and the accuracy of each on validated similarity scores.
 

@@ -74,3 +74,13 @@ def test_embed_a_folder_matches_verify(tmp_path):
     distance = 1 - embeddings[names.index(SERENA_1.name)] @ embeddings[names.index(SERENA_2.name)]
     verify = run("verify", "dlib_resnet", SERENA_1, SERENA_2, "--threshold", "0.1").stdout
     assert abs(distance - _distance(verify)) < 1e-4
+
+
+def test_verify_uses_the_preset_threshold_measured_on_lfw():
+    from keras_faceset.zoo import get_preset
+
+    threshold = get_preset("dlib_resnet").thresholds["1e-03"]
+    same = run("verify", "dlib_resnet", SERENA_1, SERENA_2).stdout
+    different = run("verify", "dlib_resnet", SERENA_1, POWELL, "--far", "0.001").stdout
+    assert f"decision at FAR 1e-3 (threshold {threshold:.4f}): same person" in same
+    assert "): different people" in different

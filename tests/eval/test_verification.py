@@ -7,11 +7,13 @@ from sklearn import metrics
 from keras_faceset.eval.verification import (
     accuracy_at_threshold,
     best_threshold,
+    calibrate,
     eer,
     kfold_accuracy,
     roc_auc,
     roc_curve,
     tar_at_far,
+    threshold_at_far,
     verification_report,
 )
 
@@ -208,3 +210,18 @@ def test_bad_options_raise():
         kfold_accuracy([0.1, 0.2], [0, 1], [0.0, 1.0])
     with pytest.raises(ValueError, match="at least 2"):
         kfold_accuracy([0.1, 0.2], [0, 1], [0, 0])
+
+
+def test_threshold_at_far_and_calibrate_on_a_hand_case():
+    # distances: same pairs 0.1 0.2 0.5; different pairs 0.3 0.6 0.7 0.8
+    distances = np.array([0.1, 0.2, 0.5, 0.3, 0.6, 0.7, 0.8])
+    same = np.array([1, 1, 1, 0, 0, 0, 0], dtype=bool)
+    # FAR <= 1/4 allows accepting one different pair (0.3): the loosest such cut is 0.5,
+    # which accepts every same pair (TAR 1); FAR 0 stops at 0.2 (TAR 2/3).
+    assert threshold_at_far(distances, same, 0.25, higher_is_same=False) == 0.5
+    assert threshold_at_far(distances, same, 0.0, higher_is_same=False) == 0.2
+    assert tar_at_far(distances, same, 0.0, higher_is_same=False) == pytest.approx(2 / 3)
+    fitted = calibrate(distances, same, fars=(0.5, 0.25, 0.0))
+    assert fitted == {"5e-01": 0.6, "2e-01": 0.5, "0e+00": 0.2}
+    similarity = -distances
+    assert threshold_at_far(similarity, same, 0.25) == -0.5
