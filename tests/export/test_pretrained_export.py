@@ -81,3 +81,35 @@ def test_float16_export_stays_close_to_float32(name, request, tmp_path):
     cosine = np.sum(embedding * expected, axis=-1)
     print(json.dumps({f"{name} float16 cosine to float32": cosine.tolist()}))
     assert embedding.dtype == np.float32 and np.all(cosine > 0.999), cosine
+
+
+def test_cli_export_of_the_nan_preset_serves_its_set_embedding(tmp_path):
+    """`keras-faceset export nan BASE` (the user's command) answers like `zoo.load("nan")`."""
+    import subprocess
+    import sys
+
+    import keras
+
+    from keras_faceset import zoo
+    from keras_faceset.embedder import FaceEmbedder
+
+    command = [sys.executable, "-m", "keras_faceset.cli", "export", "nan", str(tmp_path / "m")]
+    subprocess.run(command, check=True, capture_output=True, timeout=900)
+    target = tmp_path / "m" / "nan" / "1"
+    chips = FaceEmbedder("dlib_resnet", weights=None).chips(FACES)  # (3, 150, 150, 3) uint8
+    sets, mask = np.stack([chips, chips[::-1]]), np.array([[1, 1, 0], [1, 1, 1]], bool)
+    model = zoo.load("nan")
+    keras_out = model(
+        {
+            "images": keras.ops.convert_to_tensor(sets.astype("float32")),
+            "mask": keras.ops.convert_to_tensor(mask),
+        }
+    )
+    calls = {"sets": ("serving_default", {"images": sets, "mask": mask})}
+    results = fresh_results(start_fresh_process(target, calls, tmp_path), tmp_path)
+    assert "keras_faceset" not in set(results["modules"])
+    for loader in ("tf2", "v1"):
+        for key in ("embedding", "weights"):
+            np.testing.assert_allclose(
+                results[f"{loader}|sets|{key}"], keras_out[key], atol=1e-5, rtol=0
+            )
