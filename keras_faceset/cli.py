@@ -12,8 +12,9 @@ from keras_faceset import __version__
 def _list(args: argparse.Namespace) -> None:
     from keras_faceset import zoo
 
-    table = zoo.list_models()[["name", "task", "backbone", "input_size", "licence", "lfw_accuracy"]]
-    print(table.to_string(index=False))
+    table = zoo.list_models()
+    columns = ["name", "task", "backbone", "licence", "lfw_accuracy"]
+    print(table[[*columns, "lfw_sets_degraded_tar@far=1e-2"]].to_string(index=False))
 
 
 def _info(args: argparse.Namespace) -> None:
