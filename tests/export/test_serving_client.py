@@ -6,6 +6,7 @@ embeddings; `ServingClient` does the same over HTTP against a local server."""
 import base64
 import json
 import re
+import runpy
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -17,6 +18,7 @@ import tensorflow as tf
 from keras_faceset import serving
 from keras_faceset.export import SIGNATURES, ExportSpec, export_saved_model
 from keras_faceset.export.module import MASK_MISMATCH
+from tests.conftest import REPO
 from tests.export.helpers import (
     DIM,
     SIZE,
@@ -246,3 +248,20 @@ def test_serving_client_reports_tf_serving_errors(served, server):
     closed = serving.ServingClient("http://127.0.0.1:9", model=MODEL, timeout=5)
     with pytest.raises(serving.ServingError, match="cannot reach"):
         closed.embed_images(served.images)
+
+
+def test_example_cli_prints_the_keras_cosines_and_mean_weights(served, server, capsys):
+    paths = sorted((REPO / "examples" / "images").glob("*.jpg"))
+    example = runpy.run_path(str(REPO / "examples" / "serving_client.py"))
+    example["main"]([*map(str, paths), "--server", server, "--model", MODEL])
+    out = capsys.readouterr().out
+    frames = np.concatenate(
+        [
+            reference_embed(served.backbone, decode(p.read_bytes())[None], (SIZE, SIZE))
+            for p in paths
+        ]
+    )
+    assert f"{len(paths)} embeddings of dimension {DIM}" in out
+    cosine = float(frames[0] @ frames[1])
+    assert f"cos({paths[0].name}, {paths[1].name}) = {cosine:.3f}" in out
+    assert f"  {paths[-1].name}: {1 / len(paths):.3f}" in out
