@@ -1,13 +1,15 @@
-"""Write verification results to disk: summary CSV/JSON, per-pair scores CSV, ROC plot (PNG)."""
+"""Write verification results to disk: summary CSV/JSON, per-pair scores CSV, ROC and
+score-histogram plots (PNG)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from keras_faceset.eval.verification import roc_curve
+from keras_faceset.eval.verification import _check, roc_curve
 
 
 def plot_roc(
@@ -42,6 +44,51 @@ def plot_roc(
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+class ScoreHistogram(NamedTuple):
+    """Result of `plot_score_histogram`: the image, shared bin edges and per-class counts."""
+
+    path: Path
+    edges: np.ndarray
+    same: np.ndarray
+    different: np.ndarray
+
+
+def plot_score_histogram(
+    scores,
+    labels,
+    path: str | Path,
+    bins: int | str = 50,
+    xlabel: str = "score",
+    title: str | None = None,
+) -> ScoreHistogram:
+    """Save overlaid histograms of same-identity and different-identity pair scores as an image.
+
+    Both classes share the bin edges ``np.histogram_bin_edges(scores, bins)``; the returned counts
+    are ``np.histogram(scores[labels == c], edges)[0]`` per class. matplotlib as in `plot_roc`.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    scores, labels = _check(scores, labels, higher_is_same=True)
+    edges = np.histogram_bin_edges(scores, bins)
+    same = np.histogram(scores[labels], edges)[0]
+    different = np.histogram(scores[~labels], edges)[0]
+    fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
+    for counts, name, colour in ((same, "same", "tab:blue"), (different, "different", "tab:red")):
+        ax.stairs(
+            counts, edges, fill=True, alpha=0.4, color=colour, label=f"{name} ({counts.sum()})"
+        )
+    ax.set(xlabel=xlabel, ylabel="pairs", title=title)
+    ax.legend(loc="upper center")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return ScoreHistogram(path, edges, same, different)
 
 
 def save_report(
