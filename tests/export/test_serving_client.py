@@ -7,6 +7,8 @@ import base64
 import json
 import re
 import runpy
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -265,3 +267,13 @@ def test_example_cli_prints_the_keras_cosines_and_mean_weights(served, server, c
     cosine = float(frames[0] @ frames[1])
     assert f"cos({paths[0].name}, {paths[1].name}) = {cosine:.3f}" in out
     assert f"  {paths[-1].name}: {1 / len(paths):.3f}" in out
+
+
+def test_importing_the_client_needs_neither_tensorflow_nor_requests():
+    code = (
+        "import sys, keras_faceset.serving; "
+        "print(sorted({'tensorflow', 'keras', 'requests', 'grpc'} & set(sys.modules)))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
