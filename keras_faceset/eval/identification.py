@@ -110,9 +110,10 @@ def _first_match_ranks(dist: np.ndarray, relevant: np.ndarray) -> np.ndarray:
 def _average_precision(dist: np.ndarray, relevant: np.ndarray) -> np.ndarray:
     """AP per row; ties ordered non-relevant first (lexsort: last key is the primary one)."""
     order = np.lexsort((relevant, dist), axis=1)
-    hits = np.take_along_axis(relevant, order, axis=1)
-    precision = np.cumsum(hits, axis=1) / np.arange(1, dist.shape[1] + 1)
-    return np.sum(precision * hits, axis=1) / np.sum(hits, axis=1)
+    rows, positions = np.nonzero(np.take_along_axis(relevant, order, axis=1))  # row-major
+    counts = np.bincount(rows, minlength=len(dist))
+    hits_so_far = np.arange(1, rows.size + 1) - (np.cumsum(counts) - counts)[rows]
+    return np.bincount(rows, hits_so_far / (positions + 1), minlength=len(dist)) / counts
 
 
 def _scan(inputs, metric: str, block_probes: int | None, with_ap: bool) -> Iterator:

@@ -178,3 +178,12 @@ def test_invalid_input(change, message):
 def test_cmc_curve_rejects_bad_max_rank():
     with pytest.raises(ValueError, match="max_rank must be a positive integer"):
         cmc_curve(np.ones((1, 2)), [0], np.ones((1, 2)), [0], max_rank=0)
+
+
+def test_block_of_open_set_probes_only(rng):
+    gallery, probes = rng.normal(size=(12, 3)), rng.normal(size=(6, 3))
+    gallery_labels, probe_labels = np.arange(12) % 4, [9, 9, 0, 1, 2, 3]
+    whole = identification_report(probes, probe_labels, gallery, gallery_labels)
+    blocked = identification_report(probes, probe_labels, gallery, gallery_labels, block_probes=2)
+    assert blocked == pytest.approx(whole, abs=1e-15)
+    assert (whole["closed_set_probes"], whole["open_set_probes"]) == (4, 2)
