@@ -1,6 +1,7 @@
 """Models: backbones (image -> embedding) and set tasks (backbone + NAN / QAN / SeqFace head)."""
 
 from keras_faceset.models.backbones import DlibResNet, InceptionResNetV1
+from keras_faceset.models.fold import fold_batch_norm
 from keras_faceset.models.nan import NAN, NANHead
 from keras_faceset.models.qan import QAN, QANHead
 from keras_faceset.models.seqface import SeqFace, SeqFaceHead, lsr_targets, seqface_training_model
@@ -25,6 +26,7 @@ __all__ = [
     "SetHead",
     "StreamState",
     "StreamingAggregator",
+    "fold_batch_norm",
     "identification_model",
     "lsr_targets",
     "seqface_training_model",
