@@ -14,6 +14,7 @@ BENCHMARKS = {
     "hardware": "FLOPs x images/s as a share of the measured matmul peak",
     "set_cost": "NAN / QAN head time per set vs backbone time for the same frames",
     "training": "triplet / center / DSA loss step time and peak RSS vs a NumPy reference",
+    "serving": "exported SavedModel latency p50/p99 vs the in-process Keras model",
 }
 
 
