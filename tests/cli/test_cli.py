@@ -39,9 +39,11 @@ def test_list_and_info():
 def test_unknown_model_is_a_one_line_error_and_exit_1():
     result = run("info", "facnet", check=False)
     assert result.returncode == 1
+    from keras_faceset.zoo import PRESETS
+
     assert result.stderr.strip().splitlines() == [
         "keras-faceset info: error: Unknown model 'facnet'. Did you mean 'facenet'? "
-        "Available: dlib_resnet, facenet."
+        f"Available: {', '.join(sorted(PRESETS))}."
     ]
 
 
