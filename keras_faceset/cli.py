@@ -44,15 +44,23 @@ def _embedder(args: argparse.Namespace):
 
 
 def _verify(args: argparse.Namespace) -> None:
-    from keras_faceset.embedder import cosine_distance
+    from keras_faceset.embedder import cosine_distance, image_paths
 
     embedder = _embedder(args)
-    first, second = embedder.embed([args.a, args.b])
+    print(f"model: {args.model} ({embedder.description})")
+    if embedder.set_model is None:
+        first, second = embedder.embed([args.a, args.b])
+    else:  # each side is a set: a folder of frames (or one image)
+        sides = {"A": image_paths([args.a]), "B": image_paths([args.b])}
+        results = {side: embedder.embed_set(frames) for side, frames in sides.items()}
+        for side, (_, weights) in results.items():
+            pairs = zip(sides[side], weights, strict=True)
+            print(f"set {side} weights: " + ", ".join(f"{p.name} {w:.3f}" for p, w in pairs))
+        first, second = results["A"][0], results["B"][0]
     distance = float(cosine_distance(first, second))
     threshold, far = args.threshold, f"{float(args.far):.0e}"
     if threshold is None:
         threshold = embedder.preset.thresholds.get(far)
-    print(f"model: {args.model} ({embedder.description})")
     print(f"cosine distance: {distance:.4f}")
     if threshold is None:
         print(f"decision: none (no threshold measured for FAR {args.far}; give --threshold)")
@@ -147,7 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
             "--flip", action="store_true", help="add the mirrored chip's embedding (test-time)"
         )
 
-    verify = commands.add_parser("verify", help="are two face images the same person?")
+    verify = commands.add_parser(
+        "verify", help="are two face images (or two sets, for nan/qan: folders) the same person?"
+    )
     add_model_options(verify)
     verify.add_argument("a")
     verify.add_argument("b")

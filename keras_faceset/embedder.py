@@ -24,7 +24,9 @@ class FaceEmbedder:
 
     Also a NumPy callable ``(N, H, W, 3) uint8 -> (N, D)``, so it plugs into
     `keras_faceset.eval.evaluate_lfw` as the model. `fallbacks` counts the images in which
-    alignment found no face and used the central crop.
+    alignment found no face and used the central crop. For a set preset (nan, qan), `embed`
+    gives its backbone's frame embeddings and `embed_set` the set embedding with per-frame
+    weights.
     """
 
     def __init__(
@@ -43,7 +45,8 @@ class FaceEmbedder:
         self.chip_cache = chip_cache
         self.batch_size = batch_size
         self.flip = flip
-        self.model = zoo.load(model, weights=weights)
+        self.set_model = zoo.load(model, weights=weights) if self.preset.head else None
+        self.model = self.set_model.backbone if self.set_model else zoo.load(model, weights)
         self.fallbacks = 0
         self.__name__ = f"{model}[{self.description}]"
 
@@ -90,6 +93,18 @@ class FaceEmbedder:
         return (raw / np.maximum(norms, 1e-12)).astype("float32")
 
     __call__ = embed
+
+    def embed_set(
+        self, images: Sequence[str | os.PathLike | np.ndarray] | np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One set of frames -> (its L2-normalised embedding (D,), per-frame weights (T,))."""
+        if self.set_model is None:
+            raise ValueError(f"{self.preset.name} is an image model; use a set preset (nan, qan)")
+        chips = self.chips(images).astype("float32")[None]
+        out = self.set_model.predict(
+            {"images": chips, "mask": np.ones(chips.shape[:2], bool)}, verbose=0
+        )
+        return out["embedding"][0], out["weights"][0]
 
 
 def cosine_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:

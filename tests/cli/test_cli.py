@@ -86,3 +86,24 @@ def test_verify_uses_the_preset_threshold_measured_on_lfw():
     different = run("verify", "dlib_resnet", SERENA_1, POWELL, "--far", "0.001").stdout
     assert f"decision at FAR 1e-3 (threshold {threshold:.4f}): same person" in same
     assert "): different people" in different
+
+
+def test_verify_two_sets_with_nan_prints_attention_and_the_set_distance(tmp_path):
+    import shutil
+
+    from keras_faceset.embedder import FaceEmbedder
+
+    set_a, set_b = tmp_path / "a", tmp_path / "b"
+    set_a.mkdir(), set_b.mkdir()
+    shutil.copy(SERENA_1, set_a)
+    for image in (SERENA_2, POWELL):
+        shutil.copy(image, set_b)
+    out = run("verify", "nan", set_a, set_b, "--threshold", "0.1").stdout
+    line = next(line for line in out.splitlines() if line.startswith("set B weights:"))
+    weights = [float(part.split()[-1]) for part in line.split(":", 1)[1].split(",")]
+    assert len(weights) == 2 and abs(sum(weights) - 1) < 2e-3
+    embedder = FaceEmbedder("nan")
+    (a, _), (b, expected) = embedder.embed_set([SERENA_1]), embedder.embed_set([POWELL, SERENA_2])
+    np.testing.assert_allclose(weights, expected, atol=1e-3)
+    assert abs(_distance(out) - (1 - float(a @ b))) < 1e-4
+    assert "decision at FAR 1e-3 (threshold 0.1000): same person" in out
