@@ -1,0 +1,52 @@
+"""examples/finetune_nan.py on a small folder of real LFW sets."""
+
+import re
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import keras_faceset.models  # noqa: F401  (registers NANHead for load_model)
+from keras_faceset import zoo
+from tests.conftest import LFW_DIR, REPO, require
+
+PEOPLE = ["Colin_Powell", "Donald_Rumsfeld", "Gerhard_Schroeder", "Tony_Blair", "Ariel_Sharon"]
+
+
+@pytest.fixture
+def set_root(tmp_path):
+    """root/<person>/<set>/<frames>: each person's first 8 images as two sets of 4."""
+    images = require(LFW_DIR / "lfw-deepfunneled")
+    for person in PEOPLE:
+        for index in range(8):
+            folder = tmp_path / "sets" / person / f"set{index // 4}"
+            folder.mkdir(parents=True, exist_ok=True)
+            name = f"{person}_{index + 1:04d}.jpg"
+            (folder / name).symlink_to(images / person / name)
+    return tmp_path / "sets"
+
+
+@pytest.mark.slow
+def test_finetune_lowers_the_loss_and_saves_a_working_head(set_root, tmp_path):
+    output = tmp_path / "my_nan.keras"
+    script = REPO / "examples" / "finetune_nan.py"
+    command = [sys.executable, str(script), str(set_root), "-o", str(output), "--epochs", "15"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "10 sets of 5 identities, 40 frames" in result.stdout
+    losses = re.search(r"loss: (\S+) before, (\S+) after", result.stdout).groups()
+    before, after = map(float, losses)
+    assert after < before
+
+    head = keras.saving.load_model(output)
+    shipped = zoo.load("nan", form="head")
+    frames = np.random.default_rng(0).normal(size=(2, 5, 128)).astype("float32")
+    mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], bool)
+    tuned = head({"frame_embeddings": frames, "mask": mask})
+    np.testing.assert_allclose(np.linalg.norm(tuned["embedding"], axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(np.sum(tuned["weights"], axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(tuned["weights"])[0, 3:], 0.0)
+    original = shipped({"frame_embeddings": frames, "mask": mask})
+    assert np.max(np.abs(np.asarray(tuned["embedding"]) - original["embedding"])) > 1e-4
