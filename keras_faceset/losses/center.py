@@ -31,9 +31,10 @@ def updated_centers(labels, embeddings, centers, alpha: float):
     Classes absent from the batch keep their center. No gradient flows through the result."""
     labels = validate_labels(labels)
     embeddings = ops.stop_gradient(ops.cast(validate_embeddings(embeddings), centers.dtype))
-    members = ops.one_hot(labels, ops.shape(centers)[0], dtype=centers.dtype)  # (B, C)
-    counts = ops.expand_dims(ops.sum(members, axis=0), -1)  # (C, 1)
-    class_sums = ops.matmul(ops.transpose(members), embeddings)  # (C, D)
+    num_classes = ops.shape(centers)[0]
+    ones = ops.ones_like(embeddings[:, :1])
+    counts = ops.segment_sum(ones, labels, num_segments=num_classes)  # (C, 1)
+    class_sums = ops.segment_sum(embeddings, labels, num_segments=num_classes)  # (C, D)
     delta = (counts * centers - class_sums) / (1.0 + counts)
     return centers - alpha * delta
 

@@ -5,7 +5,8 @@ negative mask (different identity) and the margin ``alpha``, and returns
 ``(per_anchor, count)``: the summed hinge losses ``max(d_ap - d_an + alpha, 0)`` of each
 anchor's mined triplets, shape `(B,)`, and the number of terms the batch loss averages over,
 so that ``loss = sum(per_anchor) / max(count, 1)`` (0, with zero gradients, if ``count == 0``).
-`semi_hard` and `all` build a `(B, B, B)` tensor (as tfa does); `hard` stays `(B, B)`.
+All three stay `(B, B)` in memory: `semi_hard` and `all` sort each anchor's negative distances
+once and binary-search them (O(B^2 log B) time) instead of building tfa's `(B, B, B)` tensor.
 """
 
 from keras import ops
@@ -49,20 +50,43 @@ def _count(mask, dtype):
     return ops.sum(ops.cast(mask, dtype))
 
 
+def sorted_negatives(distances, negative):
+    """Each anchor's negative distances in ascending order, `(B, B)`, and their count `(B,)`.
+
+    Returns ``(values, keys, count)``: `values` carries the gradient to the distances it was
+    taken from; `keys` (no gradient) equals `values` in the first ``count`` columns and is
+    ``+inf`` after them, where the row's non-negatives went."""
+    masked = ops.where(negative, distances, float("inf"))
+    order = ops.argsort(masked, axis=1)
+    keys = ops.stop_gradient(ops.take_along_axis(masked, order, axis=1))
+    values = ops.take_along_axis(distances, order, axis=1)
+    return values, keys, ops.sum(ops.cast(negative, "int32"), axis=1)
+
+
+def rank_in_rows(keys, queries, side: str):
+    """Per row `i`, ``searchsorted(keys[i], queries[i], side)``: how many of row `i`'s sorted
+    `keys` are ``<= query`` (``side="right"``) or ``< query`` (``"left"``), as int32."""
+    queries = ops.stop_gradient(queries)
+    ranks = ops.vectorized_map(lambda row: ops.searchsorted(*row, side=side), (keys, queries))
+    return ops.cast(ranks, "int32")
+
+
 def semi_hard(distances, positive, negative, margin: float):
     """FaceNet semi-hard mining with tfa's `TripletSemiHardLoss` semantics.
 
     For every positive pair ``(a, p)`` the negative is the closest one farther than the
     positive, ``argmin_n {d_an : d_an > d_ap}``, or, if there is none, the farthest negative;
-    the loss averages ``max(d_ap - d_an + alpha, 0)`` over all positive pairs.
+    the loss averages ``max(d_ap - d_an + alpha, 0)`` over all positive pairs. The closest
+    farther negative is the ``k``-th of the anchor's sorted negatives, ``k = #{n : d_an <=
+    d_ap}``, found by binary search.
     """
-    d_an = distances[:, None, :]  # (a, ., n)
-    d_ap = distances[:, :, None]  # (a, p, .)
-    outside = ops.logical_and(negative[:, None, :], ops.greater(d_an, d_ap))  # (a, p, n)
-    closest_outside = masked_min(ops.broadcast_to(d_an, ops.shape(outside)), outside, axis=2)
+    values, keys, count = sorted_negatives(distances, negative)
+    beyond = rank_in_rows(keys, distances, side="right")  # (a, p): negatives with d_an <= d_ap
+    last = ops.shape(distances)[1] - 1
+    closest_outside = ops.take_along_axis(values, ops.minimum(beyond, last), axis=1)
     farthest = masked_max(distances, negative, axis=1)[:, None]
-    d_neg = ops.where(ops.any(outside, axis=2), closest_outside, farthest)
-    pairs = ops.logical_and(positive, ops.any(negative, axis=1, keepdims=True))
+    d_neg = ops.where(ops.less(beyond, count[:, None]), closest_outside, farthest)
+    pairs = ops.logical_and(positive, ops.greater(count, 0)[:, None])
     hinge = ops.where(pairs, ops.relu(distances - d_neg + margin), 0)
     return ops.sum(hinge, axis=1), _count(pairs, distances.dtype)
 
@@ -80,11 +104,19 @@ def hard(distances, positive, negative, margin: float):
 
 def batch_all(distances, positive, negative, margin: float):
     """Batch-all (Hermans et al. 2017): every valid triplet ``(a, p, n)``, averaged over the
-    triplets with a positive loss ``d_ap - d_an + alpha > 0``."""
-    triplets = ops.logical_and(positive[:, :, None], negative[:, None, :])
-    hinge = ops.relu(distances[:, :, None] - distances[:, None, :] + margin)
-    hinge = ops.where(triplets, hinge, 0)
-    return ops.sum(hinge, axis=(1, 2)), _count(ops.greater(hinge, 0), distances.dtype)
+    triplets with a positive loss ``d_ap - d_an + alpha > 0``.
+
+    The active negatives of a positive pair are the anchor's ``k = #{n : d_an < d_ap + alpha}``
+    closest ones, so their hinges sum to ``k (d_ap + alpha) - (sum of those k distances)``,
+    read from prefix sums of the sorted negatives.
+    """
+    values, keys, _ = sorted_negatives(distances, negative)
+    threshold = distances + margin
+    active = ops.where(positive, rank_in_rows(keys, threshold, side="left"), 0)  # (a, p): k
+    prefix = ops.pad(ops.cumsum(values, axis=1), [[0, 0], [1, 0]])  # prefix[:, k]: first k
+    active_sum = ops.take_along_axis(prefix, active, axis=1)
+    hinge = ops.cast(active, distances.dtype) * threshold - active_sum
+    return ops.sum(hinge, axis=1), ops.sum(ops.cast(active, distances.dtype))
 
 
 MINERS = {"semi_hard": semi_hard, "hard": hard, "all": batch_all}

@@ -215,3 +215,15 @@ def test_jit_compile_gives_same_loss():
         model.compile(loss=TripletLoss(margin=0.5), jit_compile=jit_compile)
         values.append(model.evaluate(x, labels, batch_size=len(x), verbose=0))
     np.testing.assert_allclose(values, [expected, expected], rtol=1e-5)
+
+
+@pytest.mark.parametrize("mining", MINING)
+def test_many_tied_distances_match_brute_force(mining):
+    # Points on a small integer grid: many equal distances, positives tied with negatives, so
+    # the sorted search must count "d_an <= d_ap" (semi-hard) and "d_an < d_ap + alpha" exactly.
+    rng = np.random.default_rng(7)
+    x = rng.integers(0, 3, size=(40, 2)).astype("float32")
+    labels = rng.integers(0, 6, size=40)
+    expected = reference_triplet(labels, x, mining, 1.0, "squared_l2")
+    got = loss_value(labels, x, mining=mining, margin=1.0, distance="squared_l2")
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
