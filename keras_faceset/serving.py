@@ -2,8 +2,10 @@
 
     from keras_faceset.serving import ServingClient
     client = ServingClient("http://localhost:8501", model="nan")
-    embeddings = client.embed_files(["a.jpg", "b.jpg"])          # (2, D), L2-normalised
+    embeddings = client.embed_files(["a.jpg", "b.jpg"])          # (2, E), L2-normalised
     sets = client.embed_sets(frames, mask)                       # {"embedding", "weights"}
+    cached = client.embed_files_and_features(paths)["frame_features"]   # (N, F): cache these
+    same = client.aggregate(cached[None])                        # == embed_sets on the images
 
 REST request bodies use TF Serving's columnar format, `{"signature_name": ..., "inputs":
 {...}}`: arrays become nested lists and bytes become `{"b64": ...}`. Only the standard library
@@ -23,8 +25,9 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 SINGLE_OUTPUT = "embedding"
-"""The output name of the one-output signatures (`embed_images`, `embed_encoded`), which TF
-Serving returns as a bare array."""
+"""The output name a bare-array REST response is given: TF Serving answers a one-output
+signature that way (`embed_images` and `embed_encoded` of exports made before they gained
+`frame_features`)."""
 
 
 class ServingError(RuntimeError):
@@ -58,7 +61,8 @@ def embed_request(images: np.ndarray) -> dict:
 
 
 def aggregate_request(embeddings: np.ndarray, mask: np.ndarray | None = None) -> dict:
-    """`aggregate` on frame embeddings `(B, T, D)` and bool `mask` `(B, T)` (None: all real)."""
+    """`aggregate` on frame features `(B, T, F)` (the `frame_features` that `embed_images` and
+    `embed_encoded` return) and bool `mask` `(B, T)` (None: all real)."""
     return rest_request("aggregate", **aggregate_inputs(embeddings, mask))
 
 
@@ -86,7 +90,8 @@ def embed_inputs(images: np.ndarray) -> dict[str, np.ndarray]:
 def aggregate_inputs(
     embeddings: np.ndarray, mask: np.ndarray | None = None
 ) -> dict[str, np.ndarray]:
-    """Checked `aggregate` inputs `{"embeddings": float32 (B, T, D), "mask": bool (B, T)}`."""
+    """Checked `aggregate` inputs `{"embeddings": float32 (B, T, F), "mask": bool (B, T)}`: the
+    input keeps its name `embeddings`; it takes frame features."""
     embeddings = np.asarray(embeddings)
     if embeddings.ndim != 3 or not np.issubdtype(embeddings.dtype, np.number):
         raise ValueError(
@@ -194,23 +199,33 @@ class ServingClient:
             raise ServingError(f"{what}: cannot reach {self.endpoint}: {error.reason}") from None
 
     def embed_files(self, paths: Iterable[str | os.PathLike]) -> np.ndarray:
-        """L2-normalised embeddings `(N, D)` of image files, decoded and resized by the server."""
-        return self.post(encoded_images_request(paths))["embedding"]
+        """L2-normalised embeddings `(N, E)` of image files, decoded and resized by the server."""
+        return self.embed_files_and_features(paths)["embedding"]
 
     def embed_images(self, images: np.ndarray) -> np.ndarray:
-        """L2-normalised embeddings `(N, D)` of uint8 images `(N, H, W, 3)`."""
-        return self.post(embed_request(images))["embedding"]
+        """L2-normalised embeddings `(N, E)` of uint8 images `(N, H, W, 3)`."""
+        return self.embed_images_and_features(images)["embedding"]
+
+    def embed_files_and_features(self, paths: Iterable[str | os.PathLike]) -> dict[str, np.ndarray]:
+        """`{"embedding": (N, E), "frame_features": (N, F)}` of image files (`embed_encoded`);
+        cache `frame_features` to `aggregate` later."""
+        return self.post(encoded_images_request(paths))
+
+    def embed_images_and_features(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """`{"embedding": (N, E), "frame_features": (N, F)}` of uint8 images `(N, H, W, 3)`."""
+        return self.post(embed_request(images))
 
     def embed_sets(
         self, images: np.ndarray, mask: np.ndarray | None = None
     ) -> dict[str, np.ndarray]:
-        """`{"embedding": (B, D), "weights": (B, T)}` of image sets `(B, T, H, W, 3)`."""
+        """`{"embedding": (B, E), "weights": (B, T)}` of image sets `(B, T, H, W, 3)`."""
         return self.post(set_request(images, mask))
 
     def aggregate(
         self, embeddings: np.ndarray, mask: np.ndarray | None = None
     ) -> dict[str, np.ndarray]:
-        """`{"embedding": (B, D), "weights": (B, T)}` of cached frame embeddings `(B, T, D)`."""
+        """`{"embedding": (B, E), "weights": (B, T)}` of cached frame features `(B, T, F)`
+        (`frame_features` of the `*_and_features` calls): equal to `embed_sets` on the images."""
         return self.post(aggregate_request(embeddings, mask))
 
 

@@ -2,7 +2,10 @@
 
 Batch and set sizes and image sizes are dynamic; images are uint8 RGB, cast to float32 and
 resized in the graph (bilinear, antialiased) to the backbone's input size when they differ.
-Every embedding output is L2-normalised float32.
+Every `embedding` output is L2-normalised float32. Per-frame features `[N, F]` (what the head
+reads per frame: the raw frame embedding, then any backbone features, flattened) are what
+`embed_images` and `embed_encoded` return as `frame_features` and what `aggregate` takes, so
+`aggregate` on cached frame features equals `serving_default` on the images for every head.
 """
 
 from __future__ import annotations
@@ -23,9 +26,11 @@ MASK_MISMATCH = "mask must have shape [batch, set_size] matching the first two a
 
 
 class ServingModule(tf.Module):
-    """`serving_default` (image sets), `embed_images`, `aggregate` (frame embeddings) and
+    """`serving_default` (image sets), `embed_images`, `aggregate` (frame features) and
     `embed_encoded` (JPEG/PNG bytes), sharing one backbone and one head. `embed_images` and
-    `embed_encoded` return L2-normalised frame embeddings.
+    `embed_encoded` return `embedding`, each image's embedding as a set of one frame (for the
+    mean head and heads without a projection, its L2-normalised frame embedding), and
+    `frame_features`, the per-frame input of `aggregate`.
 
     `float16=True` runs the backbone under the `mixed_float16` policy (a copy; weights stay
     float32, outputs are cast to float32). `xla=True` compiles the backbone and head with XLA
@@ -41,14 +46,16 @@ class ServingModule(tf.Module):
         # the traced functions capture instead (below), as keras.export.ExportArchive does.
         # Tracking the Keras models too would store every weight twice, and tracking only them
         # leaves the TF1 loader (TF Serving's path) restoring other handles than those read.
+        head = spec.resolved_head()
         self.keras = types.SimpleNamespace(
-            backbone=_mixed_float16_copy(spec.backbone) if float16 else spec.backbone,
-            head=spec.resolved_head(),
+            frames=spec.frame_model(_mixed_float16_copy(spec.backbone) if float16 else None),
+            head=head,
             normalize=L2Normalize(name="l2_normalize"),
         )
         self.height, self.width = spec.input_size
         self.embedding_dim = spec.embedding_dim
-        dim = self.embedding_dim
+        self.feature_shape = spec.feature_shape
+        self.frame_dim = dim = spec.frame_dim
         image = tf.TensorSpec([None, self.height, self.width, 3], tf.float32)
         self._embed = tf.function(
             self._embed_resized, input_signature=[image], jit_compile=xla, autograph=False
@@ -87,31 +94,32 @@ class ServingModule(tf.Module):
     def _serve_sets(self, images, mask):
         """images `[B, T, H, W, 3]` uint8 + mask `[B, T]` -> embedding `[B, D]`, weights `[B, T]`.
 
-        Only unmasked frames go through the backbone; masked ones get zero frame embeddings.
-        The head receives the raw frame embeddings, as in `SetEmbeddingModel`.
+        Only unmasked frames go through the backbone; masked ones get zero frame features.
+        The head receives the raw frame embeddings (and features), as in `SetEmbeddingModel`.
         """
         shape = tf.shape(images)
         with tf.control_dependencies([_assert_mask(mask, shape, "images [B, T, H, W, 3]")]):
             flat = tf.reshape(images, tf.concat([[-1], shape[2:]], axis=0))
         valid = tf.where(tf.reshape(mask, [-1]))
         frames = self._embed_uint8(tf.gather_nd(flat, valid))
-        frames = tf.scatter_nd(valid, frames, [shape[0] * shape[1], self.embedding_dim])
-        return self._pool(tf.reshape(frames, [shape[0], shape[1], self.embedding_dim]), mask)
+        frames = tf.scatter_nd(valid, frames, [shape[0] * shape[1], self.frame_dim])
+        return self._pool(tf.reshape(frames, [shape[0], shape[1], self.frame_dim]), mask)
 
     def _embed_images(self, images):
-        """images `[N, H, W, 3]` uint8 -> embedding `[N, D]`."""
-        return {"embedding": self.keras.normalize(self._embed_uint8(images))}
+        """images `[N, H, W, 3]` uint8 -> embedding `[N, E]`, frame_features `[N, F]`."""
+        return self._single_frame_sets(self._embed_uint8(images))
 
     def _aggregate(self, embeddings, mask):
-        """frame embeddings `[B, T, D]` + mask `[B, T]` -> embedding `[B, D]`, weights `[B, T]`."""
+        """frame features `[B, T, F]` + mask `[B, T]` -> embedding `[B, E]`, weights `[B, T]`."""
         with tf.control_dependencies(
-            [_assert_mask(mask, tf.shape(embeddings), "embeddings [B, T, D]")]
+            [_assert_mask(mask, tf.shape(embeddings), "embeddings [B, T, F]")]
         ):
             embeddings = tf.identity(embeddings)
         return self._pool(embeddings, mask)
 
     def _embed_encoded(self, image_bytes):
-        """JPEG/PNG/BMP/GIF bytes `[N]` -> embedding `[N, D]` (first frame of an animation)."""
+        """JPEG/PNG/BMP/GIF bytes `[N]` -> embedding `[N, E]`, frame_features `[N, F]` (first
+        frame of an animation)."""
 
         def decode(data):
             image = tf.io.decode_image(data, channels=3, expand_animations=False)
@@ -119,7 +127,13 @@ class ServingModule(tf.Module):
 
         size = tf.TensorSpec([self.height, self.width, 3], tf.float32)
         images = tf.map_fn(decode, image_bytes, fn_output_signature=size)
-        return {"embedding": self.keras.normalize(self._embed_nonempty(images))}
+        return self._single_frame_sets(self._embed_nonempty(images))
+
+    def _single_frame_sets(self, frames):
+        """Each image's embedding as a one-frame set, and its frame features `[N, F]`."""
+        ones = tf.ones([tf.shape(frames)[0], 1], tf.bool)
+        embedding = self._pool(frames[:, tf.newaxis], ones)["embedding"]
+        return {"embedding": embedding, "frame_features": frames}
 
     def _embed_uint8(self, images):
         return self._embed_nonempty(self._resize(images))
@@ -143,15 +157,26 @@ class ServingModule(tf.Module):
         return tf.cond(
             tf.shape(images)[0] > 0,
             lambda: self._embed(images),
-            lambda: tf.zeros([0, self.embedding_dim], tf.float32),
+            lambda: tf.zeros([0, self.frame_dim], tf.float32),
         )
 
     def _embed_resized(self, images):
-        """The backbone's raw frame embeddings, float32."""
-        return tf.cast(self.keras.backbone(images, training=False), tf.float32)
+        """The frame features `[N, F]`, float32: the backbone's raw frame embeddings, then
+        the flattened features the head reads (if any)."""
+        out = self.keras.frames(images, training=False)
+        parts = [out["frame_embeddings"]]
+        if self.feature_shape is not None:
+            size = self.frame_dim - self.embedding_dim
+            parts.append(tf.reshape(out["frame_features"], [tf.shape(images)[0], size]))
+        return tf.concat([tf.cast(part, tf.float32) for part in parts], axis=-1)
 
     def _pool_frames(self, frames, mask):
-        out = self.keras.head({"frame_embeddings": frames, "mask": mask}, training=False)
+        """The head on frame features `[B, T, F]`, split into its inputs."""
+        inputs = {"frame_embeddings": frames[..., : self.embedding_dim], "mask": mask}
+        if self.feature_shape is not None:
+            shape = tf.concat([tf.shape(frames)[:2], self.feature_shape], axis=0)
+            inputs["frame_features"] = tf.reshape(frames[..., self.embedding_dim :], shape)
+        out = self.keras.head(inputs, training=False)
         return {
             "embedding": self.keras.normalize(tf.cast(out["embedding"], tf.float32)),
             "weights": tf.cast(out["weights"], tf.float32),
@@ -182,7 +207,9 @@ def _mixed_float16_copy(model: keras.Model) -> keras.Model:
     The input preprocessing (the layers before the first one with weights, e.g. per-image
     standardisation, whose sums over an image overflow float16) stays float32.
     """
-    copy = keras.models.clone_model(model)
+    # A serialisation round trip keeps the class (and so a `feature_extractor()` method), which
+    # `clone_model` turns into a plain Functional.
+    copy = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(model))
     keep = set()
     for layer in copy.layers:
         if layer.weights:

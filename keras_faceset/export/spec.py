@@ -7,8 +7,11 @@ model exports as it is:
   Preprocessing (standardisation, mean subtraction) lives inside the backbone.
 - `head`: `head({"frame_embeddings": (B, T, D) float32, "mask": (B, T) bool})` -> a dict with
   `"embedding"` `(B, E)` and `"weights"` `(B, T)` (further outputs, such as QAN's
-  `"quality"`, are not exported). In `serving_default` it receives the backbone's raw frame
-  embeddings, exactly as in `SetEmbeddingModel`. Default (`head=None`): `mean_head`.
+  `"quality"`, are not exported). A head may also take `"frame_features"` `(B, T, *S)` (a QAN
+  head scoring quality from the backbone's feature map, `feature_shape` S); the backbone then
+  needs a `feature_extractor()`, as in `SetEmbeddingModel`. Default (`head=None`): `mean_head`.
+- The served per-frame features are what the head reads per frame, flattened into one vector
+  of `frame_dim` F = D + prod(S) floats: the raw frame embedding, then the frame features.
 - A model with `backbone` and `head` attributes (a `SetEmbeddingModel`) is split into the two
   by `ExportSpec.from_model`.
 """
@@ -22,9 +25,11 @@ import keras
 import numpy as np
 
 from keras_faceset.layers import L2Normalize, MaskedMeanPooling
+from keras_faceset.models.set_model import frame_feature_shape, frame_inputs_model
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 HEAD_INPUTS = {"frame_embeddings", "mask"}
+FEATURES_INPUT = "frame_features"
 
 
 def mean_head(embedding_dim: int, name: str = "mean_head") -> keras.Model:
@@ -85,20 +90,41 @@ class ExportSpec:
             )
         return out
 
+    @property
+    def feature_shape(self) -> tuple[int, ...] | None:
+        """Per-frame shape S of the head's `"frame_features"` input, None when it takes none."""
+        inputs = getattr(self.head, "input", None)
+        if not isinstance(inputs, dict) or FEATURES_INPUT not in inputs:
+            return None
+        return frame_feature_shape(tuple(inputs[FEATURES_INPUT].shape[2:]))
+
+    @property
+    def frame_dim(self) -> int:
+        """F = D + prod(S): the size of the served per-frame features."""
+        return self.embedding_dim + int(np.prod(self.feature_shape or (0,)))
+
+    def frame_model(self, backbone: keras.Model | None = None) -> keras.Model:
+        """Images `(N, H, W, 3)` -> the head's per-frame inputs `{"frame_embeddings",
+        ["frame_features"]}`, computed by `backbone` (default: the spec's)."""
+        return frame_inputs_model(backbone or self.backbone, self.feature_shape)
+
     def resolved_head(self) -> keras.Model:
         """The head, or `mean_head(D)`, after checking it follows the head contract."""
         dim = self.embedding_dim
         head = self.head if self.head is not None else mean_head(dim)
         inputs = getattr(head, "input", None)
-        if isinstance(inputs, dict) and set(inputs) != HEAD_INPUTS:
+        if isinstance(inputs, dict) and set(inputs) - {FEATURES_INPUT} != HEAD_INPUTS:
             raise ValueError(
-                f"the head takes inputs {sorted(inputs)}; the export feeds it only "
-                f"{sorted(HEAD_INPUTS)} (a QAN head on frame_features is not exportable yet: "
-                'build it with QAN.from_backbone(backbone, quality_input="embedding")).'
+                f"the head takes inputs {sorted(inputs)}; the export feeds it "
+                f"{sorted(HEAD_INPUTS)} and optionally {FEATURES_INPUT!r}."
             )
         frames = np.zeros((1, 2, dim), "float32")
         frames[..., 0] = 1.0
-        out = head({"frame_embeddings": frames, "mask": np.array([[True, False]])})
+        head_inputs = {"frame_embeddings": frames, "mask": np.array([[True, False]])}
+        if self.feature_shape is not None:
+            self.frame_model()  # a clear error when the backbone has no feature_extractor()
+            head_inputs[FEATURES_INPUT] = np.ones((1, 2, *self.feature_shape), "float32")
+        out = head(head_inputs)
         if not isinstance(out, dict) or not {"embedding", "weights"} <= set(out):
             keys = sorted(out) if isinstance(out, dict) else type(out).__name__
             raise ValueError(

@@ -30,11 +30,12 @@ def require_serving_api() -> None:
         ) from error
 
 
-def example_inputs(height: int, width: int, embedding_dim: int) -> dict[str, dict[str, np.ndarray]]:
-    """One small deterministic input per signature, `{signature: {input name: array}}`."""
+def example_inputs(height: int, width: int, frame_dim: int) -> dict[str, dict[str, np.ndarray]]:
+    """One small deterministic input per signature, `{signature: {input name: array}}`;
+    `aggregate` gets two orthogonal one-hot frame feature vectors of `frame_dim` floats."""
     image = _test_card(height, width)
-    frames = np.zeros((1, 2, embedding_dim), "float32")
-    frames[0, 0, 0] = frames[0, 1, -1] = 1.0
+    frames = np.zeros((1, 2, frame_dim), "float32")
+    frames[0, 0, 0] = frames[0, 1, min(1, frame_dim - 1)] = 1.0
     small = _test_card(max(height // 2, 1), max(width // 2 + 1, 1))
     return {
         "serving_default": {"images": np.stack([image, image[:, ::-1]])[None], "mask": _ones()},
@@ -53,7 +54,7 @@ def write_warmup_requests(
 
     path = Path(version_dir) / WARMUP_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    inputs = example_inputs(module.height, module.width, module.embedding_dim)
+    inputs = example_inputs(module.height, module.width, module.frame_dim)
     with tf.io.TFRecordWriter(str(path)) as writer:
         for signature in SIGNATURES:
             request = predict_pb2.PredictRequest()

@@ -274,6 +274,23 @@ def feature_extractor_of(backbone: keras.Model) -> keras.Model:
     return backbone.feature_extractor()
 
 
+def frame_inputs_model(
+    backbone: keras.Model, feature_shape: tuple[int, ...] | None = None
+) -> keras.Model:
+    """Images `(N, H, W, 3)` -> a head's per-frame inputs, computed as `SetEmbeddingModel`
+    computes them: `{"frame_embeddings": (N, dim)}`, plus `"frame_features"`
+    `(N, *feature_shape)` when `feature_shape` is given (a head's `feature_shape`). For caching
+    or serving per-frame inputs (`keras_faceset.export`)."""
+    images = keras.Input(backbone.input_shape[1:], name="images")
+    name = f"{backbone.name}_frame_inputs"
+    if feature_shape is None:
+        return keras.Model(images, {"frame_embeddings": backbone(images)}, name=name)
+    outputs = feature_extractor_of(backbone)(images)
+    features = _frame_features(outputs["feature_map"], tuple(feature_shape))
+    outputs = {"frame_embeddings": outputs["embedding"], "frame_features": features}
+    return keras.Model(images, outputs, name=name)
+
+
 def _frame_features(feature_map, feature_shape: tuple[int, ...]):
     """The per-frame quality input: the map itself or its global average."""
     map_shape = tuple(feature_map.shape[1:])

@@ -2,13 +2,10 @@
 fresh-process parity for every signature (eager and TF1 graph mode), standard ops only,
 `saved_model_cli` listing, warm-up records, clean failures on bad requests."""
 
-import re
-
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow.core.protobuf import saved_model_pb2
 
 from keras_faceset.export import SIGNATURES, ExportSpec, export_saved_model
 from keras_faceset.export.module import MASK_MISMATCH
@@ -18,10 +15,14 @@ from tests.export.helpers import (
     SIZE,
     VENV_BIN,
     decode,
+    documented_signatures,
     encode,
     fresh_results,
-    reference_embed,
+    nonstandard_ops,
+    op_types,
+    parse_saved_model_cli,
     reference_mean,
+    reference_outputs,
     reference_sets,
     start,
     start_fresh_process,
@@ -29,29 +30,8 @@ from tests.export.helpers import (
 )
 
 ATOL = 1e-5
-DOCUMENTED = {
-    "serving_default": {
-        "inputs images": ("DT_UINT8", "(-1, -1, -1, -1, 3)"),
-        "inputs mask": ("DT_BOOL", "(-1, -1)"),
-        "outputs embedding": ("DT_FLOAT", f"(-1, {DIM})"),
-        "outputs weights": ("DT_FLOAT", "(-1, -1)"),
-    },
-    "embed_images": {
-        "inputs images": ("DT_UINT8", "(-1, -1, -1, 3)"),
-        "outputs embedding": ("DT_FLOAT", f"(-1, {DIM})"),
-    },
-    "aggregate": {
-        "inputs embeddings": ("DT_FLOAT", f"(-1, -1, {DIM})"),
-        "inputs mask": ("DT_BOOL", "(-1, -1)"),
-        "outputs embedding": ("DT_FLOAT", f"(-1, {DIM})"),
-        "outputs weights": ("DT_FLOAT", "(-1, -1)"),
-    },
-    "embed_encoded": {
-        "inputs image_bytes": ("DT_STRING", "(-1)"),
-        "outputs embedding": ("DT_FLOAT", f"(-1, {DIM})"),
-    },
-}
-"""The signatures as docs/serving.md documents them (D = 16 for the tiny backbone)."""
+DOCUMENTED = documented_signatures(DIM, DIM)
+"""The signatures as docs/serving.md documents them (D = F = 16 for the tiny backbone)."""
 
 
 def _requests(backbone, rng):
@@ -71,7 +51,7 @@ def _requests(backbone, rng):
     assert np.array_equal(decode(png), small)  # PNG is lossless: the original pixels
 
     def embed(x):
-        return {"embedding": reference_embed(backbone, x, size)}
+        return reference_outputs(backbone, x, size)
 
     calls = {
         "sets": ("serving_default", {"images": sets, "mask": sets_mask}),
@@ -96,9 +76,8 @@ def _requests(backbone, rng):
         "jpeg": embed(decode(jpeg)[None]),
         "jpeg_decoded": embed(decode(jpeg)[None]),
         "encoded_batch": {
-            "embedding": np.concatenate(
-                [reference_embed(backbone, x[None], size) for x in (small, decode(jpeg), images[0])]
-            )
+            key: np.concatenate([embed(x[None])[key] for x in (small, decode(jpeg), images[0])])
+            for key in ("embedding", "frame_features")
         },
     }
     return calls, expected
@@ -192,25 +171,9 @@ def test_warmup_records_are_prediction_logs_that_run_through_the_loaded_model(re
             np.testing.assert_allclose(results[f"warmup|{i}|weights"], [[0.5, 0.5]])
 
 
-def _parse_saved_model_cli(text: str) -> dict:
-    """`{signature: {"inputs name": (dtype, shape), ..., "method": ...}}` from `show --all`."""
-    signatures = {}
-    for block in re.split(r"\n(?=signature_def\[)", text.split("Concrete Functions:")[0]):
-        name = re.match(r"signature_def\['(\w+)'\]", block)
-        if name is None:
-            continue
-        entries = re.findall(
-            r"(inputs|outputs)\['(\w+)'\] tensor_info:\s+dtype: (\w+)\s+shape: (.+)", block
-        )
-        signature = {f"{kind} {key}": (dtype, shape.strip()) for kind, key, dtype, shape in entries}
-        signature["method"] = re.search(r"Method name is: ?(.*)", block).group(1).strip()
-        signatures[name.group(1)] = signature
-    return signatures
-
-
 def test_saved_model_cli_lists_the_documented_signatures(contract):
     assert contract.cli.wait(timeout=600) == 0
-    listed = _parse_saved_model_cli((contract.work / "saved_model_cli.txt").read_text())
+    listed = parse_saved_model_cli((contract.work / "saved_model_cli.txt").read_text())
     for name, documented in DOCUMENTED.items():
         assert listed[name] == documented | {"method": "tensorflow/serving/predict"}, name
     assert set(listed) == set(DOCUMENTED) | {"__saved_model_init_op"}
@@ -224,35 +187,24 @@ def test_docs_name_every_signature_input_and_output():
             assert f"`{entry.split()[1]}`" in docs, entry
 
 
-def _op_types(model_dir) -> tuple[set[str], set[str]]:
-    """Op types of every node in the MetaGraphDef's graph and in every library function, and
-    the library's function names (a node may call a function by name)."""
-    saved = saved_model_pb2.SavedModel.FromString((model_dir / "saved_model.pb").read_bytes())
-    ops, functions = set(), set()
-    for meta_graph in saved.meta_graphs:
-        ops |= {node.op for node in meta_graph.graph_def.node}
-        for function in meta_graph.graph_def.library.function:
-            functions.add(function.signature.name)
-            ops |= {node.op for node in function.node_def}
-    return ops, functions
-
-
 def test_every_op_is_a_standard_tensorflow_kernel(contract):
-    ops, functions = _op_types(contract.model_dir)
-    standard = set(dir(tf.raw_ops)) - {"PyFunc", "EagerPyFunc", "PyFuncStateless"}
-    assert ops - functions <= standard, sorted(ops - functions - standard)
+    assert not nonstandard_ops(contract.model_dir)
+    ops, _ = op_types(contract.model_dir)
     # the walk reaches the nested functions: backbone, decoding, resizing, input checks
     assert {"Conv2D", "DecodeImage", "ScaleAndTranslate", "EnsureShape", "Assert"} <= ops
 
 
 def test_serving_default_equals_aggregate_of_embed_images(contract, loaded):
+    """A cached gallery: `frame_features` of single images, re-aggregated into sets; for the
+    mean head the L2-normalised `embedding`s aggregate the same (the earlier contract)."""
     images, mask = contract.calls["sets"][1]["images"], contract.calls["sets"][1]["mask"]
     frames = loaded.signatures["embed_images"](images=tf.reshape(images, (9, SIZE, SIZE, 3)))
-    frames = tf.reshape(frames["embedding"], (3, 3, DIM)) * tf.cast(mask[..., None], tf.float32)
-    aggregated = loaded.signatures["aggregate"](embeddings=frames, mask=mask)
     served = loaded.signatures["serving_default"](images=images, mask=mask)
-    for key in ("embedding", "weights"):
-        np.testing.assert_allclose(aggregated[key], served[key], atol=ATOL, rtol=0)
+    for output in ("frame_features", "embedding"):
+        cached = tf.reshape(frames[output], (3, 3, DIM)) * tf.cast(mask[..., None], tf.float32)
+        aggregated = loaded.signatures["aggregate"](embeddings=cached, mask=mask)
+        for key in ("embedding", "weights"):
+            np.testing.assert_allclose(aggregated[key], served[key], atol=ATOL, rtol=0)
 
 
 def _images(*shape, dtype=tf.uint8):

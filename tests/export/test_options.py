@@ -17,6 +17,7 @@ from tests.export.helpers import (
     reference_sets,
     tiny_backbone,
 )
+from tests.models.set_helpers import TinyBackbone, randomize
 
 
 def _library(model_dir):
@@ -93,10 +94,35 @@ def test_a_set_model_exports_and_serves_its_own_outputs(tmp_path, rng, kind):
     np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-6)
 
 
-def test_a_head_on_frame_features_is_refused_with_the_way_out():
+def test_a_head_on_frame_features_needs_a_backbone_with_a_feature_extractor():
     spec = ExportSpec("qan", tiny_backbone(), SIZE, head=QANHead(DIM, feature_shape=8))
-    with pytest.raises(ValueError, match=r"'frame_features'.*quality_input=\"embedding\""):
+    assert (spec.feature_shape, spec.frame_dim) == ((8,), DIM + 8)
+    with pytest.raises(ValueError, match="needs a feature_extractor"):
         spec.resolved_head()
+
+
+@pytest.mark.parametrize(
+    ("feature_shape", "options", "atol"),
+    [(12, {"xla": True}, 1e-5), ((8, 8, 12), {"float16": True}, 5e-3)],
+    ids=["pooled-xla", "map-float16"],
+)
+def test_a_qan_on_features_exports_with_the_options(tmp_path, feature_shape, options, atol):
+    """Pooled (C,) or map (h, w, C) features, flattened into the frame features; the float16
+    copy of the backbone keeps its class, hence its feature_extractor()."""
+    rng = np.random.default_rng(4)
+    model = QAN(TinyBackbone(), randomize(QANHead(DIM, feature_shape=feature_shape), rng, 0.3))
+    loaded = _export(ExportSpec.from_model(model, "qan"), tmp_path, **options)
+    images = rng.integers(0, 256, (2, 3, SIZE, SIZE, 3), dtype=np.uint8)
+    mask = np.array([[1, 1, 0], [1, 1, 1]], bool)
+    served = loaded.signatures["serving_default"](images=images, mask=mask)
+    expected = model({"images": images.astype("float32"), "mask": mask})
+    frames = loaded.signatures["embed_images"](images=images.reshape(6, SIZE, SIZE, 3))
+    frames = frames["frame_features"].numpy().reshape(2, 3, -1) * mask[..., None]
+    assert frames.shape[-1] == DIM + int(np.prod(feature_shape))
+    aggregated = loaded.signatures["aggregate"](embeddings=frames, mask=mask)
+    for key in ("embedding", "weights"):
+        np.testing.assert_allclose(served[key], expected[key], atol=atol, rtol=0)
+        np.testing.assert_allclose(aggregated[key], served[key], atol=1e-5, rtol=0)
 
 
 def test_from_model_reads_the_input_size_and_the_default_head_is_mean_pooling():

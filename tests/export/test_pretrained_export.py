@@ -1,4 +1,5 @@
-"""Real-weights exports (slow): FaceNet and dlib ResNet served in a fresh process equal Keras."""
+"""Real-weights exports (slow): FaceNet, dlib ResNet and the nan and qan presets served in a
+fresh process equal Keras."""
 
 import json
 
@@ -10,10 +11,13 @@ from keras_faceset.export import ExportSpec, export_saved_model
 from keras_faceset.models.convert import convert_dlib_dat, convert_facenet_h5
 from tests.conftest import DLIB_DAT, REPO, require
 from tests.export.helpers import (
+    SetModelContract,
     decode,
     fresh_results,
+    nonstandard_ops,
     reference_embed,
     reference_mean,
+    reference_outputs,
     reference_sets,
     start_fresh_process,
 )
@@ -50,7 +54,7 @@ def test_real_weights_export_matches_keras_in_a_fresh_process(name, request, tmp
     expected = {
         "sets": reference_sets(model, sets, mask, size),
         "faces": {"embedding": reference_embed(model, faces, size)},
-        "crops": {"embedding": frames},
+        "crops": reference_outputs(model, crops, size),
         "aggregate": reference_mean(np.stack([frames, frames]), mask),
         "jpeg": {"embedding": reference_embed(model, faces, size)},
     }
@@ -113,3 +117,34 @@ def test_cli_export_of_the_nan_preset_serves_its_set_embedding(tmp_path):
             np.testing.assert_allclose(
                 results[f"{loader}|sets|{key}"], keras_out[key], atol=1e-5, rtol=0
             )
+
+
+def test_qan_preset_export_keeps_the_serving_contract(monkeypatch, tmp_path):
+    """The shipped qan (quality from dlib's 256-d pooled map): every signature in a fresh
+    TF-only process (eager and TF1 graph mode) equals `zoo.load("qan")` in process, a cached
+    gallery (`embed_images` -> `aggregate`) equals `serving_default`, warm-up replays,
+    `saved_model_cli` lists the documented signatures, and every op is a standard kernel."""
+    from keras_faceset import zoo
+    from keras_faceset.embedder import FaceEmbedder
+
+    monkeypatch.setenv("KERAS_FACESET_SOURCES", str(require(DLIB_DAT).parent))
+    model = zoo.load("qan")
+    assert model.head.feature_shape == (256,)
+    jpegs = [require(path).read_bytes() for path in FACES]
+    chips = FaceEmbedder("dlib_resnet", weights=None).chips(FACES)  # (3, 150, 150, 3) uint8
+    sets, mask = np.stack([chips, chips[::-1]]), np.array([[1, 1, 0], [1, 1, 1]], bool)
+    faces = np.stack([decode(data) for data in jpegs])  # 250 x 250: resized in the graph
+    contract = SetModelContract(
+        model, "qan", (150, 150), tmp_path / "models", tmp_path, sets, mask, faces, jpegs
+    )
+    try:
+        assert contract.frame_dim == 128 + 256
+        worst = contract.check_parity(1e-5)
+        contract.check_cached_gallery(1e-5)
+        contract.check_warmup()
+        contract.check_cli()
+        assert not nonstandard_ops(contract.model_dir)
+    finally:
+        contract.close()
+    weights = contract.expected["sets"]["weights"]
+    print(json.dumps({"qan max |exported - keras|": worst, "weights": weights.tolist()}))

@@ -28,6 +28,7 @@ from tests.export.helpers import (
     encode,
     reference_embed,
     reference_mean,
+    reference_outputs,
     reference_sets,
     tiny_backbone,
 )
@@ -62,9 +63,9 @@ class Served:
         decoded = np.stack([decode(path.read_bytes()) for path in self.paths])
         self.expected = {
             "serving_default": reference_sets(self.backbone, self.sets, self.mask, size),
-            "embed_images": {"embedding": reference_embed(self.backbone, self.images, size)},
+            "embed_images": reference_outputs(self.backbone, self.images, size),
             "aggregate": reference_mean(self.frames, self.mask),
-            "embed_encoded": {"embedding": reference_embed(self.backbone, decoded, size)},
+            "embed_encoded": reference_outputs(self.backbone, decoded, size),
         }
         self.rest = {
             "serving_default": serving.set_request(self.sets, self.mask),
@@ -238,6 +239,16 @@ def test_serving_client_over_http_gives_the_keras_result(served, server):
         ),
         expected["aggregate"],
     )
+
+
+def test_serving_client_caches_frame_features_that_aggregate_like_the_sets(served, server):
+    client = serving.ServingClient(server, model=MODEL)
+    _assert_close(client.embed_files_and_features(served.paths), served.expected["embed_encoded"])
+    _assert_close(client.embed_images_and_features(served.images), served.expected["embed_images"])
+    flat = served.sets.reshape(-1, SIZE, SIZE, 3)
+    cached = client.embed_images_and_features(flat)["frame_features"]
+    cached = cached.reshape(2, 3, -1) * served.mask[..., None]
+    _assert_close(client.aggregate(cached, served.mask), served.expected["serving_default"])
 
 
 def test_serving_client_reports_tf_serving_errors(served, server):
