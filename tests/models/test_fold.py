@@ -153,6 +153,24 @@ def test_dlib_resnet_affines_fold(rng):
     _assert_same_outputs(model, folded, x)
 
 
+@pytest.mark.parametrize("dtype", ["mixed_bfloat16", "bfloat16"])
+def test_dtype_computes_inside_and_keeps_float32_at_the_ends(rng, dtype):
+    model = _randomise(_conv_bn_model(), rng)
+    folded = fold_batch_norm(model, dtype=dtype)
+    assert _count(folded, FOLDED_TYPES) == 0
+    compute = {layer.name: layer.compute_dtype for layer in folded.layers[1:]}
+    # The layer on the input ("stem") and the one giving the output ("dense", into which
+    # "dense_bn" folded) stay float32; the rest compute in bfloat16.
+    assert compute.pop("stem") == compute.pop("dense") == "float32"
+    assert set(compute.values()) == {"bfloat16"}, compute
+    x = rng.normal(size=(4, 12, 12, 3)).astype("float32")
+    out = folded(x, training=False)
+    assert keras.backend.standardize_dtype(out.dtype) == "float32"
+    assert not np.array_equal(keras.ops.convert_to_numpy(out),
+                              keras.ops.convert_to_numpy(fold_batch_norm(model)(x)))
+    _assert_same_outputs(model, folded, x, rtol=3e-2)  # bfloat16 keeps 8 significant bits
+
+
 def test_rejects_models_without_a_graph():
     class Plain(keras.Model):
         def call(self, x):
