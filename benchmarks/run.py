@@ -15,6 +15,8 @@ BENCHMARKS = {
     "set_cost": "NAN / QAN head time per set vs backbone time for the same frames",
     "training": "triplet / center / DSA loss step time and peak RSS vs a NumPy reference",
     "serving": "exported SavedModel latency p50/p99 vs the in-process Keras model",
+    "alignment": "MTCNN detection + alignment images/s vs embedding images/s, same images",
+    "precision": "folded backbones in bfloat16 vs float32: images/s and embedding agreement",
 }
 
 

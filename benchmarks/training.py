@@ -1,8 +1,10 @@
 """Training-step time of the losses (value + gradients, 128-d embeddings) at batch 128, 512 and
 2048: ours (keras_faceset.losses, one tf.function per step) against a vectorised NumPy
-reference of the same loss with hand-derived gradients. Each (loss, batch, implementation) runs
-in its own child process so that its peak RSS (VmHWM) is its own; each child has
-an 8 GiB address-space limit (RLIMIT_AS) so that a loss too big for the machine fails alone."""
+reference of the same loss with hand-derived gradients, and, for triplet and center loss, the
+straightforward Keras version ours replaced ("before": tfa's `(B, B, B)` semi-hard mining, a
+one-hot matmul center update). Each (loss, batch, implementation) runs in its own child process
+so that its peak RSS (VmHWM) is its own; each child has an 8 GiB address-space limit
+(RLIMIT_AS) so that a loss too big for the machine fails alone."""
 
 from __future__ import annotations
 
@@ -144,35 +146,80 @@ def ref_dsa(labels, x, centers, mask, allowed, lambda_, alpha, beta):
     return loss, dx, dc
 
 
+# ------------------------------------------------------------------------ before (Keras)
+
+
+def before_semi_hard(labels, embeddings, margin=MARGIN):
+    """tfa's `TripletSemiHardLoss` algorithm in keras.ops: a `(B, B, B)` mask of the negatives
+    farther than each positive, masked min over it (what `mining.semi_hard` did before)."""
+    from keras import ops
+
+    from keras_faceset.losses.distances import pairwise_distance
+    from keras_faceset.losses.mining import (
+        identity_adjacency,
+        identity_masks,
+        masked_max,
+        masked_min,
+    )
+
+    positive, negative = identity_masks(identity_adjacency(labels))
+    distances = pairwise_distance(embeddings)
+    d_an, d_ap = distances[:, None, :], distances[:, :, None]
+    outside = ops.logical_and(negative[:, None, :], ops.greater(d_an, d_ap))
+    closest = masked_min(ops.broadcast_to(d_an, ops.shape(outside)), outside, axis=2)
+    d_neg = ops.where(ops.any(outside, axis=2), closest,
+                      masked_max(distances, negative, axis=1)[:, None])
+    pairs = ops.logical_and(positive, ops.any(negative, axis=1, keepdims=True))
+    hinge = ops.where(pairs, ops.relu(distances - d_neg + margin), 0)
+    return ops.sum(hinge) / ops.maximum(ops.sum(ops.cast(pairs, hinge.dtype)), 1)
+
+
+def before_center_update(labels, embeddings, centers, alpha):
+    """The center update with a `(B, C)` one-hot matrix (what `updated_centers` did before)."""
+    from keras import ops
+
+    members = ops.one_hot(labels, ops.shape(centers)[0], dtype=centers.dtype)
+    counts = ops.expand_dims(ops.sum(members, axis=0), -1)
+    class_sums = ops.matmul(ops.transpose(members), ops.stop_gradient(embeddings))
+    return centers - alpha * (counts * centers - class_sums) / (1.0 + counts)
+
+
 # ------------------------------------------------------------------------ children
 
 
-def ours_step(loss: str, batch: int):
-    """A no-argument training step of our loss: value and gradients (and the center update)."""
+def ours_step(loss: str, batch: int, before: bool = False):
+    """A no-argument training step of our loss: value and gradients (and the center update);
+    with `before`, the implementation ours replaced (triplet and center only)."""
     import tensorflow as tf
 
-    from keras_faceset.losses import CenterLoss, DSALoss, triplet_loss
+    from keras_faceset.losses import DSALoss, center_loss, triplet_loss
+    from keras_faceset.losses.center import updated_centers
 
     x, labels = batch_data(batch, loss)
     emb, labels_t = tf.Variable(x), tf.constant(labels)
-    if loss == "triplet_semi_hard":
-        layer, variables = None, [emb]
-    elif loss == "center":
-        layer = CenterLoss(NUM_CLASSES, dim=DIM, alpha=CENTER_ALPHA, weight=CENTER_WEIGHT)
-    else:
+    variables, centers, layer = [emb], None, None
+    if loss == "center":
+        rng = np.random.default_rng(0)
+        centers = tf.Variable(rng.normal(size=(NUM_CLASSES, DIM)).astype(np.float32))
+        update = before_center_update if before else updated_centers
+    elif loss == "dsa":
         layer = DSALoss(NUM_CLASSES, NUM_CLASSES, dim=DIM, seed=0, **DSA)
-    if layer is not None:
         layer([emb, labels_t], training=True)
         variables = [emb, *layer.trainable_variables]
 
     @tf.function
     def step():
         with tf.GradientTape() as tape:
-            if layer is None:
-                value = triplet_loss(labels_t, emb, mining="semi_hard", margin=MARGIN)
+            if loss == "triplet_semi_hard":
+                value = (before_semi_hard(labels_t, emb) if before else
+                         triplet_loss(labels_t, emb, mining="semi_hard", margin=MARGIN))
+            elif loss == "center":
+                value = CENTER_WEIGHT * center_loss(labels_t, emb, centers)
             else:
                 layer([emb, labels_t], training=True)
                 value = tf.add_n(layer.losses)
+        if centers is not None:
+            centers.assign(update(labels_t, emb, centers, CENTER_ALPHA))
         return value, tape.gradient(value, variables)
 
     return lambda: [t.numpy() for t in tf.nest.flatten(step())]
@@ -242,12 +289,13 @@ def check_reference(loss: str) -> float:
 def child(loss: str, batch: int, impl: str, repeats: int) -> dict:
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
     result = {"loss": loss, "batch": batch, "impl": impl}
-    if impl == "ours":
+    if impl != "reference":
         import tensorflow as tf  # noqa: F401  (imported before the baseline RSS)
 
-        if batch == 128:
+        if batch == 128 and impl == "ours":
             result["max_abs_diff_vs_reference_at_128"] = check_reference(loss)
-    step = ours_step(loss, batch) if impl == "ours" else reference_step(loss, batch)
+    step = (reference_step(loss, batch) if impl == "reference"
+            else ours_step(loss, batch, before=impl == "before"))
     result["baseline_rss_mb"] = current_rss_mb()
     try:
         seconds, cores = timings(step, repeats=repeats, warmup=1, min_seconds=0.5)
@@ -274,47 +322,63 @@ def run_child(loss: str, batch: int, impl: str, repeats: int) -> dict:
     return json.loads(lines[-1])
 
 
+HAS_BEFORE = ("triplet_semi_hard", "center")
+
+
+def _cell(r: dict | None) -> str:
+    if r is None:
+        return "-"
+    if "error" in r:
+        return r["error"].replace("OOM when allocating tensor with", "OOM (8 GiB limit):")
+    return f"{1e3 * r['median_s']:.1f} [{1e3 * r['min_s']:.1f}-{1e3 * r['max_s']:.1f}]"
+
+
+def _rss(r: dict | None) -> str:
+    if r is None or "baseline_rss_mb" not in r:
+        return "-"
+    return f"{r['peak_rss_mb']:.0f} (+{r['peak_rss_mb'] - r['baseline_rss_mb']:.0f})"
+
+
+def _speed(ours: dict, other: dict | None) -> str:
+    if other is None or "error" in ours or "error" in other:
+        return "-"
+    return f"{other['median_s'] / ours['median_s']:.2f}x"
+
+
 def main(quick: bool = False, full: bool = False) -> dict:
     machine = machine_info(memory_limit_per_child_gib=MEMORY_LIMIT / 2**30,
                            rss="VmHWM of /proc/self/status in one child process per config")
     banner("training step", machine)
     batches = (128, 512) if quick else (128, 512, 2048)
     repeats = 3 if quick else 5
-    rows = []
+    rows, lines = [], []
     for loss in LOSSES:
         for batch in batches:
-            # Alternate which implementation runs first, so that load drift does not favour one.
-            order = ("ours", "reference") if batch % 3 else ("reference", "ours")
+            impls = ["ours", "reference"] + ["before"] * (loss in HAS_BEFORE)
+            # Rotate which implementation runs first, so that load drift does not favour one.
+            shift = batch.bit_length() % len(impls)
+            order = impls[shift:] + impls[:shift]
             pair = {impl: run_child(loss, batch, impl, repeats) for impl in order}
-            rows += [pair["ours"], pair["reference"]]
+            rows += [pair[impl] for impl in impls]
+            ours, ref, before = pair["ours"], pair["reference"], pair.get("before")
+            lines.append([loss, batch, _cell(ours), _cell(ref), _cell(before), _speed(ours, ref),
+                          _speed(ours, before), _rss(ours), _rss(ref), _rss(before),
+                          ours.get("max_abs_diff_vs_reference_at_128", "")])
             print(f"  {loss} {batch} done", flush=True)
-    lines = []
-    for ours, ref in zip(rows[::2], rows[1::2], strict=True):
-        def cell(r):
-            if "error" in r:
-                return r["error"].replace("OOM when allocating tensor with", "OOM (8 GiB limit):")
-            return f"{1e3 * r['median_s']:.1f} [{1e3 * r['min_s']:.1f}-{1e3 * r['max_s']:.1f}]"
-
-        def rss(r):
-            if "baseline_rss_mb" not in r:
-                return "-"
-            return f"{r['peak_rss_mb']:.0f} (+{r['peak_rss_mb'] - r['baseline_rss_mb']:.0f})"
-
-        speed = ("-" if "error" in ours or "error" in ref
-                 else f"{ref['median_s'] / ours['median_s']:.2f}x")
-        lines.append([ours["loss"], ours["batch"], cell(ours), cell(ref), speed, rss(ours),
-                      rss(ref), ours.get("max_abs_diff_vs_reference_at_128", "")])
     print(table(["loss", "batch", "ours ms/step median [min-max]", "reference ms/step",
-                 "ours speed vs ref", "ours peak RSS MB (+step)", "ref peak RSS MB (+step)",
+                 "before ms/step", "ours vs ref", "ours vs before", "ours peak RSS MB (+step)",
+                 "ref peak RSS MB (+step)", "before peak RSS MB (+step)",
                  "max |ours-ref| @128"], lines))
     path = write_result(
         "training", machine, rows=rows,
         notes="step = loss value + gradients w.r.t. the embeddings (and DSA agents; center "
               "loss also updates its centers); ours: one tf.function step on TF variables; "
               "reference: vectorised NumPy float64 with hand-derived gradients (semi-hard "
-              "triplet by sorting, O(B^2 log B)). Peak RSS = VmHWM in one child process "
-              "per config; (+step) = peak minus RSS after imports and setup. Ratio = "
-              "reference median / ours median, children run back to back.",
+              "triplet by sorting, O(B^2 log B)); before: the Keras implementation ours "
+              "replaced (tfa's (B, B, B) semi-hard mining; one-hot matmul center update). "
+              "Peak RSS = VmHWM in one child process per config; (+step) = peak minus RSS "
+              "after imports and setup. Ratio = other median / ours median, children run "
+              "back to back.",
     )
     print(f"wrote {path}")
     return {"rows": rows}
