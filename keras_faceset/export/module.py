@@ -46,10 +46,9 @@ class ServingModule(tf.Module):
         # the traced functions capture instead (below), as keras.export.ExportArchive does.
         # Tracking the Keras models too would store every weight twice, and tracking only them
         # leaves the TF1 loader (TF Serving's path) restoring other handles than those read.
-        head = spec.resolved_head()
         self.keras = types.SimpleNamespace(
+            head=spec.resolved_head(),
             frames=spec.frame_model(_mixed_float16_copy(spec.backbone) if float16 else None),
-            head=head,
             normalize=L2Normalize(name="l2_normalize"),
         )
         self.height, self.width = spec.input_size
@@ -92,7 +91,7 @@ class ServingModule(tf.Module):
         return {name: getattr(self, name).get_concrete_function() for name in SIGNATURES}
 
     def _serve_sets(self, images, mask):
-        """images `[B, T, H, W, 3]` uint8 + mask `[B, T]` -> embedding `[B, D]`, weights `[B, T]`.
+        """images `[B, T, H, W, 3]` uint8 + mask `[B, T]` -> embedding `[B, E]`, weights `[B, T]`.
 
         Only unmasked frames go through the backbone; masked ones get zero frame features.
         The head receives the raw frame embeddings (and features), as in `SetEmbeddingModel`.
@@ -207,9 +206,10 @@ def _mixed_float16_copy(model: keras.Model) -> keras.Model:
     The input preprocessing (the layers before the first one with weights, e.g. per-image
     standardisation, whose sums over an image overflow float16) stays float32.
     """
-    # A serialisation round trip keeps the class (and so a `feature_extractor()` method), which
-    # `clone_model` turns into a plain Functional.
-    copy = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(model))
+    if hasattr(model, "feature_extractor"):  # rebuilt by its class, which clone_model drops
+        copy = type(model).from_config(model.get_config())
+    else:
+        copy = keras.models.clone_model(model)
     keep = set()
     for layer in copy.layers:
         if layer.weights:

@@ -139,12 +139,12 @@ def test_from_preset_takes_the_presets_name_and_input_size():
     assert (spec.name, spec.input_size, spec.embedding_dim) == ("dlib_resnet", (150, 150), 128)
 
 
-def _wrong_head(outputs):
+def _wrong_head(outputs, frames_name="frame_embeddings"):
     inputs = {
-        "frame_embeddings": keras.Input((None, DIM), name="frame_embeddings"),
+        frames_name: keras.Input((None, DIM), name=frames_name),
         "mask": keras.Input((None,), dtype="bool", name="mask"),
     }
-    frames = inputs["frame_embeddings"]
+    frames = inputs[frames_name]
     return keras.Model(inputs, outputs(keras.layers.GlobalAveragePooling1D()(frames), frames))
 
 
@@ -155,6 +155,10 @@ def _wrong_head(outputs):
         ({"input_size": 48}, r"input_size \(48, 48\) does not match"),
         ({"input_size": (32, 0)}, "input_size must be an int or"),
         ({"head": _wrong_head(lambda p, f: p)}, "keys 'embedding' and 'weights', got [A-Z]"),
+        (
+            {"head": _wrong_head(lambda p, f: {"embedding": p, "weights": p}, "frames")},
+            r"takes inputs \['frames', 'mask'\]; the export feeds it .* 'frame_features'",
+        ),
         ({"head": _wrong_head(lambda p, f: {"embedding": p})}, r"got \['embedding'\]"),
         (
             {"head": _wrong_head(lambda p, f: {"embedding": p, "weights": f[..., 0:2]})},
