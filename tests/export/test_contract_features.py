@@ -6,6 +6,7 @@ Keras model: fresh-process parity (eager and TF1 graph mode), cached galleries t
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_faceset.models import QAN, QANHead
 from tests.export.helpers import SetModelContract, encode, nonstandard_ops
@@ -66,3 +67,13 @@ def test_saved_model_cli_lists_the_documented_signatures(contract):
 
 def test_every_op_is_a_standard_tensorflow_kernel(contract):
     assert not nonstandard_ops(contract.model_dir)
+
+
+def test_aggregate_refuses_bare_embeddings_without_the_frame_features(contract):
+    """An old client sending `[B, T, D]` embeddings to a head that also needs frame features
+    gets INVALID_ARGUMENT naming the expected `[?, ?, F]` shape."""
+    loaded = tf.saved_model.load(str(contract.model_dir))
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match=rf"expected shape \[\?,\?,{DIM + FEATURES}\]"
+    ):
+        loaded.signatures["aggregate"](embeddings=tf.zeros((1, 2, DIM)), mask=tf.ones((1, 2), bool))
