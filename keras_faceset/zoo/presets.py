@@ -183,6 +183,22 @@ QAN = _set_preset(
     "Y. Liu, J. Yan, W. Ouyang. Quality Aware Network for Set to Set Recognition. CVPR 2017",
 )
 
+SEQFACE = _set_preset(
+    "seqface",
+    Head(
+        backbone_preset="dlib_resnet",
+        builder="keras_faceset.models.seqface:SeqFaceHead",
+        kwargs={"dim": 128, "projection_dim": 128},
+        weights="seqface_dlib.weights.h5",
+        sha256="7bfb22e279571c45f53624003646da21be9776efb1db00aa857a39c070979643",
+        results_model="seqface_dlib",
+    ),
+    "SeqFace: a 128x128 projection of frozen dlib_resnet embeddings trained with L2-SphereFace "
+    "+ LSR + DSA; a set is the mean of the normalised projected frames",
+    "W. Hu, Y. Huang, F. Zhang, R. Li. SeqFace: Make full use of sequence information for face "
+    "recognition. arXiv:1803.06524, 2018",
+)
+
 PRESETS: dict[str, Preset] = {
-    preset.name: preset for preset in (FACENET, DLIB_RESNET, NAN, NAN1, QAN)
+    preset.name: preset for preset in (FACENET, DLIB_RESNET, NAN, NAN1, QAN, SEQFACE)
 }

@@ -1,0 +1,368 @@
+"""Train the SeqFace head on frozen dlib-ResNet frame embeddings of LFW DevTrain, with ablation.
+
+SeqFace (Hu et al. 2018) trains one frame embedding with a chief classification loss on
+labelled identities, LSR (uniform target) on images of unlabelled *sequences*, and the DSA loss
+pulling each frame to its identity or sequence agent. Here the embedding is
+`SeqFaceHead(128, projection_dim=128)`: a linear projection of the raw dlib descriptor,
+initialised to the identity (training starts from dlib's own embedding), then L2-normalised; a
+set is the mean of its normalised frame embeddings.
+
+Data, as ``zoo/train_set_heads.py``: LFW View 1 DevTrain people with >= 2 images, <= 6 images
+each (3,943 images of 1,184 people), each image embedded clean and in 2 random degradations.
+People are split (seed 0) into 20% held out (selection only), and the rest in halves, mirroring
+the paper's CASIA-WebFace A/B experiment: the *identity part* keeps its labels, the *sequence
+part* does not (each person's frames are one unlabelled sequence). Variants (the ablation):
+
+    softmax            softmax classifier on the identity part
+    l2_sphereface      L2-SphereFace (SeqFace's chief loss) on the identity part
+    l2_sphereface+lsr  + the sequence part with LSR's uniform target
+    seqface            + the DSA loss over identity and sequence agents
+
+Each trains on single frames; the epoch kept per variant is the best held-out score (AUC +
+TAR@FAR=1e-2 + TAR@FAR=1e-3 of set pairs of held-out people, as train_set_heads.py, plus the
+same of their clean single-image pairs). Only held-out DevTrain people pick anything. The
+`seqface` variant is written to ``--out/seqface_dlib.weights.h5``; ``--evaluate`` then measures
+every variant (and the frozen dlib embedding) on LFW-sets (clean, degraded), LFW View 1
+DevTest and LFW View 2 with the project's evaluation (`keras_faceset.eval`), and ``--record``
+writes the `seqface_dlib` rows::
+
+    python zoo/train_seqface.py --data /work/shared/data/lfw --cache /work/scratch/seqface \
+        --chips /work/scratch/chips --sets-cache /work/scratch/sets \
+        --out keras_faceset/zoo/weights --evaluate --record zoo/results.csv --seed 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import shlex
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from evaluate_lfw_sets import SIDES, WEIGHTS, protocol_embeddings  # noqa: E402
+from train_set_heads import _short, cached_embeddings, validate, validation_pairs  # noqa: E402
+
+from keras_faceset.data import LFW  # noqa: E402
+from keras_faceset.eval import evaluate_lfw  # noqa: E402
+from keras_faceset.eval.results import record_result  # noqa: E402
+from keras_faceset.eval.sets import head_sets, set_verification  # noqa: E402
+from keras_faceset.layers import L2SphereFace  # noqa: E402
+from keras_faceset.losses import LSRLoss  # noqa: E402
+from keras_faceset.models import SeqFaceHead  # noqa: E402
+from keras_faceset.models.seqface import lsr_targets  # noqa: E402
+
+DIM = 128
+VARIANTS = {
+    "softmax": {"classifier": "softmax", "sequences": False, "dsa": False},
+    "l2_sphereface": {"classifier": "l2_sphereface", "sequences": False, "dsa": False},
+    "l2_sphereface+lsr": {"classifier": "l2_sphereface", "sequences": True, "dsa": False},
+    "seqface": {"classifier": "l2_sphereface", "sequences": True, "dsa": True},
+}
+SHIPPED = "seqface"
+RESULTS_MODEL = "seqface_dlib"
+
+
+def split_people(num_people: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Person codes: 20% held out, then the rest in halves (identity part, sequence part)."""
+    order = np.random.default_rng([seed, 2]).permutation(num_people)
+    held_out, rest = order[: num_people // 5], order[num_people // 5 :]
+    return np.sort(held_out), np.sort(rest[: len(rest) // 2]), np.sort(rest[len(rest) // 2 :])
+
+
+def frame_labels(person_of_frame: np.ndarray, identities, sequences) -> np.ndarray:
+    """Label per frame: identity part -> `[0, I)`, sequence part -> `[I, I + S)`, else -1."""
+    labels = np.full(len(person_of_frame), -1, np.int64)
+    for offset, part in ((0, identities), (len(identities), sequences)):
+        lookup = {int(p): offset + i for i, p in enumerate(part)}
+        for row, person in enumerate(person_of_frame):
+            labels[row] = lookup.get(int(person), labels[row])
+    return labels
+
+
+def clean_image_pairs(frame_index, people: list[np.ndarray], impostors: int, rng):
+    """Clean frame rows (A, B) and same flags: every genuine pair of held-out images and
+    `impostors` random pairs of two people's images."""
+    rows_a, rows_b = [], []
+    for images in people:
+        for i, a in enumerate(images):
+            for b in images[i + 1 :]:
+                rows_a.append(frame_index[a, 0])
+                rows_b.append(frame_index[b, 0])
+    genuine = len(rows_a)
+    owner = np.concatenate([np.full(len(images), p) for p, images in enumerate(people)])
+    flat = np.concatenate(people)
+    while len(rows_a) < genuine + impostors:
+        a, b = rng.integers(len(flat), size=2)
+        if owner[a] != owner[b]:
+            rows_a.append(frame_index[flat[a], 0])
+            rows_b.append(frame_index[flat[b], 0])
+    order = rng.permutation(len(rows_a))  # genuine and impostor pairs in every fold
+    same = order < genuine
+    return [[rows_a[i]] for i in order], [[rows_b[i]] for i in order], same
+
+
+def identity_head() -> SeqFaceHead:
+    """`SeqFaceHead(128, projection_dim=128)` whose projection is the identity map."""
+    head = SeqFaceHead(DIM, projection_dim=DIM)
+    head.get_layer("projection").set_weights(
+        [np.eye(DIM, dtype="float32"), np.zeros(DIM, "float32")]
+    )
+    return head
+
+
+def build_training(variant: str, num_identities: int, num_sequences: int, head, args):
+    """The multi-loss training graph of `variant` around `head`."""
+    spec = VARIANTS[variant]
+    classifier = spec["classifier"]
+    if classifier == "l2_sphereface":
+        classifier = L2SphereFace(
+            num_identities,
+            margin=args.margin,
+            lambda_=args.sphereface_lambda,
+            feature_scale=args.feature_scale,
+            name="classifier",
+        )
+    train = head.training_model(
+        num_identities,
+        num_sequences if spec["sequences"] else 0,
+        classifier=classifier,
+        dsa_weight=args.dsa_weight if spec["dsa"] else 0.0,
+        seed=args.seed,
+    )
+    return train
+
+
+def selection_score(head, arrays, held_out) -> tuple[float, dict, dict]:
+    """Held-out score (sets + clean single images) and the two reports."""
+    sets = validate(head, arrays, held_out["sets"])
+    images = validate(head, arrays, held_out["images"])
+    score = sum(r["auc"] + r["tar@far=0.01"] + r["tar@far=0.001"] for r in (sets, images))
+    return score, sets, images
+
+
+def train_variant(variant: str, arrays, labels, num_identities, num_sequences, held_out, args):
+    """Train `variant`; return its head at the best held-out epoch and the log rows."""
+    keras.utils.set_random_seed(args.seed)
+    head = identity_head()
+    spec = VARIANTS[variant]
+    keep = (labels >= 0) & ((labels < num_identities) | spec["sequences"])
+    x = {"frame_embeddings": arrays["embedding"][keep], "labels": labels[keep].astype("int32")}
+    y = {"logits": lsr_targets(x["labels"], num_identities)}
+    train = build_training(variant, num_identities, num_sequences, head, args)
+    score, sets, images = selection_score(head, arrays, held_out)
+    log = [_log_row(variant, 0, float("nan"), score, sets, images)]
+    best, best_weights = -np.inf, None
+    for epoch in range(1, args.epochs + 1):
+        if epoch in (1, args.warmup_epochs + 1):
+            # The projection stays frozen while the classifier (and agents) warm up.
+            head.get_layer("projection").trainable = epoch > args.warmup_epochs
+            train.compile(
+                optimizer=keras.optimizers.Adam(args.learning_rate), loss={"logits": LSRLoss()}
+            )
+        history = train.fit(x, y, batch_size=args.batch_size, shuffle=True, verbose=0)
+        score, sets, images = selection_score(head, arrays, held_out)
+        loss = history.history["loss"][-1]
+        log.append(_log_row(variant, epoch, loss, score, sets, images))
+        print(
+            f"{variant} epoch {epoch}: loss {loss:.4f}, held-out sets {_short(sets)}; "
+            f"images {_short(images)}",
+            flush=True,
+        )
+        if epoch > args.warmup_epochs and score > best:
+            best, best_weights = score, head.get_weights()
+    head.set_weights(best_weights)
+    kept = max((r for r in log if r["epoch"] > args.warmup_epochs), key=lambda r: r["score"])
+    print(f"{variant}: kept epoch {kept['epoch']}", flush=True)
+    return head, log
+
+
+def _log_row(variant, epoch, loss, score, sets, images) -> dict:
+    return {
+        "variant": variant,
+        "epoch": epoch,
+        "loss": loss,
+        "score": score,
+        **{f"sets_{k}": sets[k] for k in ("accuracy", "auc", "tar@far=0.01", "tar@far=0.001")},
+        **{f"images_{k}": images[k] for k in ("accuracy", "auc", "tar@far=0.01", "tar@far=0.001")},
+    }
+
+
+class DlibThenHead:
+    """LFW images (N, 250, 250, 3) uint8 -> a head's normalised frame embeddings
+    `f = normalize(W x + b)` of dlib descriptors `x` (five-point chips), or the normalised
+    descriptors themselves with `head=None`. Descriptors are memoised by image content, so
+    several heads are evaluated on one dlib pass (a callable for `eval.evaluate_lfw`)."""
+
+    def __init__(self, chips: str, memo: dict | None = None):
+        from keras_faceset.embedder import FaceEmbedder
+
+        self.embedder = FaceEmbedder("dlib_resnet", chip_cache=chips)
+        self.memo = {} if memo is None else memo
+        self.head = None
+        self.__name__ = "dlib_resnet"
+
+    def with_head(self, head, name: str) -> DlibThenHead:
+        self.head, self.__name__ = head, name
+        return self
+
+    def descriptors(self, images: np.ndarray) -> np.ndarray:
+        keys = [
+            hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest() for image in images
+        ]
+        todo = [i for i, key in enumerate(keys) if key not in self.memo]
+        if todo:
+            chips = self.embedder.chips(images[todo]).astype("float32")
+            raw = self.embedder.model.predict(chips, batch_size=64, verbose=0)
+            self.memo.update({keys[i]: raw[j] for j, i in enumerate(todo)})
+        return np.stack([self.memo[key] for key in keys])
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        raw = self.descriptors(np.asarray(images))
+        if self.head is None:
+            return raw / np.linalg.norm(raw, axis=1, keepdims=True)
+        return keras.ops.convert_to_numpy(self.head.encode_frames(raw))
+
+
+def evaluate_heads(heads: dict, args) -> pd.DataFrame:
+    """LFW-sets (clean, degraded) and LFW View 1 / View 2 rows for each head (None = the
+    frozen dlib embedding with mean pooling)."""
+    lfw = LFW(args.data)
+    variants = protocol_embeddings(lfw, Path(args.sets_cache), args.chips)
+    rows = []
+    for name, head in heads.items():
+        for variant, v in variants.items():
+            same, folds = v["pairs"]["same"].to_numpy(), v["pairs"]["fold"].to_numpy()
+            model = head if head is not None else SeqFaceHead(DIM)  # mean pooling
+            set_a, set_b = (head_sets(model, v["embedding"], v[side])[0] for side in SIDES)
+            report = set_verification(set_a, set_b, same, folds)
+            rows.append(
+                {"model": name, "protocol": f"lfw_sets_{variant}", "pairs": len(same), **report}
+            )
+            print(name, variant, _short(report), flush=True)
+    memo_path = Path(args.cache) / "lfw_dlib_descriptors.npz"
+    memo = {}
+    if memo_path.is_file():
+        with np.load(memo_path) as data:
+            memo = dict(zip(data["keys"].tolist(), data["descriptors"], strict=True))
+    embedder = DlibThenHead(args.chips, memo)
+    for view in ("view1", "view2"):
+        for name, head in heads.items():
+            summary, _ = evaluate_lfw(embedder.with_head(head, name), args.data, view=view)
+            report = summary.iloc[0].to_dict()
+            rows.append(
+                {
+                    "model": name,
+                    "protocol": f"lfw_{view}",
+                    "pairs": report["pairs"],
+                    **{
+                        k: report[k]
+                        for k in ("accuracy", "std", "auc", "tar@far=0.01", "tar@far=0.001")
+                    },
+                }
+            )
+            print(name, view, _short(report), flush=True)
+            keys = list(embedder.memo)
+            np.savez(
+                memo_path, keys=np.array(keys), descriptors=np.stack(list(embedder.memo.values()))
+            )
+    return pd.DataFrame(rows)
+
+
+def record(table: pd.DataFrame, path: str) -> None:
+    """The shipped variant's rows in the results CSV."""
+    command = "python zoo/train_seqface.py " + shlex.join(sys.argv[1:])
+    for row in table[table.model == RESULTS_MODEL].to_dict("records"):
+        record_result(
+            path,
+            {
+                "model": RESULTS_MODEL,
+                "protocol": row["protocol"],
+                "alignment": "five_point" if row["protocol"].startswith("lfw_sets") else "preset",
+                "accuracy": row["accuracy"],
+                "std": row["std"],
+                "auc": row["auc"],
+                "tar@far=1e-2": row["tar@far=0.01"],
+                "tar@far=1e-3": row["tar@far=0.001"],
+                "pairs": int(row["pairs"]),
+                "command": command,
+            },
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="/work/shared/data/lfw")
+    parser.add_argument("--cache", default="/work/scratch/seqface", help="DevTrain embeddings")
+    parser.add_argument("--sets-cache", default="/work/scratch/sets", help="LFW-sets embeddings")
+    parser.add_argument("--chips", default="/work/scratch/chips")
+    parser.add_argument("--out", default=str(WEIGHTS))
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--max-images", type=int, default=10**6)
+    parser.add_argument("--versions", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--warmup-epochs", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--margin", type=int, default=4)
+    parser.add_argument("--sphereface-lambda", type=float, default=5.0)
+    parser.add_argument("--feature-scale", type=float, default=30.0)
+    parser.add_argument("--dsa-weight", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--logs", default="/work/scratch/seqface", help="training/eval CSVs")
+    parser.add_argument("--evaluate", action="store_true")
+    parser.add_argument("--record", default=None, help="results CSV for the seqface_dlib rows")
+    args = parser.parse_args(argv)
+    lfw = LFW(args.data)
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    images, frames, arrays = cached_embeddings(
+        lfw, cache, args.chips, args.max_images, args.versions
+    )
+    frame_index = frames.index.to_numpy().reshape(len(images), args.versions + 1)
+    codes, names = pd.factorize(images.identity)
+    held, identities, sequences = split_people(len(names), args.seed)
+    labels = frame_labels(codes[frames.image.to_numpy()], identities, sequences)
+    people = [np.flatnonzero(codes == p) for p in held]
+    rng = np.random.default_rng([args.seed, 3])
+    held_out = {
+        "sets": validation_pairs(frame_index, people, 400, rng),
+        "images": clean_image_pairs(frame_index, people, 20000, rng),
+    }
+    print(
+        f"{len(images)} images, {len(frames)} frames; people: {len(identities)} identity part, "
+        f"{len(sequences)} sequence part, {len(held)} held out",
+        flush=True,
+    )
+    logs = Path(args.logs)
+    logs.mkdir(parents=True, exist_ok=True)
+    heads, log = {}, []
+    for variant in args.variants.split(","):
+        head, rows = train_variant(
+            variant, arrays, labels, len(identities), len(sequences), held_out, args
+        )
+        heads[variant] = head
+        log += rows
+        if variant == SHIPPED:
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            head.save_weights(Path(args.out) / f"{RESULTS_MODEL}.weights.h5")
+    pd.DataFrame(log).to_csv(logs / "seqface_log.csv", index=False, float_format="%.6g")
+    if args.evaluate:
+        named = {"dlib_resnet": None} | {
+            RESULTS_MODEL if k == SHIPPED else f"seqface_{k}": h for k, h in heads.items()
+        }
+        table = evaluate_heads(named, args)
+        table.to_csv(logs / "seqface_eval.csv", index=False, float_format="%.6g")
+        with pd.option_context("display.width", 160, "display.max_columns", 20):
+            print(table.round(4).to_string(index=False))
+        if args.record:
+            record(table, args.record)
+
+
+if __name__ == "__main__":
+    main()
