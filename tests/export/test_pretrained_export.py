@@ -119,26 +119,28 @@ def test_cli_export_of_the_nan_preset_serves_its_set_embedding(tmp_path):
             )
 
 
-def test_qan_preset_export_keeps_the_serving_contract(monkeypatch, tmp_path):
-    """The shipped qan (quality from dlib's 256-d pooled map): every signature in a fresh
-    TF-only process (eager and TF1 graph mode) equals `zoo.load("qan")` in process, a cached
-    gallery (`embed_images` -> `aggregate`) equals `serving_default`, warm-up replays,
+@pytest.mark.parametrize("name", ["nan", "qan"])
+def test_set_preset_export_keeps_the_serving_contract(name, monkeypatch, tmp_path):
+    """The shipped set heads (qan: quality from dlib's 256-d pooled map): every signature in a
+    fresh TF-only process (eager and TF1 graph mode) equals `zoo.load(name)` in process, a
+    cached gallery (`embed_images` -> `aggregate`) equals `serving_default`, warm-up replays,
     `saved_model_cli` lists the documented signatures, and every op is a standard kernel."""
     from keras_faceset import zoo
     from keras_faceset.embedder import FaceEmbedder
 
     monkeypatch.setenv("KERAS_FACESET_SOURCES", str(require(DLIB_DAT).parent))
-    model = zoo.load("qan")
-    assert model.head.feature_shape == (256,)
+    model = zoo.load(name)
+    if name == "qan":
+        assert model.head.feature_shape == (256,)
     jpegs = [require(path).read_bytes() for path in FACES]
     chips = FaceEmbedder("dlib_resnet", weights=None).chips(FACES)  # (3, 150, 150, 3) uint8
     sets, mask = np.stack([chips, chips[::-1]]), np.array([[1, 1, 0], [1, 1, 1]], bool)
     faces = np.stack([decode(data) for data in jpegs])  # 250 x 250: resized in the graph
     contract = SetModelContract(
-        model, "qan", (150, 150), tmp_path / "models", tmp_path, sets, mask, faces, jpegs
+        model, name, (150, 150), tmp_path / "models", tmp_path, sets, mask, faces, jpegs
     )
     try:
-        assert contract.frame_dim == 128 + 256
+        assert contract.frame_dim == 128 + int(np.prod(model.head.feature_shape or (0,)))
         worst = contract.check_parity(1e-5)
         contract.check_cached_gallery(1e-5)
         contract.check_warmup()
@@ -147,4 +149,4 @@ def test_qan_preset_export_keeps_the_serving_contract(monkeypatch, tmp_path):
     finally:
         contract.close()
     weights = contract.expected["sets"]["weights"]
-    print(json.dumps({"qan max |exported - keras|": worst, "weights": weights.tolist()}))
+    print(json.dumps({f"{name} max |exported - keras|": worst, "weights": weights.tolist()}))
