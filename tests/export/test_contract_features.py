@@ -43,6 +43,12 @@ def contract(tmp_path_factory):
 
 def test_frame_features_are_the_embedding_then_the_pooled_features(contract):
     assert contract.frame_dim == DIM + FEATURES
+    frames = contract.sets.reshape(-1, IMAGE_SIZE, IMAGE_SIZE, 3).astype("float32")
+    out = contract.reference.model.backbone.feature_extractor()(frames)
+    pooled = keras.ops.convert_to_numpy(out["feature_map"]).mean(axis=(1, 2))  # by hand
+    expected = np.concatenate([keras.ops.convert_to_numpy(out["embedding"]), pooled], axis=-1)
+    served = contract.results["tf2|frames|frame_features"]
+    np.testing.assert_allclose(served, expected, atol=ATOL, rtol=0)
     embedding = contract.expected["frames"]["embedding"]
     assert embedding.shape == (6, PROJECTION)
     weights = contract.expected["sets"]["weights"]
