@@ -24,7 +24,8 @@ same of their clean single-image pairs). Only held-out DevTrain people pick anyt
 `seqface` variant is written to ``--out/seqface_dlib.weights.h5``; ``--evaluate`` then measures
 every variant (and the frozen dlib embedding) on LFW-sets (clean, degraded), LFW View 1
 DevTest and LFW View 2 with the project's evaluation (`keras_faceset.eval`), and ``--record``
-writes the `seqface_dlib` rows::
+writes the `seqface_dlib` rows (``--train-frames clean`` is the card's diagnostic run,
+training on the clean frames only)::
 
     python zoo/train_seqface.py --data /work/shared/data/lfw --cache /work/scratch/seqface \
         --chips /work/scratch/chips --sets-cache /work/scratch/sets \
@@ -313,6 +314,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sphereface-lambda", type=float, default=5.0)
     parser.add_argument("--feature-scale", type=float, default=30.0)
     parser.add_argument("--dsa-weight", type=float, default=1.0)
+    parser.add_argument("--train-frames", choices=("all", "clean"), default="all")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--logs", default="/work/scratch/seqface", help="training/eval CSVs")
     parser.add_argument("--evaluate", action="store_true")
@@ -328,6 +330,8 @@ def main(argv: list[str] | None = None) -> None:
     codes, names = pd.factorize(images.identity)
     held, identities, sequences = split_people(len(names), args.seed)
     labels = frame_labels(codes[frames.image.to_numpy()], identities, sequences)
+    if args.train_frames == "clean":  # a diagnostic: train on the clean frames only
+        labels[frames.version.to_numpy() > 0] = -1
     people = [np.flatnonzero(codes == p) for p in held]
     rng = np.random.default_rng([args.seed, 3])
     held_out = {
