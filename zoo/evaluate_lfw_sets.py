@@ -44,23 +44,16 @@ SIDES = ("rows_a", "rows_b")
 METRICS = ("accuracy", "std", "auc", "tar@far=0.01", "tar@far=0.001")
 
 
-def embed_frames(
-    frames: pd.DataFrame, lfw: LFW, chips: str, batch_size: int = 64
-) -> dict[str, np.ndarray]:
-    """dlib "embedding" (F, 128) and "pooled" (F, 256) of `protocol_frames`-style rows.
+def frame_chips(frames: pd.DataFrame, lfw: LFW, chips: str, batch_size: int = 64):
+    """Batches of dlib chips (n, 150, 150, 3) float32 of `protocol_frames`-style rows, in order.
 
     The clean image of each path is aligned once (MTCNN five points, chip cache `chips`); each
     (possibly degraded) 250x250 frame is warped with that clean transform.
     """
-    from keras_faceset import zoo
-
     paths = sorted(set(frames["path"]))
     aligned = align_faces([str(lfw.image_dir / p) for p in paths], cache=chips, **CROP)
     where = {p: i for i, p in enumerate(paths)}
     template = dlib_template(CROP["size"], CROP["padding"])
-    extractor = zoo.load("dlib_resnet").feature_extractor()
-    out: dict[str, list] = {"embedding": [], "pooled": []}
-    start, done = time.time(), 0
     dataset = lfw_sets.frame_dataset(frames, lfw, batch_size=batch_size)
     for batch, names in zip(dataset, _chunks(list(frames["path"]), batch_size), strict=True):
         chips_batch = []
@@ -73,10 +66,24 @@ def embed_frames(
                     image, aligned.landmarks[i], template, CROP["size"], DLIB_WEIGHTS
                 )
             chips_batch.append(chip)
-        result = extractor.predict_on_batch(np.stack(chips_batch).astype(np.float32))
+        yield np.stack(chips_batch).astype(np.float32)
+
+
+def embed_frames(
+    frames: pd.DataFrame, lfw: LFW, chips: str, batch_size: int = 64
+) -> dict[str, np.ndarray]:
+    """dlib "embedding" (F, 128) and "pooled" (F, 256) of `protocol_frames`-style rows, from
+    the chips of `frame_chips`."""
+    from keras_faceset import zoo
+
+    extractor = zoo.load("dlib_resnet").feature_extractor()
+    out: dict[str, list] = {"embedding": [], "pooled": []}
+    start, done = time.time(), 0
+    for batch in frame_chips(frames, lfw, chips, batch_size):
+        result = extractor.predict_on_batch(batch)
         for key in out:
             out[key].append(np.asarray(result[key]))
-        done += len(names)
+        done += len(batch)
         print(f"  embedded {done}/{len(frames)} ({done / (time.time() - start):.1f}/s)", flush=True)
     return {key: np.concatenate(value) for key, value in out.items()}
 
@@ -113,18 +120,22 @@ def protocol_embeddings(lfw: LFW, cache: Path, chips: str) -> dict:
     return variants
 
 
-def load_head(name: str, weights_dir: Path):
-    """The head `name` with its shipped weights, or None when they are missing."""
+def new_head(name: str):
+    """A fresh head of the shipped architecture `name` (nan1_dlib, nan2_dlib, qan_dlib; QAN
+    reads dlib's 256-d pooled map as `"frame_features"`)."""
     from keras_faceset.models import NANHead, QANHead
 
+    if name.startswith("nan"):
+        return NANHead(128, num_blocks=int(name[3]))
+    return QANHead(128, feature_shape=256)
+
+
+def load_head(name: str, weights_dir: Path):
+    """The head `name` with its shipped weights, or None when they are missing."""
     path = weights_dir / f"{name}.weights.h5"
     if not path.is_file():
         return None
-    head = (
-        NANHead(128, num_blocks=int(name[3]))
-        if name.startswith("nan")
-        else QANHead(128, feature_shape=256)
-    )
+    head = new_head(name)
     head.load_weights(path)
     return head
 

@@ -6,9 +6,12 @@ clean and in `--versions` random degradations (kind uniform over the six of
 with the clean image's five-point transform, as in ``zoo/evaluate_lfw_sets.py``. A training
 pair is two sets of 2-6 distinct frames from disjoint halves of a person's images, drawn without
 replacement with weight 0.2 for clean and 0.8 for degraded frames (LFW-sets degraded: 80% of
-frames degraded). People are split 80/20 (seed 0); the held-out people's set pairs pick the
-epoch (largest AUC + TAR@FAR=1e-2 + TAR@FAR=1e-3, the first of ties) and are the only data the
-choices were made on (LFW-sets, built from DevTest, is not used here).
+frames degraded); a share `--clean-sets` of the pairs holds clean frames only.
+
+People are split 80/20 (seed 0). The held-out people give 1,000 genuine + 1,000 impostor set
+pairs of each kind, degraded (as in training) and clean; they pick the epoch (`select_epoch`)
+and are the only data the choices were made on (LFW-sets, built from DevTest, is not used).
+Each head has its own random streams (seeded by its name), so it trains the same alone.
 
     python zoo/train_set_heads.py --data /work/shared/data/lfw --cache /work/scratch/sets \
         --chips /work/scratch/chips --out keras_faceset/zoo/weights
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import sys
+import zlib
 from pathlib import Path
 
 import keras
@@ -27,18 +31,28 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from evaluate_lfw_sets import WEIGHTS, embed_frames  # noqa: E402
+from evaluate_lfw_sets import WEIGHTS, embed_frames, new_head  # noqa: E402
 
 from keras_faceset.data import LFW  # noqa: E402
 from keras_faceset.data.degrade import KINDS  # noqa: E402
-from keras_faceset.eval.sets import head_sets, pool_sets, set_verification  # noqa: E402
+from keras_faceset.eval.sets import (  # noqa: E402
+    head_sets,
+    pad_sets,
+    pool_sets,
+    set_verification,
+    weight_severity_spearman,
+)
 from keras_faceset.losses import ContrastiveLoss, TripletLoss  # noqa: E402
-from keras_faceset.models import NANHead, QANHead  # noqa: E402
 
 MAX_PER_PERSON = 6
 MAX_FRAMES = 6
 CLEAN_PROBABILITY = 0.2
 SEVERITY = (0.2, 1.0)
+CLEAN_SETS = 0.25
+QUALITY_ANCHOR = 1.0
+ANCHOR_QUALITY = 0.1
+VALIDATION_PAIRS = 1000
+CLEAN_SLACK = 0.003
 
 
 def select_images(lfw: LFW, max_images: int, seed: int = 0) -> pd.DataFrame:
@@ -91,29 +105,39 @@ def cached_embeddings(lfw: LFW, cache: Path, chips: str, max_images: int, versio
 
 
 def sample_sets(
-    frame_index: np.ndarray, people: list[np.ndarray], pairs_per_batch: int, batches: int, rng
+    frame_index: np.ndarray,
+    people: list[np.ndarray],
+    pairs_per_batch: int,
+    batches: int,
+    rng,
+    clean_sets: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`batches` batches of `pairs_per_batch` people x 2 sets: frame rows (N, T), mask, labels.
 
     `frame_index[image, version]` is the frame row (version 0 clean). A person's images are
     split in two random halves, one per set; a set holds k ~ U{2..6} distinct frames (at most
     the half's frames) of its half's images drawn without replacement, a clean frame with
-    weight 0.2 and a degraded one with weight 0.8 / versions.
+    weight 0.2 and a degraded one with weight 0.8 / versions. With probability `clean_sets` a
+    person's two sets hold clean frames only.
     """
     versions = frame_index.shape[1] - 1
-    prior = np.array([CLEAN_PROBABILITY] + [(1 - CLEAN_PROBABILITY) / versions] * versions)
+    prior = np.array(
+        [CLEAN_PROBABILITY] + [(1 - CLEAN_PROBABILITY) / versions] * versions if versions else [1.0]
+    )
+    clean_prior = np.eye(len(prior))[0]
     index = np.zeros((batches * pairs_per_batch * 2, MAX_FRAMES), np.int64)
     mask = np.zeros(index.shape, bool)
     labels = np.zeros(len(index), np.int64)
     n = 0
     for _ in range(batches):
         for person in rng.choice(len(people), pairs_per_batch, replace=False):
+            clean = clean_sets > 0 and rng.random() < clean_sets
             images = rng.permutation(people[person])
             half = int(rng.integers(1, len(images)))
             for part in (images[:half], images[half:]):
                 pool = frame_index[part].ravel()
-                weights = np.tile(prior, len(part))
-                k = min(int(rng.integers(2, MAX_FRAMES + 1)), len(pool))
+                weights = np.tile(clean_prior if clean else prior, len(part))
+                k = min(int(rng.integers(2, MAX_FRAMES + 1)), int(np.count_nonzero(weights)))
                 index[n, :k] = rng.choice(pool, k, replace=False, p=weights / weights.sum())
                 mask[n, :k] = True
                 labels[n] = person
@@ -138,13 +162,30 @@ def validation_pairs(frame_index, people, count: int, rng):
 
 
 def build_head(name: str):
+    """A fresh head `name` and its set-embedding loss: NAN with the contrastive loss, QAN with
+    the set triplet loss (trained together with `quality_anchor`, see `main`)."""
+    head = new_head(name)
     if name == "qan_dlib":
-        head = QANHead(128, feature_shape=256)
-        loss = TripletLoss(margin=0.2)
-    else:
-        head = NANHead(128, num_blocks=int(name[3]))
-        loss = ContrastiveLoss(margin=1.0, pairs="batch")
-    return head, loss
+        return head, TripletLoss(margin=0.2)
+    return head, ContrastiveLoss(margin=1.0, pairs="batch")
+
+
+def quality_anchor(anchor: float = ANCHOR_QUALITY):
+    """Loss on QAN's "quality" output: `max(0, log anchor − log max_k μ_k)` of a set, on each
+    of its frames (so that Keras' frame mask applies).
+
+    The triplet loss sees only μ_k / Σ μ and leaves the scale of μ free; left alone, μ drifts
+    into the sigmoid's exponential tail (μ ~ 1e-9), where μ_k / Σ μ is a sharp softmax even
+    among good frames. The hinge keeps each set's best frame at μ >= `anchor`, where the
+    sigmoid is no longer exponential, and is 0 (no gradient) once it is there.
+    """
+
+    def quality_anchor_loss(_, quality):
+        best = keras.ops.max(quality, axis=-1, keepdims=True)
+        hinge = keras.ops.relu(np.log(anchor) - keras.ops.log(best + 1e-7))
+        return hinge * keras.ops.ones_like(quality)
+
+    return quality_anchor_loss
 
 
 def head_inputs(head, arrays, index, mask):
@@ -154,10 +195,24 @@ def head_inputs(head, arrays, index, mask):
     return inputs
 
 
-def validate(head, arrays, val) -> dict:
+def validate(head, arrays, val, severity=None) -> dict:
+    """`set_verification` of the head on held-out pairs `val`; with `severity` (F,) also the
+    Spearman correlation of the frames' relative weights with their severity ("spearman")."""
     rows_a, rows_b, same = val
-    emb = [head_sets(head, arrays["embedding"], r, arrays["pooled"])[0] for r in (rows_a, rows_b)]
-    return set_verification(emb[0], emb[1], same, folds=5)
+    sides = [head_sets(head, arrays["embedding"], r, arrays["pooled"]) for r in (rows_a, rows_b)]
+    report = set_verification(sides[0][0], sides[1][0], same, folds=5)
+    if severity is not None:
+        width = max(s[1].shape[1] for s in sides)
+        weights, mask, rows = (
+            np.concatenate([np.pad(part, [(0, 0), (0, width - part.shape[1])]) for part in parts])
+            for parts in (
+                [s[1] for s in sides],
+                [s[2] for s in sides],
+                [pad_sets(r)[0] for r in (rows_a, rows_b)],
+            )
+        )
+        report["spearman"] = weight_severity_spearman(weights, mask, severity[rows])
+    return report
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -174,6 +229,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--people-per-batch", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--clean-sets", type=float, default=CLEAN_SETS, help="share of all-clean training pairs"
+    )
+    parser.add_argument(
+        "--quality-anchor", type=float, default=QUALITY_ANCHOR, help="QAN anchor loss weight"
+    )
+    parser.add_argument(
+        "--anchor-quality", type=float, default=ANCHOR_QUALITY, help="QAN anchor's μ floor"
+    )
     args = parser.parse_args(argv)
     keras.utils.set_random_seed(args.seed)
     lfw = LFW(args.data)
@@ -195,37 +259,84 @@ def main(argv: list[str] | None = None) -> None:
         f"{len(val_people)} held out",
         flush=True,
     )
-    val = validation_pairs(frame_index, val_people, 400, np.random.default_rng([args.seed, 3]))
-    mean = [pool_sets(arrays["embedding"], r, "mean") for r in val[:2]]
-    print("held-out mean pooling:", _short(set_verification(*mean, val[2], folds=5)))
+    val_rng = np.random.default_rng([args.seed, 3])
+    val = {
+        "degraded": validation_pairs(frame_index, val_people, VALIDATION_PAIRS, val_rng),
+        "clean": validation_pairs(frame_index[:, :1], val_people, VALIDATION_PAIRS, val_rng),
+    }
+    severity = frames["severity"].to_numpy()
+    baseline = {}
+    for variant, pairs in val.items():
+        mean = [pool_sets(arrays["embedding"], r, "mean") for r in pairs[:2]]
+        baseline[variant] = set_verification(*mean, pairs[2], folds=5)
+        print(f"held-out {variant}, mean pooling: {_short(baseline[variant])}", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for name in args.heads.split(","):
+        # each head its own streams, so that it trains the same alone or after others
+        keras.utils.set_random_seed(args.seed)
+        rng = np.random.default_rng([args.seed, 2, zlib.crc32(name.encode())])
         head, loss = build_head(name)
-        head.compile(optimizer=keras.optimizers.Adam(args.learning_rate), loss={"embedding": loss})
-        best, best_epoch = None, -1
+        losses, loss_weights = {"embedding": loss}, {"embedding": 1.0}
+        if "quality" in head.output:
+            losses["quality"] = quality_anchor(args.anchor_quality)
+            loss_weights["quality"] = args.quality_anchor
+        head.compile(
+            optimizer=keras.optimizers.Adam(args.learning_rate),
+            loss=losses,
+            loss_weights=loss_weights,
+        )
+        epochs = []
         for epoch in range(args.epochs):
             index, mask, labels = sample_sets(
-                frame_index, train_people, args.people_per_batch, args.steps, rng
+                frame_index, train_people, args.people_per_batch, args.steps, rng, args.clean_sets
             )
+            targets = {"embedding": labels, "quality": np.zeros(len(labels), np.float32)}
             history = head.fit(
                 head_inputs(head, arrays, index, mask),
-                {"embedding": labels},
+                {key: targets[key] for key in losses},
                 batch_size=2 * args.people_per_batch,
                 shuffle=False,
                 verbose=0,
             )
-            report = validate(head, arrays, val)
-            score = report["auc"] + report["tar@far=0.01"] + report["tar@far=0.001"]
+            reports = {
+                "degraded": validate(head, arrays, val["degraded"], severity),
+                "clean": validate(head, arrays, val["clean"]),
+            }
+            epochs.append((reports, head.get_weights()))
             print(
-                f"{name} epoch {epoch + 1}: loss {history.history['loss'][-1]:.4f}, "
-                f"held out {_short(report)}",
+                f"{name} epoch {epoch + 1}: loss {history.history['loss'][-1]:.4f}, held out "
+                f"degraded {_short(reports['degraded'])}, spearman "
+                f"{reports['degraded']['spearman']:.3f}; clean {_short(reports['clean'])}",
                 flush=True,
             )
-            if best is None or score > best:
-                best, best_epoch = score, epoch + 1
-                head.save_weights(out / f"{name}.weights.h5")
-        print(f"{name}: kept epoch {best_epoch}", flush=True)
+        best = select_epoch([reports for reports, _ in epochs], baseline["clean"])
+        head.set_weights(epochs[best][1])
+        head.save_weights(out / f"{name}.weights.h5")
+        print(f"{name}: kept epoch {best + 1}", flush=True)
+
+
+def select_epoch(reports: list[dict], clean_baseline: dict) -> int:
+    """Index of the kept epoch: among the epochs whose held-out clean TAR@FAR=1e-2 and 1e-3
+    are at most `CLEAN_SLACK` below mean pooling's, the largest degraded AUC + TAR@FAR=1e-2 +
+    TAR@FAR=1e-3 (first of ties); if no epoch qualifies, the largest clean + degraded sum."""
+
+    def score(report: dict) -> float:
+        return report["auc"] + report["tar@far=0.01"] + report["tar@far=0.001"]
+
+    def clean_ok(report: dict) -> bool:
+        return all(
+            report[key] >= clean_baseline[key] - CLEAN_SLACK
+            for key in ("tar@far=0.01", "tar@far=0.001")
+        )
+
+    keep = [i for i, r in enumerate(reports) if clean_ok(r["clean"])]
+    if keep:
+        return max(keep, key=lambda i: (score(reports[i]["degraded"]), -i))
+    return max(
+        range(len(reports)),
+        key=lambda i: (score(reports[i]["degraded"]) + score(reports[i]["clean"]), -i),
+    )
 
 
 def _short(report: dict) -> str:

@@ -176,7 +176,7 @@ QAN = _set_preset(
         builder="keras_faceset.models.qan:QANHead",
         kwargs={"dim": 128, "feature_shape": 256},
         weights="qan_dlib.weights.h5",
-        sha256="9a8ef6e4f2a58979f42d449e29be3f39b1a9fedc41302b4edcb4950c7042ea31",
+        sha256="9a0a67c7c90f0802a983fc2501737ae99b2703513bd77647e17a97917389cd84",
         results_model="qan_dlib",
     ),
     "QAN quality pooling, quality from dlib_resnet's 256-d pooled map, on frozen embeddings",
