@@ -20,8 +20,11 @@ from benchmarks.common import (
     banner,
     cli,
     current_rss_mb,
+    interleaved,
     machine_info,
+    paired_ratio,
     peak_rss_mb,
+    ratio_text,
     summary,
     table,
     timings,
@@ -384,13 +387,51 @@ def main(quick: bool = False, full: bool = False) -> dict:
     return {"rows": rows}
 
 
+def paired(quick: bool = False) -> dict:
+    """Triplet and center loss: ours, before and the reference timed in interleaved rounds in
+    one process (no RSS), for paired ratios on a loaded machine; `before` is left out at 2048
+    (it does not fit). Writes results/training_paired.json."""
+    machine = machine_info()
+    banner("training step, paired", machine)
+    batches = (128, 512) if quick else (128, 512, 2048)
+    rows = []
+    for loss in HAS_BEFORE:
+        for batch in batches:
+            runners = {"ours": ours_step(loss, batch), "reference": reference_step(loss, batch)}
+            if not (loss == "triplet_semi_hard" and batch >= 2048):
+                runners["before"] = ours_step(loss, batch, before=True)
+            stats = interleaved(runners, repeats=3 if quick else 7, warmup=1, min_seconds=0.5)
+            rows.append({"loss": loss, "batch": batch,
+                         **{f"{k}_median_s": v["median_s"] for k, v in stats.items()},
+                         **{f"ours_vs_{k}": paired_ratio(stats["ours"], v)
+                            for k, v in stats.items() if k != "ours"}})
+            print(f"  {loss} {batch} done", flush=True)
+    lines = [[r["loss"], r["batch"], f"{1e3 * r['ours_median_s']:.1f}",
+              f"{1e3 * r['reference_median_s']:.1f}",
+              f"{1e3 * r['before_median_s']:.1f}" if "before_median_s" in r else "-",
+              ratio_text(r["ours_vs_reference"]),
+              ratio_text(r["ours_vs_before"]) if "ours_vs_before" in r else "-"] for r in rows]
+    print(table(["loss", "batch", "ours ms", "reference ms", "before ms",
+                 "ours vs reference (paired)", "ours vs before (paired)"], lines))
+    path = write_result("training_paired", machine, rows=rows,
+                        notes="One process, interleaved rounds (ours, reference, before), "
+                              "each sample >= 0.5 s; ours_vs_X = X seconds / ours seconds per "
+                              "round, median [min-max].")
+    print(f"wrote {path}")
+    return {"rows": rows}
+
+
 if __name__ == "__main__":
     parser = cli()
     parser.add_argument("--child", nargs=3, metavar=("LOSS", "BATCH", "IMPL"))
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--paired", action="store_true",
+                        help="triplet and center in interleaved rounds in one process")
     args = parser.parse_args()
     if args.child:
         loss, batch, impl = args.child
         print(json.dumps(child(loss, int(batch), impl, args.repeats)))
+    elif args.paired:
+        paired(quick=args.quick)
     else:
         main(quick=args.quick, full=args.full)
