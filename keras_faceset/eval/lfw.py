@@ -16,6 +16,7 @@ from keras_faceset.data.images import image_dataset, load_image
 from keras_faceset.data.lfw import LFW
 from keras_faceset.eval.verification import best_threshold, verification_report
 from keras_faceset.files import atomic_path
+from keras_faceset.progress import progress
 
 METRICS = ("cosine", "euclidean")
 VIEWS = {
@@ -51,14 +52,17 @@ def embed_paths(
 
     `model` is a `keras.Model` (run with `predict_on_batch`) or any callable mapping a NumPy
     batch to a (batch, D) array. Repeated paths are decoded and embedded once. A file that
-    cannot be decoded raises `ValueError` naming it.
+    cannot be decoded raises `ValueError` naming it. Shows a `keras_faceset.progress` bar.
     """
     paths = [os.fspath(p) for p in paths]
     unique = list(dict.fromkeys(paths))
     embed = model.predict_on_batch if isinstance(model, keras.Model) else model
     iterator = iter(image_dataset(unique, preprocess, batch_size))
     outputs = []
-    for start in range(0, len(unique), batch_size):
+    steps = range(0, len(unique), batch_size)
+    for start in progress(
+        steps, len(unique), "embedding", lambda i: min(batch_size, len(unique) - i)
+    ):
         try:
             batch = next(iterator)
         except tf.errors.OpError:

@@ -97,7 +97,8 @@ def save_report(
     """Write the two frames returned by `evaluate_lfw` into `out_dir`.
 
     Files: ``summary.csv``, ``summary.json`` (records; NaN as null), ``scores.csv`` and, with
-    `roc_png`, ``roc.png`` of the evaluated (last) split. Returns {kind: path}.
+    `roc_png`, ``roc.png`` and ``histogram.png`` (`plot_score_histogram`) of the evaluated
+    (last) split. Returns {kind: path}.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -119,4 +120,10 @@ def save_report(
             higher_is_same=row["metric"] != "euclidean",
             label=f"{row['model']} ({row['metric']}), AUC {row['auc']:.4f}",
         )
+        paths["histogram_png"] = plot_score_histogram(
+            test["score"].to_numpy(),
+            test["same"].to_numpy(),
+            out_dir / "histogram.png",
+            xlabel="euclidean distance" if row["metric"] == "euclidean" else "cosine similarity",
+        ).path
     return paths

@@ -16,6 +16,7 @@ from typing import NamedTuple
 import numpy as np
 
 TAR_FARS = (1e-1, 1e-2, 1e-3)
+CALIBRATION_FARS = (1e-2, 1e-3, 1e-4)
 
 
 class KFoldAccuracy(NamedTuple):
@@ -132,8 +133,14 @@ def threshold_at_far(scores, labels, far: float, higher_is_same: bool = True) ->
     return float(thresholds[np.flatnonzero(fpr <= far)[-1]])
 
 
+def measurable_fars(num_different: int, fars=CALIBRATION_FARS) -> tuple[float, ...]:
+    """The `fars` that `num_different` impostor pairs can measure: at least ``1 / far`` of them
+    (one false accept at the threshold); below that a threshold only says "none of the sample"."""
+    return tuple(far for far in fars if num_different * far >= 1 - 1e-9)
+
+
 def calibrate(
-    scores, labels, fars=(1e-2, 1e-3, 1e-4), higher_is_same: bool = False
+    scores, labels, fars=CALIBRATION_FARS, higher_is_same: bool = False
 ) -> dict[str, float]:
     """Thresholds by false accept rate, ``{"1e-03": t, ...}``, fitted on labelled pairs (for
     distances by default, as `keras-faceset verify` compares cosine distances)."""

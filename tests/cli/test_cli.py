@@ -106,4 +106,4 @@ def test_verify_two_sets_with_nan_prints_attention_and_the_set_distance(tmp_path
     (a, _), (b, expected) = embedder.embed_set([SERENA_1]), embedder.embed_set([POWELL, SERENA_2])
     np.testing.assert_allclose(weights, expected, atol=1e-3)
     assert abs(_distance(out) - (1 - float(a @ b))) < 1e-4
-    assert "decision at FAR 1e-3 (threshold 0.1000): same person" in out
+    assert "decision at threshold 0.1 (given): same person" in out

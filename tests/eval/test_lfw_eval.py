@@ -182,10 +182,17 @@ def test_evaluate_lfw_real_full_views():
 def test_save_report(mini_lfw, tmp_path):
     summary, scores = evaluate_lfw(MeanColour(), mini_lfw, view="view1", metric="euclidean")
     paths = save_report(summary, scores, tmp_path / "out")
-    assert sorted(paths) == ["roc_png", "scores_csv", "summary_csv", "summary_json"]
+    assert sorted(paths) == [
+        "histogram_png",
+        "roc_png",
+        "scores_csv",
+        "summary_csv",
+        "summary_json",
+    ]
     records = json.loads(paths["summary_json"].read_text())
     assert records[0]["accuracy"] == summary.accuracy[0] and records[0]["std"] is None
     pd.testing.assert_frame_equal(pd.read_csv(paths["summary_csv"]), summary)
     np.testing.assert_allclose(pd.read_csv(paths["scores_csv"]).score, scores.score)
-    png = paths["roc_png"].read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
+    for kind in ("roc_png", "histogram_png"):
+        png = paths[kind].read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000

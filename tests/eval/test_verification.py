@@ -225,3 +225,12 @@ def test_threshold_at_far_and_calibrate_on_a_hand_case():
     assert fitted == {"5e-01": 0.6, "2e-01": 0.5, "0e+00": 0.2}
     similarity = -distances
     assert threshold_at_far(similarity, same, 0.25) == -0.5
+
+
+def test_measurable_fars_need_one_impostor_pair_per_far():
+    from keras_faceset.eval.verification import measurable_fars
+
+    assert measurable_fars(800) == (1e-2,)
+    assert measurable_fars(1000) == (1e-2, 1e-3)
+    assert measurable_fars(10_000) == (1e-2, 1e-3, 1e-4)
+    assert measurable_fars(99) == ()

@@ -1,0 +1,79 @@
+"""FaceEmbedder on sets: set embeddings equal the set model, weights sum to 1, inputs."""
+
+import cv2
+import numpy as np
+import pytest
+
+from keras_faceset.embedder import FaceEmbedder, frame_label, input_sets, set_inputs, take_aligned
+from tests.conftest import REPO
+
+IMAGES = sorted((REPO / "examples" / "images").glob("*.jpg"))  # Powell, Serena 1, Serena 2
+
+
+@pytest.fixture(scope="module")
+def qan():
+    return FaceEmbedder("qan", weights=None, align="center")  # random weights: no download
+
+
+def test_embed_sets_equal_the_set_model_and_weights_sum_to_one(qan):
+    sets = [IMAGES, IMAGES[1:2]]
+    embeddings, weights = qan.embed_sets(sets)
+    assert embeddings.shape == (2, 128) and [len(w) for w in weights] == [3, 1]
+    np.testing.assert_allclose([w.sum() for w in weights], 1, atol=1e-6)
+    chips = qan.chips(IMAGES).astype("float32")
+    out = qan.set_model.predict({"images": chips[None], "mask": np.ones((1, 3), bool)}, verbose=0)
+    np.testing.assert_allclose(embeddings[0], out["embedding"][0], atol=1e-5)
+    np.testing.assert_allclose(weights[0], out["weights"][0], atol=1e-6)
+    single, weight = qan.embed_set(IMAGES[1:2])
+    np.testing.assert_allclose(single, embeddings[1], atol=1e-6)
+    np.testing.assert_allclose(qan.embed_images(IMAGES[1:2])[0], single, atol=1e-6)
+
+
+def test_an_image_model_embeds_a_set_as_its_normalised_mean():
+    embedder = FaceEmbedder("dlib_resnet", weights=None, align="center")
+    frames = embedder.embed(IMAGES)
+    embeddings, weights = embedder.embed_sets([IMAGES])
+    mean = frames.mean(axis=0)
+    np.testing.assert_allclose(embeddings[0], mean / np.linalg.norm(mean), atol=1e-5)
+    np.testing.assert_allclose(weights[0], [1 / 3] * 3)
+    np.testing.assert_array_equal(embedder.embed_images(IMAGES), frames)
+
+
+def test_chips_like_crop_where_the_other_image_had_its_face():
+    embedder = FaceEmbedder("dlib_resnet", weights=None)
+    aligned = embedder.align_faces(IMAGES)
+    images = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in IMAGES]
+    np.testing.assert_array_equal(embedder.chips(images, like=aligned), aligned.chips)
+    picked = take_aligned(aligned, [2, 0])
+    assert picked.names == [aligned.names[2], aligned.names[0]]
+    np.testing.assert_array_equal(embedder.chips(images[::2][::-1], like=picked), picked.chips)
+    with pytest.raises(ValueError, match="2 images but 3 alignments"):
+        embedder.chips(images[:2], like=aligned)
+
+
+def test_flip_is_for_image_presets():
+    with pytest.raises(ValueError, match="--flip applies to image presets"):
+        FaceEmbedder("nan", weights=None, flip=True)
+
+
+def test_input_sets_folders_videos_and_images(tmp_path):
+    frames = tmp_path / "set"
+    frames.mkdir()
+    for index in (2, 1):
+        (frames / f"{index}.jpg").write_bytes(IMAGES[index].read_bytes())
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5, (250, 250))
+    for index in range(10):
+        writer.write(cv2.imread(str(IMAGES[index % 3])))
+    writer.release()
+    sets = input_sets([frames, video, IMAGES[0]], max_frames=4)
+    assert [name for name, _ in sets] == [str(frames), str(video), str(IMAGES[0])]
+    assert sets[0][1] == [str(frames / "1.jpg"), str(frames / "2.jpg")]
+    assert sets[1][1] == [(str(video), i) for i in (1, 3, 6, 8)]
+    assert sets[2][1] == [str(IMAGES[0])]
+    assert frame_label(sets[1][1][0]) == f"{video}#1"
+    decoded = set_inputs(sets[1][1])
+    assert len(decoded) == 4 and decoded[0].shape == (250, 250, 3)
+    assert set_inputs(sets[0][1]) == sets[0][1]  # paths stay paths (chip cache keys files)
+    with pytest.raises(FileNotFoundError, match="nope"):
+        input_sets([tmp_path / "nope.jpg"])
