@@ -1,6 +1,7 @@
 """Backbone throughput (images/s): our InceptionResNetV1 vs facenet-pytorch's InceptionResnetV1,
 our DlibResNet vs dlib's own `compute_face_descriptor`, plain and batch-norm-folded, with and
-without XLA, and a thread-setting probe (one child process per TF threading setting)."""
+without XLA, folded in bfloat16, and a thread-setting probe (one child process per TF threading
+setting)."""
 
 from __future__ import annotations
 
@@ -111,11 +112,14 @@ def dlib_runner(batch: int):
     return lambda: np.asarray(model.compute_face_descriptor(chips))
 
 
+BF16 = "mixed_bfloat16"
+
+
 def build_models(with_dlib_weights: bool = True) -> dict:
-    """Our backbones, plain and folded. InceptionResNetV1 has random weights and no
-    preprocessing layer (facenet-pytorch's model takes standardised images too); its batch
-    norms get random moving statistics. DlibResNet gets the real dlib weights when the .dat is
-    there (so the dlib rows also check parity)."""
+    """Our backbones, plain, folded, and folded computing in bfloat16 (`BF16`).
+    InceptionResNetV1 has random weights and no preprocessing layer (facenet-pytorch's model
+    takes standardised images too); its batch norms get random moving statistics. DlibResNet
+    gets the real dlib weights when the .dat is there (so the dlib rows also check parity)."""
     import keras
 
     from keras_faceset.models import DlibResNet, InceptionResNetV1
@@ -140,8 +144,10 @@ def build_models(with_dlib_weights: bool = True) -> dict:
     return {
         "irv1": irv1,
         "irv1_folded": fold_batch_norm(irv1),
+        "irv1_bf16": fold_batch_norm(irv1, dtype=BF16),
         "dlib": dlib_model,
         "dlib_folded": fold_batch_norm(dlib_model),
+        "dlib_bf16": fold_batch_norm(dlib_model, dtype=BF16),
     }
 
 
@@ -153,6 +159,7 @@ def measure(run, batch: int, repeats: int) -> dict:
 IRV1_PEER = "facenet-pytorch, torch eager"
 IRV1_PEER_1T = "facenet-pytorch, 1 thread, channels_last"
 DLIB_PEER = "dlib compute_face_descriptor"
+FOLDED_BF16 = f"ours folded {BF16}, tf.function"
 
 
 def irv1_runners(models: dict, batch: int, torch_model) -> dict:
@@ -164,6 +171,7 @@ def irv1_runners(models: dict, batch: int, torch_model) -> dict:
         "ours folded, tf.function": keras_runner(models["irv1_folded"], batch, 160,
                                                  "tf.function"),
         "ours folded, XLA": keras_runner(models["irv1_folded"], batch, 160, "xla"),
+        FOLDED_BF16: keras_runner(models["irv1_bf16"], batch, 160, "tf.function"),
         IRV1_PEER: torch_runner(torch_model, batch),
         IRV1_PEER_1T: torch_runner(torch_model, batch, threads=1, channels_last=True),
     }
@@ -175,6 +183,7 @@ def dlib_runners(models: dict, batch: int) -> dict:
         "ours folded, tf.function": keras_runner(models["dlib_folded"], batch, 150,
                                                  "tf.function"),
         "ours folded, XLA": keras_runner(models["dlib_folded"], batch, 150, "xla"),
+        FOLDED_BF16: keras_runner(models["dlib_bf16"], batch, 150, "tf.function"),
         DLIB_PEER: dlib_runner(batch),
     }
 
