@@ -27,7 +27,7 @@ def get_preset(name: str) -> Preset:
     """The preset called `name`; a ValueError lists close matches for an unknown name."""
     if name in PRESETS:
         return PRESETS[name]
-    close = difflib.get_close_matches(name, PRESETS, n=3, cutoff=0.6)
+    close = difflib.get_close_matches(name, PRESETS, n=3, cutoff=0.7)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     raise ValueError(f"Unknown model {name!r}.{hint} Available: {', '.join(sorted(PRESETS))}.")
 
