@@ -205,6 +205,7 @@ SEQFACE = _set_preset(
     "+ LSR + DSA; a set is the mean of the normalised projected frames",
     "W. Hu, Y. Huang, F. Zhang, R. Li. SeqFace: Make full use of sequence information for face "
     "recognition. arXiv:1803.06524, 2018",
+    thresholds={"1e-02": 0.4748},
 )
 
 PRESETS: dict[str, Preset] = {
