@@ -12,6 +12,7 @@ transform MTCNN found on the *clean* image (a tracker gives the box; quality var
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 import time
@@ -39,7 +40,8 @@ REPO = Path(__file__).resolve().parents[1]
 PROTOCOLS = REPO / "zoo" / "protocols"
 WEIGHTS = REPO / "keras_faceset" / "zoo" / "weights"
 CROP = {"method": "five_point", "size": 150, "padding": 0.25}
-HEADS = ("nan1_dlib", "nan2_dlib", "qan_dlib")
+HEADS = ("nan1_dlib", "nan2_dlib", "qan_dlib", "seqface_dlib")
+NAN_KWARGS: dict = {}
 SIDES = ("rows_a", "rows_b")
 METRICS = ("accuracy", "std", "auc", "tar@far=0.01", "tar@far=0.001")
 
@@ -120,30 +122,41 @@ def protocol_embeddings(lfw: LFW, cache: Path, chips: str) -> dict:
     return variants
 
 
-def new_head(name: str):
-    """A fresh head of the shipped architecture `name` (nan1_dlib, nan2_dlib, qan_dlib; QAN
-    reads dlib's 256-d pooled map as `"frame_features"`)."""
-    from keras_faceset.models import NANHead, QANHead
+def new_head(name: str, nan_kwargs: dict | None = None):
+    """A fresh head of the shipped architecture `name` (nan1_dlib, nan2_dlib with `nan_kwargs`,
+    default `NAN_KWARGS`; qan_dlib reads dlib's 256-d pooled map as `"frame_features"`;
+    seqface_dlib)."""
+    from keras_faceset.models import NANHead, QANHead, SeqFaceHead
 
     if name.startswith("nan"):
-        return NANHead(128, num_blocks=int(name[3]))
+        return NANHead(
+            128, num_blocks=int(name[3]), **(NAN_KWARGS if nan_kwargs is None else nan_kwargs)
+        )
+    if name == "seqface_dlib":
+        return SeqFaceHead(128, projection_dim=128)
     return QANHead(128, feature_shape=256)
 
 
-def load_head(name: str, weights_dir: Path):
-    """The head `name` with its shipped weights, or None when they are missing."""
+def load_head(name: str, weights_dir: Path, nan_kwargs: dict | None = None):
+    """The head `name` (see `new_head`) with its weights from `weights_dir`, or None when they
+    are missing."""
     path = weights_dir / f"{name}.weights.h5"
     if not path.is_file():
         return None
-    head = new_head(name)
+    head = new_head(name, nan_kwargs)
     head.load_weights(path)
     return head
 
 
-def evaluate(variants: dict, weights_dir: Path) -> tuple[pd.DataFrame, dict]:
+def evaluate(
+    variants: dict,
+    weights_dir: Path,
+    names: tuple[str, ...] = HEADS,
+    nan_kwargs: dict | None = None,
+) -> tuple[pd.DataFrame, dict]:
     """Rows of metrics per (method, variant) and the weight/severity Spearman per head."""
     rows, spearman = [], {}
-    heads = {name: load_head(name, weights_dir) for name in HEADS}
+    heads = {name: load_head(name, weights_dir, nan_kwargs) for name in names}
     for variant, v in variants.items():
         same = v["pairs"]["same"].to_numpy()
         folds = v["pairs"]["fold"].to_numpy()
@@ -187,11 +200,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chips", default="/work/scratch/chips", help="aligned chip cache")
     parser.add_argument("--weights", default=str(WEIGHTS), help="folder of the head weights")
     parser.add_argument("--record", default=None, help="results CSV to record rows in")
+    parser.add_argument("--heads", default=",".join(HEADS), help="heads to evaluate")
+    parser.add_argument(
+        "--nan-kwargs", default=None, help="NANHead options as JSON (default: NAN_KWARGS)"
+    )
     args = parser.parse_args(argv)
+    nan_kwargs = None if args.nan_kwargs is None else json.loads(args.nan_kwargs)
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     variants = protocol_embeddings(LFW(args.data), cache, args.chips)
-    table, spearman = evaluate(variants, Path(args.weights))
+    table, spearman = evaluate(
+        variants, Path(args.weights), tuple(args.heads.split(",")), nan_kwargs
+    )
     with pd.option_context("display.width", 160, "display.max_columns", 20):
         print(table[["model", "protocol", *METRICS]].round(4).to_string(index=False))
     for name, rho in spearman.items():

@@ -8,9 +8,12 @@ pair is two sets of 2-6 distinct frames from disjoint halves of a person's image
 replacement with weight 0.2 for clean and 0.8 for degraded frames (LFW-sets degraded: 80% of
 frames degraded); a share `--clean-sets` of the pairs holds clean frames only.
 
-People are split 80/20 (seed 0). The held-out people give 1,000 genuine + 1,000 impostor set
-pairs of each kind, degraded (as in training) and clean; they pick the epoch (`select_epoch`)
-and are the only data the choices were made on (LFW-sets, built from DevTest, is not used).
+People are split 80/20 (seed 0). Validation mirrors LFW-sets (docs/lfw_sets.md): its pair
+rules (10 folds x 40 genuine + 40 impostor pairs, set sizes 2-6 by the person's image count,
+80% of frames degraded with severity ~ U[0.3, 1], a clean variant with the same pairs) applied
+to the DevTrain people with >= 4 images that are not training people (`held_out_protocols`;
+their frames are embedded once into --cache). These pairs pick the epoch (`select_epoch`) and
+are the only data the choices were made on (LFW-sets, built from DevTest, is not used).
 Each head has its own random streams (seeded by its name), so it trains the same alone.
 
     python zoo/train_set_heads.py --data /work/shared/data/lfw --cache /work/scratch/sets \
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import sys
 import zlib
 from pathlib import Path
@@ -33,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from evaluate_lfw_sets import WEIGHTS, embed_frames, new_head  # noqa: E402
 
-from keras_faceset.data import LFW  # noqa: E402
+from keras_faceset.data import LFW, lfw_sets  # noqa: E402
 from keras_faceset.data.degrade import KINDS  # noqa: E402
 from keras_faceset.eval.sets import (  # noqa: E402
     head_sets,
@@ -51,8 +55,81 @@ SEVERITY = (0.2, 1.0)
 CLEAN_SETS = 0.25
 QUALITY_ANCHOR = 1.0
 ANCHOR_QUALITY = 0.1
-VALIDATION_PAIRS = 1000
 CLEAN_SLACK = 0.003
+CLEAN_REPLICATES = 5
+
+
+def held_out_protocol(lfw: LFW, exclude: set[str], seed: int = 0, degraded: bool = False):
+    """An LFW-sets pair list built by the LFW-sets rules (`keras_faceset.data.lfw_sets`,
+    docs/lfw_sets.md: 10 folds x 40 + 40 pairs, k ~ U{2..min(6, n // 2)}, impostor sizes a
+    shuffle of the genuine ones; `degraded`: 80% of frames degraded with severity ~ U[0.3, 1])
+    on the DevTrain people with >= 4 images not in `exclude` (the training people), with the
+    random streams `[seed, 10]` (pairs) and `[seed, 11]` (degradations)."""
+    params = {**lfw_sets.DEFAULTS, "split": "dev_train"}
+    people = lfw.people("dev_train")
+    people = people[(people["count"] >= params["min_images"]) & ~people["name"].isin(exclude)]
+    names = people["name"].sort_values().tolist()
+    counts = people.set_index("name").loc[names, "count"].to_numpy()
+    rng = np.random.default_rng([seed, 10])
+    folds = lfw_sets._deal_folds(counts, params["num_folds"], rng)
+    records = []
+    for fold in range(params["num_folds"]):
+        members = np.flatnonzero(folds == fold)
+        fold_names = [names[i] for i in members]
+        for same, a, b, numbers_a, numbers_b in lfw_sets._fold_pairs(
+            fold_names, counts[members], params["pairs_per_fold"], params, rng
+        ):
+            sets = [
+                [lfw_sets._relative(lfw, fold_names[person], n) for n in numbers]
+                for person, numbers in ((a, numbers_a), (b, numbers_b))
+            ]
+            records.append((fold, same, fold_names[a], fold_names[b], *sets))
+    pairs = pd.DataFrame.from_records(records, columns=lfw_sets.COLUMNS[:6])
+    lengths = [len(s) for pair in zip(pairs["set_a"], pairs["set_b"], strict=True) for s in pair]
+    if degraded:
+        specs = lfw_sets._degrade_specs(lengths, params, np.random.default_rng([seed, 11]))
+    else:
+        specs = [[None] * length for length in lengths]
+    pairs["degrade_a"], pairs["degrade_b"] = specs[0::2], specs[1::2]
+    return pairs
+
+
+def held_out_embeddings(lfw: LFW, cache: Path, chips: str, exclude: set[str]) -> dict:
+    """Held-out pairs per variant: frame rows ("rows_a", "rows_b"), "same", "fold" and the
+    frames' "embedding", "pooled" and "severity". "degraded" is `held_out_protocol` seed 0;
+    "clean" pools `CLEAN_REPLICATES` clean pair lists (seeds 0, 1, ...; folds numbered apart),
+    because one list (400 impostor pairs) saturates: mean pooling accepts no impostor and
+    rejects no genuine pair. The distinct frames are embedded once into
+    ``cache/devtrain_sets_dlib_<digest>.npz``."""
+    clean = [
+        held_out_protocol(lfw, exclude, seed).assign(fold=lambda t, s=seed: t["fold"] + 10 * s)
+        for seed in range(CLEAN_REPLICATES)
+    ]
+    protocols = {
+        "clean": pd.concat(clean, ignore_index=True),
+        "degraded": held_out_protocol(lfw, exclude, 0, degraded=True),
+    }
+    union, rows_a, rows_b = lfw_sets.protocol_frames(pd.concat(protocols.values()))
+    digest = hashlib.sha256(union.to_csv(index=False).encode()).hexdigest()[:12]
+    path = cache / f"devtrain_sets_dlib_{digest}.npz"
+    if not path.is_file():
+        print(f"embedding {len(union)} held-out DevTrain set frames", flush=True)
+        np.savez(path, **embed_frames(union, lfw, chips))
+    with np.load(path) as data:
+        arrays = {key: data[key] for key in data.files}
+    arrays["severity"] = union["severity"].to_numpy()
+    variants, start = {}, 0
+    for variant, pairs in protocols.items():
+        stop = start + len(pairs)
+        variants[variant] = {
+            "rows_a": rows_a[start:stop],
+            "rows_b": rows_b[start:stop],
+            "same": pairs["same"].to_numpy(),
+            "fold": pairs["fold"].to_numpy(),
+            **arrays,
+        }
+        start = stop
+    return variants
 
 
 def select_images(lfw: LFW, max_images: int, seed: int = 0) -> pd.DataFrame:
@@ -145,26 +222,10 @@ def sample_sets(
     return index, mask, labels
 
 
-def validation_pairs(frame_index, people, count: int, rng):
-    """Rows of set A, rows of set B and same-person flags: `count` genuine pairs (the two
-    halves of one person) then `count` impostor pairs (set A of one draw, set B of the next)."""
-    index, mask, labels = sample_sets(frame_index, people, 1, 2 * count, rng)
-    rows = [r[m] for r, m in zip(index, mask, strict=True)]
-    rows_a, rows_b = rows[0::2], rows[1::2]
-    shift = rows_b[count + 1 :] + rows_b[count : count + 1]
-    labels_a, labels_b = labels[0::2], labels[1::2]
-    shifted = np.roll(labels_b[count:], -1)
-    return (
-        rows_a,
-        rows_b[:count] + shift,
-        np.concatenate([labels_a[:count] == labels_b[:count], labels_a[count:] == shifted]),
-    )
-
-
-def build_head(name: str):
-    """A fresh head `name` and its set-embedding loss: NAN with the contrastive loss, QAN with
-    the set triplet loss (trained together with `quality_anchor`, see `main`)."""
-    head = new_head(name)
+def build_head(name: str, nan_kwargs: dict | None = None):
+    """A fresh head `name` (NAN heads with `nan_kwargs`) and its set-embedding loss: NAN with
+    the contrastive loss, QAN with the set triplet loss (trained with `quality_anchor`)."""
+    head = new_head(name, nan_kwargs)
     if name == "qan_dlib":
         return head, TripletLoss(margin=0.2)
     return head, ContrastiveLoss(margin=1.0, pairs="batch")
@@ -195,23 +256,21 @@ def head_inputs(head, arrays, index, mask):
     return inputs
 
 
-def validate(head, arrays, val, severity=None) -> dict:
-    """`set_verification` of the head on held-out pairs `val`; with `severity` (F,) also the
-    Spearman correlation of the frames' relative weights with their severity ("spearman")."""
-    rows_a, rows_b, same = val
-    sides = [head_sets(head, arrays["embedding"], r, arrays["pooled"]) for r in (rows_a, rows_b)]
-    report = set_verification(sides[0][0], sides[1][0], same, folds=5)
-    if severity is not None:
-        width = max(s[1].shape[1] for s in sides)
-        weights, mask, rows = (
-            np.concatenate([np.pad(part, [(0, 0), (0, width - part.shape[1])]) for part in parts])
-            for parts in (
-                [s[1] for s in sides],
-                [s[2] for s in sides],
-                [pad_sets(r)[0] for r in (rows_a, rows_b)],
-            )
+def validate(head, v: dict) -> dict:
+    """`set_verification` of the head on one held-out variant `v` (`held_out_embeddings`) and
+    the Spearman correlation of the frames' relative weights with their severity ("spearman")."""
+    sides = [head_sets(head, v["embedding"], v[side], v["pooled"]) for side in ("rows_a", "rows_b")]
+    report = set_verification(sides[0][0], sides[1][0], v["same"], v["fold"])
+    width = max(s[1].shape[1] for s in sides)
+    weights, mask, rows = (
+        np.concatenate([np.pad(part, [(0, 0), (0, width - part.shape[1])]) for part in parts])
+        for parts in (
+            [s[1] for s in sides],
+            [s[2] for s in sides],
+            [pad_sets(v[side])[0] for side in ("rows_a", "rows_b")],
         )
-        report["spearman"] = weight_severity_spearman(weights, mask, severity[rows])
+    )
+    report["spearman"] = weight_severity_spearman(weights, mask, v["severity"][rows])
     return report
 
 
@@ -238,7 +297,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--anchor-quality", type=float, default=ANCHOR_QUALITY, help="QAN anchor's μ floor"
     )
+    parser.add_argument(
+        "--nan-kwargs",
+        default=None,
+        help='NANHead options as JSON, e.g. \'{"feature_shape": 256, "max_logit": 2}\' '
+        "(default: evaluate_lfw_sets.NAN_KWARGS)",
+    )
+    parser.add_argument(
+        "--spearman-weight",
+        type=float,
+        default=0.0,
+        help="NAN epoch choice: weight of the held-out Spearman(weight, severity) in the score",
+    )
     args = parser.parse_args(argv)
+    nan_kwargs = None if args.nan_kwargs is None else json.loads(args.nan_kwargs)
     keras.utils.set_random_seed(args.seed)
     lfw = LFW(args.data)
     cache = Path(args.cache)
@@ -259,16 +331,12 @@ def main(argv: list[str] | None = None) -> None:
         f"{len(val_people)} held out",
         flush=True,
     )
-    val_rng = np.random.default_rng([args.seed, 3])
-    val = {
-        "degraded": validation_pairs(frame_index, val_people, VALIDATION_PAIRS, val_rng),
-        "clean": validation_pairs(frame_index[:, :1], val_people, VALIDATION_PAIRS, val_rng),
-    }
-    severity = frames["severity"].to_numpy()
+    train_names = {identities[p] for p in range(len(identities)) if p not in held_out}
+    val = held_out_embeddings(lfw, cache, args.chips, train_names)
     baseline = {}
-    for variant, pairs in val.items():
-        mean = [pool_sets(arrays["embedding"], r, "mean") for r in pairs[:2]]
-        baseline[variant] = set_verification(*mean, pairs[2], folds=5)
+    for variant, v in val.items():
+        mean = [pool_sets(v["embedding"], v[side], "mean") for side in ("rows_a", "rows_b")]
+        baseline[variant] = set_verification(*mean, v["same"], v["fold"])
         print(f"held-out {variant}, mean pooling: {_short(baseline[variant])}", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -276,7 +344,7 @@ def main(argv: list[str] | None = None) -> None:
         # each head its own streams, so that it trains the same alone or after others
         keras.utils.set_random_seed(args.seed)
         rng = np.random.default_rng([args.seed, 2, zlib.crc32(name.encode())])
-        head, loss = build_head(name)
+        head, loss = build_head(name, nan_kwargs)
         losses, loss_weights = {"embedding": loss}, {"embedding": 1.0}
         if "quality" in head.output:
             losses["quality"] = quality_anchor(args.anchor_quality)
@@ -299,10 +367,7 @@ def main(argv: list[str] | None = None) -> None:
                 shuffle=False,
                 verbose=0,
             )
-            reports = {
-                "degraded": validate(head, arrays, val["degraded"], severity),
-                "clean": validate(head, arrays, val["clean"]),
-            }
+            reports = {variant: validate(head, v) for variant, v in val.items()}
             epochs.append((reports, head.get_weights()))
             print(
                 f"{name} epoch {epoch + 1}: loss {history.history['loss'][-1]:.4f}, held out "
@@ -310,19 +375,25 @@ def main(argv: list[str] | None = None) -> None:
                 f"{reports['degraded']['spearman']:.3f}; clean {_short(reports['clean'])}",
                 flush=True,
             )
-        best = select_epoch([reports for reports, _ in epochs], baseline["clean"])
+        best = select_epoch(
+            [reports for reports, _ in epochs],
+            baseline["clean"],
+            args.spearman_weight if name.startswith("nan") else 0.0,
+        )
         head.set_weights(epochs[best][1])
         head.save_weights(out / f"{name}.weights.h5")
         print(f"{name}: kept epoch {best + 1}", flush=True)
 
 
-def select_epoch(reports: list[dict], clean_baseline: dict) -> int:
+def select_epoch(reports: list[dict], clean_baseline: dict, spearman_weight: float = 0.0) -> int:
     """Index of the kept epoch: among the epochs whose held-out clean TAR@FAR=1e-2 and 1e-3
     are at most `CLEAN_SLACK` below mean pooling's, the largest degraded AUC + TAR@FAR=1e-2 +
-    TAR@FAR=1e-3 (first of ties); if no epoch qualifies, the largest clean + degraded sum."""
+    TAR@FAR=1e-3 − `spearman_weight` · Spearman(weight, severity) (first of ties); if no epoch
+    qualifies, the largest clean + degraded sum."""
 
     def score(report: dict) -> float:
-        return report["auc"] + report["tar@far=0.01"] + report["tar@far=0.001"]
+        quality = spearman_weight * report["spearman"] if spearman_weight else 0.0
+        return report["auc"] + report["tar@far=0.01"] + report["tar@far=0.001"] - quality
 
     def clean_ok(report: dict) -> bool:
         return all(

@@ -20,17 +20,38 @@ class AttentionAggregation(SetAggregation):
     Args:
         num_blocks: number of cascaded attention blocks (>= 1).
         return_attention: also return the last block's attention `a`, shape (batch, set_size).
+        quality_features: the call also takes per-frame quality features `u_k` (batch,
+            set_size, C) and every block scores `e_k = qᵀ f_k + vᵀ u_k` (`v` learned, zero at
+            start). The pooled `r` is still a mix of the `f_k` only.
+        max_logit: if set (> 0), every score is bounded as `c · tanh(e_k / c)`, so no frame
+            weighs more than `exp(2c)` times another (keeps the attention from collapsing on
+            one frame). None: unbounded, as in the paper.
 
     Call: `layer(features, mask=None)` or `layer([features, mask])` with features
-    (batch, set_size, dim) and a boolean mask (batch, set_size). Returns `r` (batch, dim),
-    or `(r, a)`. An all-masked set gives `r = 0` and `a = 0`.
+    (batch, set_size, dim) and a boolean mask (batch, set_size); with `quality_features`,
+    `layer([features, quality, mask])`. Returns `r` (batch, dim), or `(r, a)`. An all-masked
+    set gives `r = 0` and `a = 0`.
     """
 
-    def __init__(self, num_blocks: int = 2, return_attention: bool = False, **kwargs):
+    def __init__(
+        self,
+        num_blocks: int = 2,
+        return_attention: bool = False,
+        quality_features: bool = False,
+        max_logit: float | None = None,
+        **kwargs,
+    ):
         if isinstance(num_blocks, bool) or not isinstance(num_blocks, int) or num_blocks < 1:
             raise ValueError(f"num_blocks must be an integer >= 1, got {num_blocks!r}.")
+        if max_logit is not None and (
+            isinstance(max_logit, bool) or not isinstance(max_logit, (int, float)) or max_logit <= 0
+        ):
+            raise ValueError(f"max_logit must be None or a number > 0, got {max_logit!r}.")
         super().__init__(return_weights=return_attention, **kwargs)
         self.num_blocks = num_blocks
+        self.quality_features = bool(quality_features)
+        self.max_logit = None if max_logit is None else float(max_logit)
+        self.extra_inputs = ("quality",) if self.quality_features else ()
 
     def build(self, input_shape) -> None:
         dim = self.features_shape(input_shape)[-1]
@@ -45,13 +66,42 @@ class AttentionAggregation(SetAggregation):
             self.add_weight(shape=(dim,), initializer="zeros", name=f"transfer_bias_{n}")
             for n in range(1, self.num_blocks)
         ]
+        if self.quality_features:
+            shapes = input_shape if isinstance(input_shape[0], (list, tuple)) else [input_shape]
+            if len(shapes) < 2 or len(shapes[1]) != 3 or shapes[1][-1] is None:
+                raise ValueError(
+                    "AttentionAggregation(quality_features=True) needs quality features "
+                    f"(batch, set_size, C) with a known C, got input shapes {input_shape}."
+                )
+            self.quality_kernel = self.add_weight(
+                shape=(shapes[1][-1],), initializer="zeros", name="quality_kernel"
+            )
 
-    def aggregate(self, features, mask):
-        attention = masked_softmax(ops.einsum("btd,d->bt", features, self.query), mask)
+    def frame_scores(self, features, query, quality=None):
+        """`e_k = qᵀ f_k (+ vᵀ u_k)`, bounded by `max_logit`: features (batch, set_size, dim)
+        with a query (dim,) or (batch, dim), or single frames (N, dim) with a query (dim,)."""
+        if len(query.shape) == 2:
+            scores = ops.einsum("btd,bd->bt", features, query)
+        elif len(features.shape) == 3:
+            scores = ops.einsum("btd,d->bt", features, query)
+        else:
+            scores = ops.matmul(features, query)
+        if quality is not None:
+            scores = scores + ops.matmul(quality, self.quality_kernel)
+        if self.max_logit is not None:
+            scores = self.max_logit * ops.tanh(scores / self.max_logit)
+        return scores
+
+    def aggregate(self, features, mask, *extra):
+        quality = extra[0] if extra else None
+        if quality is not None:
+            keep = ops.expand_dims(mask, -1)
+            quality = ops.where(keep, quality, ops.zeros_like(quality))
+        attention = masked_softmax(self.frame_scores(features, self.query, quality), mask)
         pooled = weighted_sum(features, attention)
         for kernel, bias in zip(self.transfer_kernels, self.transfer_biases, strict=True):
             query = ops.tanh(ops.matmul(pooled, kernel) + bias)
-            attention = masked_softmax(ops.einsum("btd,bd->bt", features, query), mask)
+            attention = masked_softmax(self.frame_scores(features, query, quality), mask)
             pooled = weighted_sum(features, attention)
         return pooled, attention
 
@@ -59,4 +109,6 @@ class AttentionAggregation(SetAggregation):
         config = super().get_config()
         config["return_attention"] = config.pop("return_weights")
         config["num_blocks"] = self.num_blocks
+        config["quality_features"] = self.quality_features
+        config["max_logit"] = self.max_logit
         return config

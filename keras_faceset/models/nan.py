@@ -7,7 +7,7 @@ import keras
 from keras import ops
 
 from keras_faceset.layers import AttentionAggregation
-from keras_faceset.models.set_model import SetEmbeddingModel, SetHead
+from keras_faceset.models.set_model import MaskFrames, SetEmbeddingModel, SetHead
 
 
 @keras.saving.register_keras_serializable(package="keras_faceset")
@@ -21,12 +21,19 @@ class NANHead(SetHead):
     alone on fixed CNN features with the contrastive loss: `compile(loss={"embedding":
     ContrastiveLoss(pairs="batch")})` and `fit(x, {"embedding": identity_labels})`.
 
-    Inputs: `{"frame_embeddings": (B, T, dim), "mask": (B, T) bool}`.
+    Inputs: `{"frame_embeddings": (B, T, dim), "mask": (B, T) bool}`, plus
+    `"frame_features": (B, T, C)` with `feature_shape`.
 
     Args:
         dim: frame embedding size (the backbone's output).
         num_blocks: attention blocks (the paper's NAN uses 2).
         projection_dim: optional per-frame `Dense` before normalising (None: none).
+        feature_shape: C, to let every block's score also read a per-frame quality vector
+            `u_k` (e.g. the backbone's pooled feature map, which keeps the scale that
+            normalising `f_k` removes): `e_k = qᵀ f_k + vᵀ u_k`, `v` zero at start. None (the
+            default): `e_k = qᵀ f_k`, as in the paper.
+        max_logit: bound every score as `c · tanh(e_k / c)` (no frame weighs more than
+            `exp(2c)` times another); None (the default): unbounded.
     """
 
     def __init__(
@@ -34,15 +41,37 @@ class NANHead(SetHead):
         dim: int = 128,
         num_blocks: int = 2,
         projection_dim: int | None = None,
+        feature_shape: int | None = None,
+        max_logit: float | None = None,
         name: str = "nan_head",
         **kwargs,
     ):
-        inputs, features = self._frame_graph(dim, projection_dim, None)
-        pooled, attention = AttentionAggregation(
-            num_blocks, return_attention=True, name="aggregation"
-        )([features, inputs["mask"]])
+        if feature_shape is not None and (
+            isinstance(feature_shape, bool)
+            or not isinstance(feature_shape, int)
+            or feature_shape < 1
+        ):
+            raise ValueError(
+                f"NANHead feature_shape must be None or a positive int C (pooled vectors), "
+                f"got {feature_shape!r}."
+            )
+        shape = None if feature_shape is None else (feature_shape,)
+        inputs, features = self._frame_graph(dim, projection_dim, shape)
+        aggregation = AttentionAggregation(
+            num_blocks,
+            return_attention=True,
+            quality_features=feature_shape is not None,
+            max_logit=max_logit,
+            name="aggregation",
+        )
+        if feature_shape is None:
+            pooled, attention = aggregation([features, inputs["mask"]])
+        else:
+            quality = MaskFrames(name="mask_features")([inputs["frame_features"], inputs["mask"]])
+            pooled, attention = aggregation([features, quality, inputs["mask"]])
         self._finish(inputs, pooled, attention, name, **kwargs)
         self.num_blocks = num_blocks
+        self.max_logit = aggregation.max_logit
 
     @property
     def supports_constant_state(self) -> bool:
@@ -50,11 +79,19 @@ class NANHead(SetHead):
         return self.num_blocks == 1
 
     def frame_log_weights(self, features, frame_embeddings, frame_features=None):
-        """`e_k = qᵀ f_k` of the first block."""
-        return ops.matmul(features, self.get_layer("aggregation").query)
+        """`e_k` of the first block (`qᵀ f_k`, plus `vᵀ u_k` and the bound when set)."""
+        aggregation = self.get_layer("aggregation")
+        quality = None if frame_features is None else ops.convert_to_tensor(frame_features)
+        return aggregation.frame_scores(features, aggregation.query, quality)
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "num_blocks": self.num_blocks}
+        shape = self.feature_shape
+        return {
+            **super().get_config(),
+            "num_blocks": self.num_blocks,
+            "feature_shape": None if shape is None else shape[0],
+            "max_logit": self.max_logit,
+        }
 
 
 @keras.saving.register_keras_serializable(package="keras_faceset")

@@ -378,3 +378,30 @@ def test_fit_reduces_loss(case, rng):
         weights = weights_model.predict([x, mask], verbose=0)
         uniform = (1.0 / mask.sum(axis=1)).mean()  # about 0.25
         assert weights[np.arange(len(x)), signal].mean() > 2 * uniform
+
+
+def test_nan_quality_features_and_max_logit(rng, tmp_path):
+    """`quality_features`: scores `qᵀ f_k + vᵀ u_k` (NumPy, one block), bounded by `max_logit`
+    (`c tanh(e / c)`); config round trip; a missing quality input is a clear error."""
+    x, _, mask = random_set(rng)
+    u = rng.normal(size=(*x.shape[:2], 3)).astype("float32")
+    layer = AttentionAggregation(1, return_attention=True, quality_features=True, max_logit=0.7)
+    layer([x, u, mask])
+    query, kernel = rng.normal(size=DIM), rng.normal(size=3)
+    layer.set_weights([query, kernel])
+    pooled, attention = (ops.convert_to_numpy(t) for t in layer([x, u, mask]))
+    f = x.astype(np.float64)
+    for b in range(len(x)):
+        if not mask[b].any():
+            np.testing.assert_array_equal(attention[b], 0.0)
+            continue
+        e = 0.7 * np.tanh((f[b] @ query + u[b] @ kernel) / 0.7)
+        a = np.where(mask[b], np.exp(e - e[mask[b]].max()), 0.0)
+        a /= a.sum()
+        np.testing.assert_allclose(attention[b], a, atol=1e-6)
+        np.testing.assert_allclose(pooled[b], a @ f[b], atol=1e-5)
+    assert_config_round_trip(layer, [x, u, mask])
+    with pytest.raises(ValueError, match="expects inputs \\[features, quality\\]"):
+        layer([x, mask, mask, mask])
+    with pytest.raises(ValueError, match="max_logit"):
+        AttentionAggregation(1, max_logit=-1.0)

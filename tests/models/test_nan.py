@@ -28,13 +28,30 @@ from tests.models.set_helpers import (
 )
 
 
-def nan_reference(frames, mask, query, kernels=(), biases=(), projection=None):
-    """NAN eqs. (1)-(4) in NumPy (float64): returns (normalised r, last attention)."""
+def nan_reference(
+    frames,
+    mask,
+    query,
+    kernels=(),
+    biases=(),
+    projection=None,
+    quality=None,
+    quality_kernel=None,
+    max_logit=None,
+):
+    """NAN eqs. (1)-(4) in NumPy (float64): returns (normalised r, last attention). With
+    `quality` (B, T, C), every score adds `quality @ quality_kernel`; with `max_logit` c it is
+    bounded as c tanh(e / c)."""
     x = frames.astype(np.float64) if projection is None else frames @ projection[0] + projection[1]
     f = unit(x)
 
     def attend(q):
-        e = np.where(mask, np.einsum("btd,bd->bt", f, q), -np.inf)
+        e = np.einsum("btd,bd->bt", f, q)
+        if quality is not None:
+            e = e + quality.astype(np.float64) @ quality_kernel
+        if max_logit is not None:
+            e = max_logit * np.tanh(e / max_logit)
+        e = np.where(mask, e, -np.inf)
         a = np.exp(e - e.max(-1, keepdims=True))
         a /= a.sum(-1, keepdims=True)
         return a, np.einsum("bt,btd->bd", a, f)
@@ -75,6 +92,57 @@ def test_head_matches_numpy_reference(rng, num_blocks, projection_dim):
     np.testing.assert_allclose(out["weights"].sum(-1), 1.0, atol=1e-6)
     assert np.all(out["weights"][~mask] == 0)
     assert out["embedding"].shape == (4, projection_dim or DIM)
+
+
+@pytest.mark.parametrize("num_blocks, max_logit", [(1, None), (1, 0.5), (2, 1.5), (2, None)])
+def test_quality_features_and_bounded_scores_match_numpy(rng, num_blocks, max_logit):
+    """`feature_shape`: `e_k = qᵀ f_k + vᵀ u_k`; `max_logit`: `c tanh(e / c)`; padding (garbage
+    features) is ignored."""
+    head = randomize(NANHead(DIM, num_blocks, feature_shape=5, max_logit=max_logit), rng, 1.5)
+    frames = rng.normal(size=(4, 5, DIM)).astype("float32")
+    quality = rng.normal(size=(4, 5, 5)).astype("float32")
+    mask = np.arange(5)[None] < np.array([[5], [3], [1], [4]])
+    garbage = np.where(mask[..., None], quality, 1e30).astype("float32")
+    inputs = {"frame_embeddings": frames, "frame_features": garbage, "mask": mask}
+    out = numpy_outputs(head(inputs))
+    kernel = keras.ops.convert_to_numpy(head.get_layer("aggregation").quality_kernel)
+    expected, attention = nan_reference(
+        frames, mask, *head_weights(head), quality, kernel.astype(np.float64), max_logit
+    )
+    np.testing.assert_allclose(out["embedding"], expected, atol=2e-6)
+    np.testing.assert_allclose(out["weights"], attention, atol=2e-6)
+    assert np.all(out["weights"][~mask] == 0)
+    if max_logit is not None:  # no frame weighs more than exp(2c) times another
+        ratio = out["weights"].max(-1) / np.where(mask, out["weights"], np.inf).min(-1)
+        assert np.all(ratio <= np.exp(2 * max_logit) * (1 + 1e-5))
+
+
+def test_quality_head_round_trips_and_streams(rng, tmp_path):
+    from keras_faceset.models.streaming import StreamingAggregator
+
+    head = randomize(NANHead(DIM, 1, feature_shape=6, max_logit=2.0), rng, 1.5)
+    assert head.get_config()["feature_shape"] == 6 and head.get_config()["max_logit"] == 2.0
+    frames = rng.normal(size=(3, 4, DIM)).astype("float32")
+    quality = rng.normal(size=(3, 4, 6)).astype("float32")
+    inputs = {"frame_embeddings": frames, "frame_features": quality, "mask": np.ones((3, 4), bool)}
+    clone = NANHead.from_config(head.get_config())
+    clone.set_weights(head.get_weights())
+    np.testing.assert_allclose(
+        numpy_outputs(clone(inputs))["embedding"], numpy_outputs(head(inputs))["embedding"]
+    )
+    assert_keras_file_round_trip(head, inputs, tmp_path)
+    stream = StreamingAggregator(head)
+    state = stream.init_state(3)
+    for n in range(4):
+        state = stream.update(state, frames[:, n], quality[:, n])
+    expected = numpy_outputs(head(inputs))["embedding"]
+    np.testing.assert_allclose(stream.embedding(state), expected, atol=1e-5)
+
+
+def test_default_head_has_no_new_weights():
+    """The defaults keep the shipped architecture (same weights, so old files load)."""
+    assert len(NANHead(DIM, 2).weights) == 3 and len(NANHead(DIM, 1).weights) == 1
+    assert NANHead(DIM).get_config()["feature_shape"] is None
 
 
 def test_image_sets_shapes_masks_and_padding(backbone, rng):
@@ -240,6 +308,10 @@ def test_bad_arguments_raise(backbone):
         identification_model(NANHead(DIM), 4, classifier="sigmoid")
     with pytest.raises(ValueError, match="set_size"):
         NANHead(DIM)({"frame_embeddings": np.zeros((2, 3, DIM)), "mask": np.ones((2, 4), bool)})
+    with pytest.raises(ValueError, match="feature_shape must be None or a positive int"):
+        NANHead(DIM, feature_shape=(4, 4, 8))
+    with pytest.raises(ValueError, match="max_logit must be None or a number > 0"):
+        NANHead(DIM, max_logit=0.0)
 
 
 @pytest.mark.slow

@@ -1,11 +1,13 @@
-"""zoo/train_set_heads.py pieces: clean-only set sampling, the QAN quality anchor, epoch choice."""
+"""zoo/train_set_heads.py pieces: clean-only set sampling, the QAN quality anchor, epoch choice,
+the LFW-sets-like held-out pairs."""
 
 import sys
 
 import keras
 import numpy as np
+import pytest
 
-from tests.conftest import REPO
+from tests.conftest import LFW_DIR, REPO, require
 
 sys.path.insert(0, str(REPO / "zoo"))
 
@@ -48,3 +50,33 @@ def test_select_epoch_prefers_clean_ok_epochs_then_degraded_score():
     reports = [epoch(0.90, 0.95), epoch(0.95, 0.90), epoch(0.92, 0.948), epoch(0.92, 0.96)]
     assert training.select_epoch(reports, base) == 2  # epoch 1 fails clean; first of ties
     assert training.select_epoch([epoch(0.90, 0.5), epoch(0.80, 0.7)], base) == 1
+
+
+def test_select_epoch_can_weigh_the_spearman():
+    base = {"auc": 0.99, "tar@far=0.01": 0.99, "tar@far=0.001": 0.95}
+    reports = [
+        {"degraded": {**base, "tar@far=0.001": 0.96, "spearman": -0.2}, "clean": base},
+        {"degraded": {**base, "tar@far=0.001": 0.955, "spearman": -0.4}, "clean": base},
+    ]
+    assert training.select_epoch(reports, base) == 0
+    assert training.select_epoch(reports, base, spearman_weight=1.0) == 1
+
+
+@pytest.mark.slow
+def test_held_out_pairs_follow_the_lfw_sets_rules_on_unseen_devtrain_people():
+    from keras_faceset.data import LFW
+
+    lfw = LFW(require(LFW_DIR))
+    exclude = set(training.select_images(lfw, 2400).identity[:1000])
+    clean = training.held_out_protocol(lfw, exclude)
+    degraded = training.held_out_protocol(lfw, exclude, degraded=True)
+    assert len(clean) == 800 and clean["same"].sum() == 400
+    assert not (set(clean["name_a"]) | set(clean["name_b"])) & exclude
+    sizes = clean["set_a"].map(len)
+    assert sizes.between(2, 6).all() and (sizes == clean["set_b"].map(len)).all()
+    assert 2.7 < sizes.mean() < 3.6  # LFW-sets 3.16; here 2.90; training split 3.20
+    assert (clean["set_a"] == degraded["set_a"]).all()
+    specs = [s for column in ("degrade_a", "degrade_b") for row in degraded[column] for s in row]
+    assert 0.77 < np.mean([s is not None for s in specs]) < 0.83  # LFW-sets: 0.80
+    assert all(0.3 <= s["severity"] <= 1.0 for s in specs if s is not None)
+    assert all(s is None for row in clean["degrade_a"] for s in row)
