@@ -77,3 +77,16 @@ def test_input_sets_folders_videos_and_images(tmp_path):
     assert set_inputs(sets[0][1]) == sets[0][1]  # paths stay paths (chip cache keys files)
     with pytest.raises(FileNotFoundError, match="nope"):
         input_sets([tmp_path / "nope.jpg"])
+
+
+def test_bfloat16_precision_keeps_the_embeddings_and_rejects_unknown_names():
+    exact = FaceEmbedder("nan", align="center")
+    fast = FaceEmbedder("nan", align="center", precision="bfloat16")
+    frames, fast_frames = exact.embed(IMAGES), fast.embed(IMAGES)
+    assert fast_frames.dtype == np.float32
+    assert np.min(np.sum(frames * fast_frames, axis=1)) > 0.9999  # cosine, unit rows
+    (embedding,), _ = exact.embed_sets([IMAGES])
+    (fast_embedding,), _ = fast.embed_sets([IMAGES])
+    assert float(embedding @ fast_embedding) > 0.9999
+    with pytest.raises(ValueError, match="unknown precision 'float16'"):
+        FaceEmbedder("dlib_resnet", weights=None, precision="float16")
