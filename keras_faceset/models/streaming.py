@@ -28,8 +28,8 @@ class StreamState:
     """Aggregation state of `num_tracks` tracks (NumPy; `update` returns a new state).
 
     `counts`: valid frames seen per track. Constant-state heads fill `log_max` (m), `total`
-    (s) and `weighted_sum` (v); multi-block NAN fills `frames`/`valid`, one `(N, dim)` /
-    `(N,)` array per update.
+    (s) and `weighted_sum` (v); multi-block NAN fills `frames`/`valid` (and `features` for a
+    head with `feature_shape`), one `(N, dim)` / `(N,)` / `(N, *feature_shape)` array per update.
     """
 
     counts: np.ndarray
@@ -38,6 +38,7 @@ class StreamState:
     weighted_sum: np.ndarray
     frames: tuple[np.ndarray, ...] = ()
     valid: tuple[np.ndarray, ...] = ()
+    features: tuple[np.ndarray, ...] = ()
 
     @property
     def num_tracks(self) -> int:
@@ -92,6 +93,7 @@ class StreamingAggregator:
                 counts=state.counts + valid,
                 frames=(*state.frames, embeddings),
                 valid=(*state.valid, valid),
+                features=state.features if features is None else (*state.features, features),
             )
         encoded = self.head.encode_frames(embeddings)
         log_w = self.head.frame_log_weights(encoded, embeddings, features)
@@ -115,12 +117,13 @@ class StreamingAggregator:
         if not self.constant_state:
             if not state.frames:
                 return np.zeros((state.num_tracks, self.head.output_dim), np.float32)
-            outputs = self.head(
-                {
-                    "frame_embeddings": np.stack(state.frames, axis=1),
-                    "mask": np.stack(state.valid, axis=1),
-                }
-            )
+            inputs = {
+                "frame_embeddings": np.stack(state.frames, axis=1),
+                "mask": np.stack(state.valid, axis=1),
+            }
+            if state.features:
+                inputs["frame_features"] = np.stack(state.features, axis=1)
+            outputs = self.head(inputs)
             return keras.ops.convert_to_numpy(outputs["embedding"])
         total = state.total[:, None]
         pooled = np.where(total > 0, state.weighted_sum / np.where(total > 0, total, 1.0), 0.0)
