@@ -43,8 +43,9 @@ def embed_runner(model, chips: np.ndarray):
     import tensorflow as tf
 
     fn = tf.function(lambda t: model(t, training=False))
-    batches = [tf.constant(chips[i : i + BATCH].astype(np.float32))
-               for i in range(0, len(chips), BATCH)]
+    batches = [
+        tf.constant(chips[i : i + BATCH].astype(np.float32)) for i in range(0, len(chips), BATCH)
+    ]
     return lambda: [fn(b).numpy() for b in batches]
 
 
@@ -66,10 +67,12 @@ def main(quick: bool = False, full: bool = False) -> dict:
     runners = {
         "decode JPEG (load_image)": lambda: [load_image(p).numpy() for p in paths],
         "MTCNN detection": lambda: detector.detect(list(images)),
-        "MTCNN + box crop (facenet)": lambda: align_faces(images, detector=detector,
-                                                          **facenet_crop),
-        "MTCNN + five-point warp (dlib_resnet)": lambda: align_faces(images, detector=detector,
-                                                                     **dlib_crop),
+        "MTCNN + box crop (facenet)": lambda: align_faces(
+            images, detector=detector, **facenet_crop
+        ),
+        "MTCNN + five-point warp (dlib_resnet)": lambda: align_faces(
+            images, detector=detector, **dlib_crop
+        ),
         "embed facenet (folded, batch 32)": embed_runner(models["irv1_folded"], facenet_chips),
         "embed dlib_resnet (folded, batch 32)": embed_runner(models["dlib_folded"], dlib_chips),
     }
@@ -77,39 +80,67 @@ def main(quick: bool = False, full: bool = False) -> dict:
     detect = stats["MTCNN detection"]
     pipelines = {
         "facenet": ("MTCNN + box crop (facenet)", "embed facenet (folded, batch 32)"),
-        "dlib_resnet": ("MTCNN + five-point warp (dlib_resnet)",
-                        "embed dlib_resnet (folded, batch 32)"),
+        "dlib_resnet": (
+            "MTCNN + five-point warp (dlib_resnet)",
+            "embed dlib_resnet (folded, batch 32)",
+        ),
     }
     rows = [{"stage": name, **s} for name, s in stats.items()]
-    lines = [[name, spread(s), f"{1e3 * s['median_s'] / count:.1f}", f"{s['cores_busy']:.1f}"]
-             for name, s in stats.items()]
+    lines = [
+        [name, spread(s), f"{1e3 * s['median_s'] / count:.1f}", f"{s['cores_busy']:.1f}"]
+        for name, s in stats.items()
+    ]
     print(table(["stage", "images/s median [min-max]", "ms/image", "cores busy"], lines))
     shares = []
     for preset, (align, embed) in pipelines.items():
         decode = stats["decode JPEG (load_image)"]["median_s"]
         total = decode + stats[align]["median_s"] + stats[embed]["median_s"]
-        shares.append({
-            "preset": preset,
-            "align_vs_embed_seconds": paired_ratio(stats[embed], stats[align]),
-            "detection_vs_embed_seconds": paired_ratio(stats[embed], detect),
-            "share_decode": decode / total,
-            "share_align": stats[align]["median_s"] / total,
-            "share_embed": stats[embed]["median_s"] / total,
-            "end_to_end_images_per_s": count / total,
-        })
-    share_lines = [[s["preset"], f"{100 * s['share_decode']:.0f}%",
-                    f"{100 * s['share_align']:.0f}%", f"{100 * s['share_embed']:.0f}%",
-                    ratio_text(s["align_vs_embed_seconds"]), f"{s['end_to_end_images_per_s']:.1f}"]
-                   for s in shares]
-    print(table(["preset", "decode", "detect + align", "embed",
-                 "align time / embed time (paired)", "end-to-end images/s"], share_lines))
+        shares.append(
+            {
+                "preset": preset,
+                "align_vs_embed_seconds": paired_ratio(stats[embed], stats[align]),
+                "detection_vs_embed_seconds": paired_ratio(stats[embed], detect),
+                "share_decode": decode / total,
+                "share_align": stats[align]["median_s"] / total,
+                "share_embed": stats[embed]["median_s"] / total,
+                "end_to_end_images_per_s": count / total,
+            }
+        )
+    share_lines = [
+        [
+            s["preset"],
+            f"{100 * s['share_decode']:.0f}%",
+            f"{100 * s['share_align']:.0f}%",
+            f"{100 * s['share_embed']:.0f}%",
+            ratio_text(s["align_vs_embed_seconds"]),
+            f"{s['end_to_end_images_per_s']:.1f}",
+        ]
+        for s in shares
+    ]
+    print(
+        table(
+            [
+                "preset",
+                "decode",
+                "detect + align",
+                "embed",
+                "align time / embed time (paired)",
+                "end-to-end images/s",
+            ],
+            share_lines,
+        )
+    )
     path = write_result(
-        "alignment", machine, images=count, rows=rows, pipelines=shares,
+        "alignment",
+        machine,
+        images=count,
+        rows=rows,
+        pipelines=shares,
         notes="LFW deep-funneled 250x250 images, first image of the first N people; decoded "
-              "once beforehand for the detection rows (arrays in, as align_faces takes them). "
-              "Rounds interleave all stages; ratio = align seconds / embed seconds per round, "
-              "median [min-max]. Backbones folded, random-weight InceptionResNetV1, dlib "
-              "weights for DlibResNet (speed does not depend on weights). Shares use medians.",
+        "once beforehand for the detection rows (arrays in, as align_faces takes them). "
+        "Rounds interleave all stages; ratio = align seconds / embed seconds per round, "
+        "median [min-max]. Backbones folded, random-weight InceptionResNetV1, dlib "
+        "weights for DlibResNet (speed does not depend on weights). Shares use medians.",
     )
     print(f"wrote {path}")
     return {"rows": rows, "pipelines": shares}

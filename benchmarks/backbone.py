@@ -132,8 +132,11 @@ def build_models(with_dlib_weights: bool = True) -> dict:
         if isinstance(layer, keras.layers.BatchNormalization):
             beta, mean, variance = layer.get_weights()
             layer.set_weights(
-                [rng.normal(0, 0.1, beta.shape), rng.normal(0, 0.1, mean.shape),
-                 rng.uniform(0.5, 2.0, variance.shape)]
+                [
+                    rng.normal(0, 0.1, beta.shape),
+                    rng.normal(0, 0.1, mean.shape),
+                    rng.uniform(0.5, 2.0, variance.shape),
+                ]
             )
     if with_dlib_weights and DLIB_DAT.exists():
         from keras_faceset.models.convert import convert_dlib_dat
@@ -165,11 +168,11 @@ FOLDED_BF16 = f"ours folded {BF16}, tf.function"
 def irv1_runners(models: dict, batch: int, torch_model) -> dict:
     """InceptionResNetV1 candidates at one batch size, the peer last."""
     return {
-        "ours plain, predict_on_batch": keras_runner(models["irv1"], batch, 160,
-                                                     "predict_on_batch"),
+        "ours plain, predict_on_batch": keras_runner(
+            models["irv1"], batch, 160, "predict_on_batch"
+        ),
         PLAIN: keras_runner(models["irv1"], batch, 160, "tf.function"),
-        "ours folded, tf.function": keras_runner(models["irv1_folded"], batch, 160,
-                                                 "tf.function"),
+        "ours folded, tf.function": keras_runner(models["irv1_folded"], batch, 160, "tf.function"),
         "ours folded, XLA": keras_runner(models["irv1_folded"], batch, 160, "xla"),
         FOLDED_BF16: keras_runner(models["irv1_bf16"], batch, 160, "tf.function"),
         IRV1_PEER: torch_runner(torch_model, batch),
@@ -180,8 +183,7 @@ def irv1_runners(models: dict, batch: int, torch_model) -> dict:
 def dlib_runners(models: dict, batch: int) -> dict:
     return {
         PLAIN: keras_runner(models["dlib"], batch, 150, "tf.function"),
-        "ours folded, tf.function": keras_runner(models["dlib_folded"], batch, 150,
-                                                 "tf.function"),
+        "ours folded, tf.function": keras_runner(models["dlib_folded"], batch, 150, "tf.function"),
         "ours folded, XLA": keras_runner(models["dlib_folded"], batch, 150, "xla"),
         FOLDED_BF16: keras_runner(models["dlib_bf16"], batch, 150, "tf.function"),
         DLIB_PEER: dlib_runner(batch),
@@ -196,8 +198,13 @@ def compare(model: str, runners: dict, peers: dict, batch: int, repeats: int) ->
     row `peers[key]` (> 1: faster than it)."""
     stats = interleaved(runners, repeats, items=batch)
     return [
-        {"model": model, "row": name, "batch": batch, **row,
-         "vs": {key: paired_ratio(row, stats[peer]) for key, peer in peers.items()}}
+        {
+            "model": model,
+            "row": name,
+            "batch": batch,
+            **row,
+            "vs": {key: paired_ratio(row, stats[peer]) for key, peer in peers.items()},
+        }
         for name, row in stats.items()
     ]
 
@@ -233,14 +240,22 @@ def run_thread_probes(batch: int, repeats: int) -> list[dict]:
     settings = ((0, 0), (2, 1), (1, 1))
     samples: dict = {}
     for intra, inter in settings + settings[::-1]:
-        command = [sys.executable, "-m", "benchmarks.backbone", "--probe", str(intra),
-                   str(inter), "--batch", str(batch), "--repeats", str(max(1, repeats // 2))]
+        command = [
+            sys.executable,
+            "-m",
+            "benchmarks.backbone",
+            "--probe",
+            str(intra),
+            str(inter),
+            "--batch",
+            str(batch),
+            "--repeats",
+            str(max(1, repeats // 2)),
+        ]
         out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
         for name, stats in json.loads(out.strip().splitlines()[-1]).items():
             if isinstance(stats, dict):
-                samples.setdefault((intra, inter), {}).setdefault(name, []).extend(
-                    stats["seconds"]
-                )
+                samples.setdefault((intra, inter), {}).setdefault(name, []).extend(stats["seconds"])
     results = []
     for (intra, inter), by_name in samples.items():
         row = {"intra_op": intra, "inter_op": inter}
@@ -260,38 +275,93 @@ def main(quick: bool = False, full: bool = False) -> dict:
     torch_model = facenet_pytorch_model()
     rows = []
     for batch in batches:
-        rows += compare("InceptionResNetV1", irv1_runners(models, batch, torch_model),
-                        {"peer": IRV1_PEER, "peer_1_thread": IRV1_PEER_1T, "plain": PLAIN},
-                        batch, repeats)
-        rows += compare("DlibResNet", dlib_runners(models, batch),
-                        {"peer": DLIB_PEER, "peer_1_thread": DLIB_PEER, "plain": PLAIN},
-                        batch, repeats)
+        rows += compare(
+            "InceptionResNetV1",
+            irv1_runners(models, batch, torch_model),
+            {"peer": IRV1_PEER, "peer_1_thread": IRV1_PEER_1T, "plain": PLAIN},
+            batch,
+            repeats,
+        )
+        rows += compare(
+            "DlibResNet",
+            dlib_runners(models, batch),
+            {"peer": DLIB_PEER, "peer_1_thread": DLIB_PEER, "plain": PLAIN},
+            batch,
+            repeats,
+        )
         print(f"  batch {batch} done", flush=True)
     parity = dlib_parity(models)
     probes = run_thread_probes(32, repeats)
 
-    lines = [[row["model"], row["row"], row["batch"], spread(row), ratio_text(row["vs"]["peer"]),
-              ratio_text(row["vs"]["peer_1_thread"]), ratio_text(row["vs"]["plain"]),
-              f"{row['cores_busy']:.1f}"] for row in rows]
-    print(table(["model", "path", "batch", "images/s median [min-max]", "vs peer",
-                 "vs 1-thread peer", "vs ours plain", "cores busy"], lines))
+    lines = [
+        [
+            row["model"],
+            row["row"],
+            row["batch"],
+            spread(row),
+            ratio_text(row["vs"]["peer"]),
+            ratio_text(row["vs"]["peer_1_thread"]),
+            ratio_text(row["vs"]["plain"]),
+            f"{row['cores_busy']:.1f}",
+        ]
+        for row in rows
+    ]
+    print(
+        table(
+            [
+                "model",
+                "path",
+                "batch",
+                "images/s median [min-max]",
+                "vs peer",
+                "vs 1-thread peer",
+                "vs ours plain",
+                "cores busy",
+            ],
+            lines,
+        )
+    )
     print(f"dlib parity (folded ours vs dlib, max abs over 8 chips): {parity}")
-    probe_lines = [[p["intra_op"], p["inter_op"], spread(p["irv1_folded"]),
-                    spread(p["dlib_folded"]), spread(p["dlib"]),
-                    ratio_text(p["dlib_folded_vs_dlib"])] for p in probes]
+    probe_lines = [
+        [
+            p["intra_op"],
+            p["inter_op"],
+            spread(p["irv1_folded"]),
+            spread(p["dlib_folded"]),
+            spread(p["dlib"]),
+            ratio_text(p["dlib_folded_vs_dlib"]),
+        ]
+        for p in probes
+    ]
     print("TF threading at batch 32 (child processes, folded models, tf.function):")
-    print(table(["intra_op", "inter_op", "InceptionResNetV1 images/s", "DlibResNet images/s",
-                 "dlib images/s", "DlibResNet vs dlib"], probe_lines))
-    path = write_result("backbone", machine, rows=rows, dlib_parity_max_abs=parity,
-                        thread_probes=probes,
-                        notes="images/s = batch / wall seconds per call, median and [min-max] "
-                              "over rounds; candidates of one model and batch are timed in "
-                              "interleaved rounds, each sample looping >= 1 s. vs[key] = other "
-                              "row's seconds / own seconds per round, median [min-max]: peer = "
-                              "facenet-pytorch with 2 torch threads (InceptionResNetV1) or "
-                              "dlib (DlibResNet); peer_1_thread = facenet-pytorch with 1 "
-                              "thread, channels_last (dlib again for DlibResNet); plain = ours "
-                              "unfolded by tf.function. cores busy = process CPU time / wall.")
+    print(
+        table(
+            [
+                "intra_op",
+                "inter_op",
+                "InceptionResNetV1 images/s",
+                "DlibResNet images/s",
+                "dlib images/s",
+                "DlibResNet vs dlib",
+            ],
+            probe_lines,
+        )
+    )
+    path = write_result(
+        "backbone",
+        machine,
+        rows=rows,
+        dlib_parity_max_abs=parity,
+        thread_probes=probes,
+        notes="images/s = batch / wall seconds per call, median and [min-max] "
+        "over rounds; candidates of one model and batch are timed in "
+        "interleaved rounds, each sample looping >= 1 s. vs[key] = other "
+        "row's seconds / own seconds per round, median [min-max]: peer = "
+        "facenet-pytorch with 2 torch threads (InceptionResNetV1) or "
+        "dlib (DlibResNet); peer_1_thread = facenet-pytorch with 1 "
+        "thread, channels_last (dlib again for DlibResNet); plain = ours "
+        "unfolded by tf.function. cores busy = process CPU time / wall.",
+    )
     print(f"wrote {path}")
     return {"rows": rows, "probes": probes}
 

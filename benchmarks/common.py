@@ -46,8 +46,13 @@ def timings(fn: Callable[[], object], repeats: int, warmup: int = 1, min_seconds
     return samples, (time.process_time() - cpu) / wall
 
 
-def interleaved(runners: dict[str, Callable[[], object]], repeats: int, items: int = 1,
-                warmup: int = 2, min_seconds: float = 1.0) -> dict[str, dict]:
+def interleaved(
+    runners: dict[str, Callable[[], object]],
+    repeats: int,
+    items: int = 1,
+    warmup: int = 2,
+    min_seconds: float = 1.0,
+) -> dict[str, dict]:
     """Time several candidates in rounds (A, B, C, A, B, C, ...) so that a change of machine
     load hits all of them alike: `{name: summary}` plus, under "rounds", the per-round seconds
     (for paired ratios, see `paired_ratio`)."""

@@ -48,8 +48,9 @@ def main(quick: bool = False, full: bool = False) -> dict:
             models["irv1_folded"], BATCH, 160, "tf.function"
         ),
         f"InceptionResNetV1 {IRV1_PEER}": torch_runner(torch_model, BATCH),
-        f"InceptionResNetV1 {IRV1_PEER_1T}": torch_runner(torch_model, BATCH, threads=1,
-                                                          channels_last=True),
+        f"InceptionResNetV1 {IRV1_PEER_1T}": torch_runner(
+            torch_model, BATCH, threads=1, channels_last=True
+        ),
         "DlibResNet ours folded, tf.function": keras_runner(
             models["dlib_folded"], BATCH, 150, "tf.function"
         ),
@@ -62,20 +63,50 @@ def main(quick: bool = False, full: bool = False) -> dict:
     for name, row in stats.items():
         flops = irv1_flops if name.startswith("InceptionResNetV1") else dlib_flops
         achieved = flops * row["median_rate"]
-        rows.append({"row": name, "flops_per_image": flops, **row,
-                     "achieved_gflops": achieved / 1e9, "percent_of_peak": 100 * achieved / peak})
-        lines.append([name, f"{flops / 1e9:.2f}", spread(row), f"{achieved / 1e9:.1f}",
-                      f"{100 * achieved / peak:.1f}%"])
+        rows.append(
+            {
+                "row": name,
+                "flops_per_image": flops,
+                **row,
+                "achieved_gflops": achieved / 1e9,
+                "percent_of_peak": 100 * achieved / peak,
+            }
+        )
+        lines.append(
+            [
+                name,
+                f"{flops / 1e9:.2f}",
+                spread(row),
+                f"{achieved / 1e9:.1f}",
+                f"{100 * achieved / peak:.1f}%",
+            ]
+        )
     median_peak = 2 * MATMUL_SIZE**3 / matmul["median_s"]
-    print(f"measured peak: {peak / 1e9:.1f} GFLOP/s (best of {repeats} rounds of a "
-          f"{MATMUL_SIZE}^2 float32 matmul; median {median_peak / 1e9:.1f})")
-    print(table(["model, path (batch 32)", "GFLOP/image", "images/s median [min-max]",
-                 "GFLOP/s", "% of peak"], lines))
+    print(
+        f"measured peak: {peak / 1e9:.1f} GFLOP/s (best of {repeats} rounds of a "
+        f"{MATMUL_SIZE}^2 float32 matmul; median {median_peak / 1e9:.1f})"
+    )
+    print(
+        table(
+            [
+                "model, path (batch 32)",
+                "GFLOP/image",
+                "images/s median [min-max]",
+                "GFLOP/s",
+                "% of peak",
+            ],
+            lines,
+        )
+    )
     path = write_result(
-        "hardware", machine, peak_gflops=peak / 1e9, matmul=matmul, rows=rows,
+        "hardware",
+        machine,
+        peak_gflops=peak / 1e9,
+        matmul=matmul,
+        rows=rows,
         notes="FLOPs = 2 x multiply-adds of Conv/Dense layers (benchmarks/flops.py); "
-              "% of peak = FLOPs/image x median images/s / best matmul rate; the matmul and "
-              "the models were timed in interleaved rounds in one process.",
+        "% of peak = FLOPs/image x median images/s / best matmul rate; the matmul and "
+        "the models were timed in interleaved rounds in one process.",
     )
     print(f"wrote {path}")
     return {"peak_gflops": peak / 1e9, "rows": rows}

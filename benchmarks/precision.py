@@ -56,25 +56,57 @@ def throughput(quick: bool, full: bool) -> dict:
                 outputs[dtype] = fn(x).numpy()
                 runners[dtype] = lambda fn=fn, x=x: fn(x).numpy()
             stats = interleaved(runners, repeats=repeats, items=batch)
-            reference = outputs["float32"] / np.linalg.norm(outputs["float32"], axis=1,
-                                                            keepdims=True)
+            reference = outputs["float32"] / np.linalg.norm(
+                outputs["float32"], axis=1, keepdims=True
+            )
             for dtype, s in stats.items():
                 unit = outputs[dtype] / np.linalg.norm(outputs[dtype], axis=1, keepdims=True)
-                rows.append({"model": name, "dtype": dtype, "batch": batch, **s,
-                             "vs_float32": paired_ratio(s, stats["float32"]),
-                             "min_cosine_to_float32": float((unit * reference).sum(1).min())})
+                rows.append(
+                    {
+                        "model": name,
+                        "dtype": dtype,
+                        "batch": batch,
+                        **s,
+                        "vs_float32": paired_ratio(s, stats["float32"]),
+                        "min_cosine_to_float32": float((unit * reference).sum(1).min()),
+                    }
+                )
             print(f"  {name} batch {batch} done", flush=True)
-    lines = [[r["model"], r["dtype"], r["batch"], spread(r), ratio_text(r["vs_float32"]),
-              f"{r['min_cosine_to_float32']:.6f}", f"{r['cores_busy']:.1f}"] for r in rows]
-    print(table(["model", "dtype", "batch", "images/s median [min-max]", "vs float32",
-                 "min cosine to float32", "cores busy"], lines))
+    lines = [
+        [
+            r["model"],
+            r["dtype"],
+            r["batch"],
+            spread(r),
+            ratio_text(r["vs_float32"]),
+            f"{r['min_cosine_to_float32']:.6f}",
+            f"{r['cores_busy']:.1f}",
+        ]
+        for r in rows
+    ]
+    print(
+        table(
+            [
+                "model",
+                "dtype",
+                "batch",
+                "images/s median [min-max]",
+                "vs float32",
+                "min cosine to float32",
+                "cores busy",
+            ],
+            lines,
+        )
+    )
     path = write_result(
-        "precision", machine, rows=rows,
+        "precision",
+        machine,
+        rows=rows,
         notes="Folded backbones (fold_batch_norm(model, dtype=...)), tf.function, random "
-              "pixels; InceptionResNetV1 random weights with random BN statistics, DlibResNet "
-              "dlib's weights. Interleaved rounds, each sample >= 1 s; vs_float32 = float32 "
-              "seconds / own seconds per round, median [min-max]. min_cosine_to_float32 over "
-              "the batch's embeddings.",
+        "pixels; InceptionResNetV1 random weights with random BN statistics, DlibResNet "
+        "dlib's weights. Interleaved rounds, each sample >= 1 s; vs_float32 = float32 "
+        "seconds / own seconds per round, median [min-max]. min_cosine_to_float32 over "
+        "the batch's embeddings.",
     )
     print(f"wrote {path}")
     return {"rows": rows}
@@ -95,19 +127,36 @@ def lfw(chip_cache: str, presets=LFW_PRESETS) -> dict:
             start = time.perf_counter()
             summary, _ = evaluate_lfw(embedder, SHARED / "data" / "lfw", view="view2")
             result = summary.iloc[0]
-            rows.append({"preset": preset, "dtype": dtype,
-                         "accuracy": float(result["accuracy"]), "std": float(result["std"]),
-                         "auc": float(result["auc"]), "fallbacks": embedder.fallbacks,
-                         "seconds": time.perf_counter() - start})
+            rows.append(
+                {
+                    "preset": preset,
+                    "dtype": dtype,
+                    "accuracy": float(result["accuracy"]),
+                    "std": float(result["std"]),
+                    "auc": float(result["auc"]),
+                    "fallbacks": embedder.fallbacks,
+                    "seconds": time.perf_counter() - start,
+                }
+            )
             print(f"  {preset} {dtype}: {rows[-1]['accuracy']:.4f}", flush=True)
-    lines = [[r["preset"], r["dtype"], f"{100 * r['accuracy']:.2f} +/- {100 * r['std']:.2f}",
-              f"{r['auc']:.5f}", f"{r['seconds']:.0f}"] for r in rows]
+    lines = [
+        [
+            r["preset"],
+            r["dtype"],
+            f"{100 * r['accuracy']:.2f} +/- {100 * r['std']:.2f}",
+            f"{r['auc']:.5f}",
+            f"{r['seconds']:.0f}",
+        ]
+        for r in rows
+    ]
     print(table(["preset", "dtype", "View 2 accuracy %", "AUC", "seconds"], lines))
     path = write_result(
-        "precision_lfw", machine, rows=rows,
+        "precision_lfw",
+        machine,
+        rows=rows,
         notes="LFW View 2 (10-fold, cosine) of the preset's pretrained backbone folded with "
-              "fold_batch_norm(model, dtype), the preset's crop read from the chip cache, "
-              "no flip; seconds include reading the cache.",
+        "fold_batch_norm(model, dtype), the preset's crop read from the chip cache, "
+        "no flip; seconds include reading the cache.",
     )
     print(f"wrote {path}")
     return {"rows": rows}

@@ -24,8 +24,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer batch sizes and repeats")
     parser.add_argument("--full", action="store_true", help="backbone also at batch 128")
-    parser.add_argument("--only", nargs="+", choices=sorted(BENCHMARKS), metavar="NAME",
-                        help=f"run only these: {', '.join(BENCHMARKS)}")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=sorted(BENCHMARKS),
+        metavar="NAME",
+        help=f"run only these: {', '.join(BENCHMARKS)}",
+    )
     args = parser.parse_args(argv)
     flags = ["--quick"] * args.quick + ["--full"] * args.full
     failed = []
@@ -33,8 +38,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n### {name}: {BENCHMARKS[name]}", flush=True)
         start = time.perf_counter()
         done = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", *flags])
-        print(f"### {name}: exit {done.returncode} after {time.perf_counter() - start:.0f} s",
-              flush=True)
+        print(
+            f"### {name}: exit {done.returncode} after {time.perf_counter() - start:.0f} s",
+            flush=True,
+        )
         if done.returncode:
             failed.append(name)
     if failed:

@@ -96,20 +96,31 @@ def main(quick: bool = False, full: bool = False) -> dict:
                 stats["saved_model"]["p50_ms"] / stats["keras"]["p50_ms"]
             )
             results[name] = stats
-            rows.append([
-                name,
-                stats["saved_model"]["p50_ms"],
-                stats["saved_model"]["p99_ms"],
-                stats["keras"]["p50_ms"],
-                stats["keras"]["p99_ms"],
-                stats["p50_ratio_saved_model_over_keras"],
-                stats["saved_model"]["items_per_s"],
-            ])
-    print(table(
-        ["request", "SavedModel p50 ms", "p99 ms", "in-process Keras p50 ms", "p99 ms",
-         "p50 ratio", "SavedModel images/s"],
-        rows,
-    ))
+            rows.append(
+                [
+                    name,
+                    stats["saved_model"]["p50_ms"],
+                    stats["saved_model"]["p99_ms"],
+                    stats["keras"]["p50_ms"],
+                    stats["keras"]["p99_ms"],
+                    stats["p50_ratio_saved_model_over_keras"],
+                    stats["saved_model"]["items_per_s"],
+                ]
+            )
+    print(
+        table(
+            [
+                "request",
+                "SavedModel p50 ms",
+                "p99 ms",
+                "in-process Keras p50 ms",
+                "p99 ms",
+                "p50 ratio",
+                "SavedModel images/s",
+            ],
+            rows,
+        )
+    )
     write_result("serving", machine, results=results)
     return results
 

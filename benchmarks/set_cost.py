@@ -31,8 +31,10 @@ def heads() -> dict:
     def qan(features, mask):
         return pooling([features, quality(features, mask=mask)], mask=mask)
 
-    return {"NAN (2 attention blocks)": lambda f, m: nan(f, mask=m),
-            "QAN (QualityHead + QualityPooling)": qan}
+    return {
+        "NAN (2 attention blocks)": lambda f, m: nan(f, mask=m),
+        "QAN (QualityHead + QualityPooling)": qan,
+    }
 
 
 def head_runner(head, set_size: int):
@@ -47,14 +49,17 @@ def head_runner(head, set_size: int):
 
 
 def main(quick: bool = False, full: bool = False) -> dict:
-    machine = machine_info(head_path="tf.function, one set per call",
-                           backbone_path=f"folded, tf.function, batch {BACKBONE_BATCH}")
+    machine = machine_info(
+        head_path="tf.function, one set per call",
+        backbone_path=f"folded, tf.function, batch {BACKBONE_BATCH}",
+    )
     banner("set cost", machine)
     repeats = 3 if quick else 5
     models = build_models(with_dlib_weights=False)
     runners = {
-        "InceptionResNetV1": keras_runner(models["irv1_folded"], BACKBONE_BATCH, 160,
-                                          "tf.function"),
+        "InceptionResNetV1": keras_runner(
+            models["irv1_folded"], BACKBONE_BATCH, 160, "tf.function"
+        ),
         "DlibResNet": keras_runner(models["dlib_folded"], BACKBONE_BATCH, 150, "tf.function"),
     }
     head_fns = heads()
@@ -62,8 +67,10 @@ def main(quick: bool = False, full: bool = False) -> dict:
         for size in SET_SIZES:
             runners[f"{name}|{size}"] = head_runner(head, size)
     stats = interleaved(runners, repeats, min_seconds=0.5)
-    per_frame = {name: stats[name]["median_s"] / BACKBONE_BATCH
-                 for name in ("InceptionResNetV1", "DlibResNet")}
+    per_frame = {
+        name: stats[name]["median_s"] / BACKBONE_BATCH
+        for name in ("InceptionResNetV1", "DlibResNet")
+    }
     rows, lines = [], []
     for name in head_fns:
         for size in SET_SIZES:
@@ -72,22 +79,43 @@ def main(quick: bool = False, full: bool = False) -> dict:
             for backbone, seconds in per_frame.items():
                 row[f"percent_of_{backbone}"] = 100 * head["median_s"] / (size * seconds)
             rows.append(row)
-            lines.append([name, size, f"{1e3 * head['median_s']:.3f}",
-                          f"{1e3 * head['min_s']:.3f}-{1e3 * head['max_s']:.3f}",
-                          f"{row['percent_of_InceptionResNetV1']:.3f}%",
-                          f"{row['percent_of_DlibResNet']:.3f}%"])
-    print("backbone ms per frame (batch 32): "
-          + ", ".join(f"{name} {1e3 * s:.2f}" for name, s in per_frame.items()))
-    print(table(["head", "set size", "ms per set (median)", "[min-max]",
-                 "% of InceptionResNetV1 frames", "% of DlibResNet frames"], lines))
+            lines.append(
+                [
+                    name,
+                    size,
+                    f"{1e3 * head['median_s']:.3f}",
+                    f"{1e3 * head['min_s']:.3f}-{1e3 * head['max_s']:.3f}",
+                    f"{row['percent_of_InceptionResNetV1']:.3f}%",
+                    f"{row['percent_of_DlibResNet']:.3f}%",
+                ]
+            )
+    print(
+        "backbone ms per frame (batch 32): "
+        + ", ".join(f"{name} {1e3 * s:.2f}" for name, s in per_frame.items())
+    )
+    print(
+        table(
+            [
+                "head",
+                "set size",
+                "ms per set (median)",
+                "[min-max]",
+                "% of InceptionResNetV1 frames",
+                "% of DlibResNet frames",
+            ],
+            lines,
+        )
+    )
     path = write_result(
-        "set_cost", machine, rows=rows,
+        "set_cost",
+        machine,
+        rows=rows,
         backbone_seconds_per_frame=per_frame,
         backbones={name: stats[name] for name in per_frame},
         notes="head cost % = head seconds per set / (set size x backbone seconds per frame); "
-              "backbone per-frame time from batch-32 calls of the folded model; heads and "
-              "backbones timed in interleaved rounds in one process; each sample loops "
-              ">= 0.5 s.",
+        "backbone per-frame time from batch-32 calls of the folded model; heads and "
+        "backbones timed in interleaved rounds in one process; each sample loops "
+        ">= 0.5 s.",
     )
     print(f"wrote {path}")
     return {"rows": rows}

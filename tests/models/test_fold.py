@@ -24,14 +24,16 @@ def _randomise(model: keras.Model, rng) -> keras.Model:
         elif isinstance(layer, keras.layers.BatchNormalization):
             layer.set_weights(
                 [
-                    rng.uniform(0.2, 3.0, w.shape) if "variance" in w.path or "gamma" in w.path
+                    rng.uniform(0.2, 3.0, w.shape)
+                    if "variance" in w.path or "gamma" in w.path
                     else rng.normal(0.0, 1.0, w.shape)
                     for w in layer.weights
                 ]
             )
         elif isinstance(layer, Affine):
-            layer.set_weights([rng.uniform(0.2, 3.0, layer.gamma.shape),
-                               rng.normal(0.0, 1.0, layer.beta.shape)])
+            layer.set_weights(
+                [rng.uniform(0.2, 3.0, layer.gamma.shape), rng.normal(0.0, 1.0, layer.beta.shape)]
+            )
         elif layer.weights:
             layer.set_weights([rng.normal(0.0, 0.3, w.shape) for w in layer.weights])
     return model
@@ -87,8 +89,7 @@ def test_folds_every_pair_and_keeps_outputs(rng):
     beta, mean, variance = model.get_layer("stem_bn").get_weights()
     scale = 1.0 / np.sqrt(variance.astype(np.float64) + 1e-3)
     kernel, bias = folded.get_layer("stem").get_weights()
-    np.testing.assert_allclose(kernel, model.get_layer("stem").get_weights()[0] * scale,
-                               rtol=1e-6)
+    np.testing.assert_allclose(kernel, model.get_layer("stem").get_weights()[0] * scale, rtol=1e-6)
     np.testing.assert_allclose(bias, beta - mean * scale, rtol=1e-6, atol=1e-7)
 
     # The copy shares no variables: changing the original leaves it as it was.
@@ -166,8 +167,9 @@ def test_dtype_computes_inside_and_keeps_float32_at_the_ends(rng, dtype):
     x = rng.normal(size=(4, 12, 12, 3)).astype("float32")
     out = folded(x, training=False)
     assert keras.backend.standardize_dtype(out.dtype) == "float32"
-    assert not np.array_equal(keras.ops.convert_to_numpy(out),
-                              keras.ops.convert_to_numpy(fold_batch_norm(model)(x)))
+    assert not np.array_equal(
+        keras.ops.convert_to_numpy(out), keras.ops.convert_to_numpy(fold_batch_norm(model)(x))
+    )
     _assert_same_outputs(model, folded, x, rtol=3e-2)  # bfloat16 keeps 8 significant bits
 
 

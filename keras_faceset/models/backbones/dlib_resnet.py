@@ -27,8 +27,9 @@ FEATURE_MAP_LAYER = "level0_unit0_out"
 class DlibPreprocessing(keras.layers.Layer):
     """dlib's input layer: `x' = (x - mean) / 256` per RGB channel (uint8 input is cast)."""
 
-    def __init__(self, mean: tuple[float, float, float] = DLIB_MEAN, scale: float = 256.0,
-                 **kwargs):
+    def __init__(
+        self, mean: tuple[float, float, float] = DLIB_MEAN, scale: float = 256.0, **kwargs
+    ):
         super().__init__(**kwargs)
         if len(mean) != 3:
             raise ValueError(f"mean must have 3 values (R, G, B), got {mean!r}")
@@ -71,8 +72,10 @@ class ZeroPadAdd(keras.layers.Layer):
     bottom/right border)."""
 
     def build(self, input_shape):
-        if not isinstance(input_shape, (list, tuple)) or len(input_shape) < 2 or not all(
-            isinstance(shape, (list, tuple)) for shape in input_shape
+        if (
+            not isinstance(input_shape, (list, tuple))
+            or len(input_shape) < 2
+            or not all(isinstance(shape, (list, tuple)) for shape in input_shape)
         ):
             raise ValueError(f"ZeroPadAdd takes a list of >= 2 tensors, got shapes {input_shape}")
         ranks = {len(shape) for shape in input_shape}

@@ -136,8 +136,9 @@ class DatReader:
         start = self.offset
         version = self.read_string(f"the version of {what}")
         if version not in allowed:
-            raise self.error(f"expected {what} record {' or '.join(allowed)}, found {version!r}",
-                             start)
+            raise self.error(
+                f"expected {what} record {' or '.join(allowed)}, found {version!r}", start
+            )
         return version
 
 
@@ -151,8 +152,12 @@ class _Node:
 
 def _anet_nodes() -> list[_Node]:
     """dlib's `anet_type` below the loss, bottom-up (execution order), input layer excluded."""
-    nodes = [_Node("con", (STEM_FILTERS, 3, 7, 2)), _Node("affine", (STEM_FILTERS,)),
-             _Node("relu"), _Node("max_pool", (3, 3, 2, 2, 0, 0))]
+    nodes = [
+        _Node("con", (STEM_FILTERS, 3, 7, 2)),
+        _Node("affine", (STEM_FILTERS,)),
+        _Node("relu"),
+        _Node("max_pool", (3, 3, 2, 2, 0, 0)),
+    ]
     channels = STEM_FILTERS
     for filters, units, downsample in STAGES:
         for unit in range(units):
@@ -166,8 +171,12 @@ def _anet_nodes() -> list[_Node]:
                 _Node("affine", (filters,)),
             ]
             if down:
-                nodes += [_Node("tag", (2,)), _Node("skip", (1,)),
-                          _Node("avg_pool", (2, 2, 2, 2, 0, 0)), _Node("add_prev", (2,))]
+                nodes += [
+                    _Node("tag", (2,)),
+                    _Node("skip", (1,)),
+                    _Node("avg_pool", (2, 2, 2, 2, 0, 0)),
+                    _Node("add_prev", (2,)),
+                ]
             else:
                 nodes.append(_Node("add_prev", (1,)))
             nodes.append(_Node("relu"))
@@ -183,14 +192,15 @@ def _read_input(reader: DatReader) -> DlibRecord:
     return DlibRecord("input", (mean,), start)
 
 
-def _read_con(reader: DatReader, filters: int, channels: int, size: int,
-              stride: int) -> DlibRecord:
+def _read_con(reader: DatReader, filters: int, channels: int, size: int, stride: int) -> DlibRecord:
     start = reader.offset
     version = reader.read_version(("con_4", "con_5", "con_6"), "con_")
     params = reader.read_tensor("con_ params")
     padding = 0 if stride != 1 else size // 2
-    reader.expect_ints((filters, size, size, stride, stride, padding, padding),
-                       "con_ (filters, nr, nc, stride_y, stride_x, padding_y, padding_x)")
+    reader.expect_ints(
+        (filters, size, size, stride, stride, padding, padding),
+        "con_ (filters, nr, nc, stride_y, stride_x, padding_y, padding_x)",
+    )
     reader.expect_alias((filters, channels, size, size), "con_ filters")
     reader.expect_alias((1, filters, 1, 1), "con_ biases")
     for what in ("learning rate", "weight decay", "bias learning rate", "bias weight decay"):
@@ -201,8 +211,9 @@ def _read_con(reader: DatReader, filters: int, channels: int, size: int,
         reader.expect_false("con_ use_relu")
     n_kernel = filters * channels * size * size
     if params.size != n_kernel + filters:
-        raise reader.error(f"con_ params hold {params.size} floats, expected {n_kernel + filters}",
-                           start)
+        raise reader.error(
+            f"con_ params hold {params.size} floats, expected {n_kernel + filters}", start
+        )
     flat = params.reshape(-1)
     kernel = flat[:n_kernel].reshape(filters, channels, size, size).transpose(2, 3, 1, 0)
     return DlibRecord("con", (np.ascontiguousarray(kernel), flat[n_kernel:].copy()), start)
@@ -218,8 +229,9 @@ def _read_affine(reader: DatReader, channels: int) -> DlibRecord:
     if version == "affine_2":
         reader.expect_false("affine_ disabled")
     if params.size != 2 * channels:
-        raise reader.error(f"affine_ params hold {params.size} floats, expected {2 * channels}",
-                           start)
+        raise reader.error(
+            f"affine_ params hold {params.size} floats, expected {2 * channels}", start
+        )
     flat = params.reshape(-1)
     return DlibRecord("affine", (flat[:channels].copy(), flat[channels:].copy()), start)
 
@@ -230,8 +242,9 @@ def _read_fc(reader: DatReader, outputs: int, inputs: int) -> DlibRecord:
     reader.expect_ints((outputs, inputs), "fc_ (num_outputs, num_inputs)")
     params = reader.read_tensor("fc_ params")
     if params.shape != (inputs, outputs, 1, 1):
-        raise reader.error(f"fc_ params have shape {params.shape}, expected "
-                           f"{(inputs, outputs, 1, 1)}", start)
+        raise reader.error(
+            f"fc_ params have shape {params.shape}, expected {(inputs, outputs, 1, 1)}", start
+        )
     reader.expect_alias((inputs, outputs, 1, 1), "fc_ weights")
     reader.read_alias("fc_ biases")
     reader.expect_int(_FC_NO_BIAS, "fc_ bias mode (FC_NO_BIAS)")
@@ -255,8 +268,9 @@ def _read_details(reader: DatReader, node: _Node) -> DlibRecord | None:
             reader.expect_false("relu_ disabled")
     elif node.kind in ("max_pool", "avg_pool"):
         reader.read_version((f"{node.kind}_2",), f"{node.kind}_")
-        reader.expect_ints(node.args, f"{node.kind}_ (nr, nc, stride_y, stride_x, "
-                                      "padding_y, padding_x)")
+        reader.expect_ints(
+            node.args, f"{node.kind}_ (nr, nc, stride_y, stride_x, padding_y, padding_x)"
+        )
     elif node.kind == "add_prev":
         reader.read_version(("add_prev_",), "add_prev_")
     else:
@@ -266,8 +280,11 @@ def _read_details(reader: DatReader, node: _Node) -> DlibRecord | None:
 
 def _read_trailer(reader: DatReader, version: int, over_input: bool) -> None:
     """add_layer state after its record: flags and cached tensors, all discarded."""
-    for what in ("this_layer_setup_called", "gradient_input_is_stale",
-                 "get_output_and_gradient_input_disabled"):
+    for what in (
+        "this_layer_setup_called",
+        "gradient_input_is_stale",
+        "get_output_and_gradient_input_disabled",
+    ):
         reader.read_bool(f"add_layer {what}")
     reader.read_tensor("add_layer x_grad")
     reader.read_tensor("add_layer cached_output")
@@ -306,8 +323,11 @@ def read_dlib_dat(path: str | os.PathLike, sha256: str | None = None) -> list[Dl
             start = reader.offset
             version = reader.read_int(f"the version of layer {index} ({node.kind})")
             if version not in _versions_allowed(node, over_input):
-                raise reader.error(f"unexpected version {version} of layer {index} "
-                                   f"({node.kind}); is this dlib's face ResNet?", start)
+                raise reader.error(
+                    f"unexpected version {version} of layer {index} "
+                    f"({node.kind}); is this dlib's face ResNet?",
+                    start,
+                )
             versions.append(version)
         versions.reverse()
         records.append(_read_input(reader))
@@ -323,18 +343,21 @@ def read_dlib_dat(path: str | os.PathLike, sha256: str | None = None) -> list[Dl
     return records
 
 
-def load_dlib_weights(model: DlibResNet, path: str | os.PathLike,
-                      sha256: str | None = None) -> None:
+def load_dlib_weights(
+    model: DlibResNet, path: str | os.PathLike, sha256: str | None = None
+) -> None:
     """Set `model`'s weights from a dlib .dat file; every parsed tensor is used exactly once."""
     if not isinstance(model, DlibResNet):
         raise ValueError(f"load_dlib_weights needs a DlibResNet, got {type(model).__name__}")
     records = read_dlib_dat(path, sha256)
     mean = records[0].weights[0]
-    expected_mean = (model.get_layer("preprocessing").mean if model.include_preprocessing
-                     else DLIB_MEAN)
+    expected_mean = (
+        model.get_layer("preprocessing").mean if model.include_preprocessing else DLIB_MEAN
+    )
     if not np.array_equal(mean, np.asarray(expected_mean, np.float32)):
-        raise ValueError(f"{path}: input means {mean.tolist()} differ from the model's "
-                         f"{list(expected_mean)}")
+        raise ValueError(
+            f"{path}: input means {mean.tolist()} differ from the model's {list(expected_mean)}"
+        )
     layers = model.dlib_layers()
     weighted = records[1:]
     if len(weighted) != len(layers):
@@ -346,9 +369,11 @@ def load_dlib_weights(model: DlibResNet, path: str | os.PathLike,
         if kinds[type(layer).__name__] != record.kind or shapes != [
             w.shape for w in record.weights
         ]:
-            raise ValueError(f"{path}: record at byte {record.offset} ({record.kind}, "
-                             f"{[w.shape for w in record.weights]}) does not fit layer "
-                             f"{layer.name} {shapes}")
+            raise ValueError(
+                f"{path}: record at byte {record.offset} ({record.kind}, "
+                f"{[w.shape for w in record.weights]}) does not fit layer "
+                f"{layer.name} {shapes}"
+            )
         layer.set_weights(list(record.weights))
         used += sum(w.size for w in record.weights)
     assert used == model.count_params(), (used, model.count_params())
