@@ -47,7 +47,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from evaluate_lfw_sets import SIDES, WEIGHTS, protocol_embeddings  # noqa: E402
-from train_set_heads import _short, cached_embeddings, validate, validation_pairs  # noqa: E402
+from train_set_heads import _short, cached_embeddings, sample_sets  # noqa: E402
 
 from keras_faceset.data import LFW  # noqa: E402
 from keras_faceset.eval import evaluate_lfw  # noqa: E402
@@ -137,6 +137,29 @@ def build_training(variant: str, num_identities: int, num_sequences: int, head, 
         seed=args.seed,
     )
     return train
+
+
+def validation_pairs(frame_index, people, count: int, rng):
+    """Rows of set A, rows of set B and same-person flags: `count` genuine pairs (the two
+    halves of one person) then `count` impostor pairs (set A of one draw, set B of the next)."""
+    index, mask, labels = sample_sets(frame_index, people, 1, 2 * count, rng)
+    rows = [r[m] for r, m in zip(index, mask, strict=True)]
+    rows_a, rows_b = rows[0::2], rows[1::2]
+    shift = rows_b[count + 1 :] + rows_b[count : count + 1]
+    labels_a, labels_b = labels[0::2], labels[1::2]
+    shifted = np.roll(labels_b[count:], -1)
+    return (
+        rows_a,
+        rows_b[:count] + shift,
+        np.concatenate([labels_a[:count] == labels_b[:count], labels_a[count:] == shifted]),
+    )
+
+
+def validate(head, arrays, pairs) -> dict:
+    """`set_verification` (5 folds) of the head on held-out pairs (rows A, rows B, same)."""
+    rows_a, rows_b, same = pairs
+    sides = [head_sets(head, arrays["embedding"], r, arrays["pooled"])[0] for r in (rows_a, rows_b)]
+    return set_verification(*sides, same, folds=5)
 
 
 def selection_score(head, arrays, held_out) -> tuple[float, dict, dict]:
