@@ -12,6 +12,7 @@ transform MTCNN found on the *clean* image (a tracker gives the box; quality var
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shlex
 import sys
@@ -21,11 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from keras_faceset.align import DLIB_WEIGHTS, align_faces
-from keras_faceset.align.crop import centre_crop, five_point_crop
-from keras_faceset.align.pipeline import FIVE_POINT_FALLBACK
-from keras_faceset.align.templates import dlib_template
 from keras_faceset.data import LFW, lfw_sets
+from keras_faceset.embedder import FaceEmbedder, take_aligned
 from keras_faceset.eval.results import record_result
 from keras_faceset.eval.sets import (
     POOLINGS,
@@ -35,11 +33,11 @@ from keras_faceset.eval.sets import (
     set_verification,
     weight_severity_spearman,
 )
+from keras_faceset.files import atomic_path
 
 REPO = Path(__file__).resolve().parents[1]
 PROTOCOLS = REPO / "zoo" / "protocols"
 WEIGHTS = REPO / "keras_faceset" / "zoo" / "weights"
-CROP = {"method": "five_point", "size": 150, "padding": 0.25}
 HEADS = ("nan1_dlib", "nan2_dlib", "qan_dlib", "seqface_dlib")
 NAN_KWARGS: dict = {}
 SIDES = ("rows_a", "rows_b")
@@ -50,25 +48,35 @@ def frame_chips(frames: pd.DataFrame, lfw: LFW, chips: str, batch_size: int = 64
     """Batches of dlib chips (n, 150, 150, 3) float32 of `protocol_frames`-style rows, in order.
 
     The clean image of each path is aligned once (MTCNN five points, chip cache `chips`); each
-    (possibly degraded) 250x250 frame is warped with that clean transform.
+    (possibly degraded) 250x250 frame is cropped with that alignment (`FaceEmbedder.chips`'s
+    `like`).
     """
+    embedder = FaceEmbedder("dlib_resnet", chip_cache=chips)
     paths = sorted(set(frames["path"]))
-    aligned = align_faces([str(lfw.image_dir / p) for p in paths], cache=chips, **CROP)
+    aligned = embedder.align_faces([str(lfw.image_dir / p) for p in paths])
     where = {p: i for i, p in enumerate(paths)}
-    template = dlib_template(CROP["size"], CROP["padding"])
     dataset = lfw_sets.frame_dataset(frames, lfw, batch_size=batch_size)
     for batch, names in zip(dataset, _chunks(list(frames["path"]), batch_size), strict=True):
-        chips_batch = []
-        for image, name in zip(batch.numpy(), names, strict=True):
-            i = where[name]
-            if aligned.fallback[i]:
-                chip = centre_crop(image, (FIVE_POINT_FALLBACK,) * 2, CROP["size"])
-            else:
-                chip = five_point_crop(
-                    image, aligned.landmarks[i], template, CROP["size"], DLIB_WEIGHTS
-                )
-            chips_batch.append(chip)
-        yield np.stack(chips_batch).astype(np.float32)
+        like = take_aligned(aligned, [where[name] for name in names])
+        yield embedder.chips(list(batch.numpy()), like=like).astype(np.float32)
+
+
+def cached_frame_embeddings(
+    frames: pd.DataFrame, lfw: LFW, chips: str, path: Path
+) -> dict[str, np.ndarray]:
+    """`embed_frames` of `frames`, computed once and kept in the .npz `path` (written
+    atomically)."""
+    if not path.is_file():
+        print(f"embedding {len(frames)} frames into {path}", flush=True)
+        with atomic_path(path, suffix=".npz") as tmp:
+            np.savez(tmp, **embed_frames(frames, lfw, chips))
+    with np.load(path) as data:
+        return {key: data[key] for key in data.files}
+
+
+def frames_digest(frames: pd.DataFrame) -> str:
+    """A short content key of a frame table (names its embedding cache)."""
+    return hashlib.sha256(frames.to_csv(index=False).encode()).hexdigest()[:12]
 
 
 def embed_frames(
@@ -107,11 +115,7 @@ def protocol_embeddings(lfw: LFW, cache: Path, chips: str) -> dict:
         variants[variant] = {"pairs": pairs, "frames": frames, "rows_a": rows_a, "rows_b": rows_b}
     union = pd.concat([v["frames"] for v in variants.values()]).drop_duplicates(ignore_index=True)
     path = cache / "lfw_sets_dlib.npz"
-    if not path.is_file():
-        print(f"embedding {len(union)} distinct LFW-sets frames", flush=True)
-        np.savez(path, **embed_frames(union, lfw, chips))
-    with np.load(path) as data:
-        arrays = {key: data[key] for key in data.files}
+    arrays = cached_frame_embeddings(union, lfw, chips, path)
     if len(arrays["embedding"]) != len(union):
         raise ValueError(f"{path} has {len(arrays['embedding'])} rows, not {len(union)}")
     position = {key: i for i, key in enumerate(union.itertuples(index=False, name=None))}

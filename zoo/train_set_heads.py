@@ -23,7 +23,6 @@ Each head has its own random streams (seeded by its name), so it trains the same
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import zlib
@@ -35,7 +34,12 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from evaluate_lfw_sets import WEIGHTS, embed_frames, new_head  # noqa: E402
+from evaluate_lfw_sets import (  # noqa: E402
+    WEIGHTS,
+    cached_frame_embeddings,
+    frames_digest,
+    new_head,
+)
 
 from keras_faceset.data import LFW, lfw_sets  # noqa: E402
 from keras_faceset.data.degrade import KINDS  # noqa: E402
@@ -110,13 +114,8 @@ def held_out_embeddings(lfw: LFW, cache: Path, chips: str, exclude: set[str]) ->
         "degraded": held_out_protocol(lfw, exclude, 0, degraded=True),
     }
     union, rows_a, rows_b = lfw_sets.protocol_frames(pd.concat(protocols.values()))
-    digest = hashlib.sha256(union.to_csv(index=False).encode()).hexdigest()[:12]
-    path = cache / f"devtrain_sets_dlib_{digest}.npz"
-    if not path.is_file():
-        print(f"embedding {len(union)} held-out DevTrain set frames", flush=True)
-        np.savez(path, **embed_frames(union, lfw, chips))
-    with np.load(path) as data:
-        arrays = {key: data[key] for key in data.files}
+    path = cache / f"devtrain_sets_dlib_{frames_digest(union)}.npz"
+    arrays = cached_frame_embeddings(union, lfw, chips, path)
     arrays["severity"] = union["severity"].to_numpy()
     variants, start = {}, 0
     for variant, pairs in protocols.items():
@@ -172,13 +171,8 @@ def cached_embeddings(lfw: LFW, cache: Path, chips: str, max_images: int, versio
     """(images, frames, {"embedding", "pooled"}), embedded once into `cache`."""
     images = select_images(lfw, max_images)
     frames = training_frames(images, versions)
-    digest = hashlib.sha256(frames.to_csv(index=False).encode()).hexdigest()[:12]
-    path = cache / f"devtrain_dlib_{digest}.npz"
-    if not path.is_file():
-        print(f"embedding {len(frames)} DevTrain frames ({len(images)} images)", flush=True)
-        np.savez(path, **embed_frames(frames, lfw, chips))
-    with np.load(path) as data:
-        return images, frames, {key: data[key] for key in data.files}
+    path = cache / f"devtrain_dlib_{frames_digest(frames)}.npz"
+    return images, frames, cached_frame_embeddings(frames, lfw, chips, path)
 
 
 def sample_sets(
