@@ -38,7 +38,9 @@ def fold_batch_norm(model: keras.Model, dtype: str | None = None) -> keras.Model
 
     With `dtype` (a Keras dtype policy such as ``"mixed_bfloat16"``), every layer of the copy
     computes in that type except the ones that take the model's inputs (preprocessing) and the
-    ones that give its outputs, which keep float32: the copy still takes and returns float32.
+    ones that give its outputs, which keep float32: the copy still takes and returns float32
+    (an output produced inside a nested model keeps the compute dtype: cast it, as
+    `FaceEmbedder` does).
     On a CPU with AVX512_BF16 ``"mixed_bfloat16"`` about doubles FaceNet's and DlibResNet's
     images/s (docs/performance.md).
     """
