@@ -10,7 +10,7 @@ from keras_faceset.layers.margins import (
 )
 from keras_faceset.layers.normalize import L2Normalize
 from keras_faceset.layers.pooling import MaskedMaxPooling, MaskedMeanPooling
-from keras_faceset.layers.quality import QualityHead, QualityPooling
+from keras_faceset.layers.quality import QualityHead, QualityPooling, TextureStatistics
 
 __all__ = [
     "AttentionAggregation",
@@ -19,6 +19,7 @@ __all__ = [
     "MaskedMeanPooling",
     "QualityHead",
     "QualityPooling",
+    "TextureStatistics",
     "ArcFace",
     "CosFace",
     "L2SphereFace",

@@ -121,3 +121,30 @@ class QualityHead(keras.layers.Layer):
             filters=self.filters, kernel_size=self.kernel_size, initial_bias=self.initial_bias
         )
         return config
+
+
+@keras.saving.register_keras_serializable(package="keras_faceset")
+class TextureStatistics(keras.layers.Layer):
+    """Multi-scale texture statistics, a quality input for QAN / NAN heads: for each feature
+    map `(B, H_i, W_i, C_i)` its per-channel spatial mean and standard deviation, all
+    concatenated to `(B, 2 Σ C_i)`.
+
+    Early maps keep what blur, noise, JPEG blocks or low resolution do to an image, which the
+    last, identity-oriented map has largely discarded (zoo/quality_ceiling.py measures it).
+    """
+
+    def call(self, maps):
+        if not isinstance(maps, (list, tuple)) or not maps:
+            raise ValueError("TextureStatistics takes a non-empty list of (B, H, W, C) maps.")
+        parts = []
+        for feature_map in maps:
+            if len(feature_map.shape) != 4:
+                raise ValueError(
+                    f"TextureStatistics: every map must be (B, H, W, C), got "
+                    f"{tuple(feature_map.shape)}."
+                )
+            parts += [ops.mean(feature_map, axis=(1, 2)), ops.std(feature_map, axis=(1, 2))]
+        return ops.concatenate(parts, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0][0], sum(2 * shape[-1] for shape in input_shape))

@@ -15,7 +15,7 @@ from keras_faceset.models.set_model import (
     frame_feature_shape,
 )
 
-QUALITY_INPUTS = ("pooled", "feature_map", "embedding")
+QUALITY_INPUTS = ("pooled", "texture", "feature_map", "embedding")
 
 
 @keras.saving.register_keras_serializable(package="keras_faceset")
@@ -34,7 +34,9 @@ class QANHead(SetHead):
     * `C` (int): an extra input `"frame_features"` (B, T, C), the backbone's last feature map
       globally averaged (dlib ResNet: its 256-d "pooled" vector; FaceNet: the 1792-d pooled
       Block8 map): cheap to cache next to the embeddings, and the image-set `QAN` computes the
-      same vector, so one head serves images and cached features;
+      same vector, so one head serves images and cached features; or, when `C` is the size of
+      the backbone's "texture" output (dlib ResNet: 448), `TextureStatistics` of its early
+      maps, which track image degradation better (the shipped `qan`);
     * `(h, w, C)`: `"frame_features"` (B, T, h, w, C) is the feature map itself (QualityHead's
       conv branch, as in the paper's quality generation unit; bulky to cache).
 
@@ -102,16 +104,22 @@ class QAN(SetEmbeddingModel):
         cls, backbone: keras.Model, quality_input: str = "pooled", **head_kwargs
     ) -> QAN:
         """A QAN with a new head whose quality branch reads `quality_input`: `"pooled"`
-        (the averaged feature map, default), `"feature_map"` or `"embedding"`."""
+        (the averaged feature map, default), `"texture"` (the extractor's texture statistics),
+        `"feature_map"` or `"embedding"`."""
         if quality_input not in QUALITY_INPUTS:
             raise ValueError(
                 f"Unknown quality_input {quality_input!r}; expected one of {QUALITY_INPUTS}."
             )
         feature_shape = None
         if quality_input != "embedding":
-            feature_map = feature_extractor_of(backbone).output["feature_map"]
-            feature_shape = tuple(feature_map.shape[1:])
+            extracted = feature_extractor_of(backbone).output
+            if quality_input == "texture" and "texture" not in extracted:
+                raise ValueError(f"{type(backbone).__name__} has no texture statistics output.")
+            source = extracted["texture" if quality_input == "texture" else "feature_map"]
+            feature_shape = tuple(source.shape[1:])
             if quality_input == "pooled":
                 feature_shape = feature_shape[-1]
+            elif quality_input == "texture":
+                feature_shape = feature_shape[0]
         head = QANHead(backbone_dim(backbone), feature_shape=feature_shape, **head_kwargs)
         return cls(backbone, head)

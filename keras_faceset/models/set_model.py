@@ -206,8 +206,9 @@ class SetEmbeddingModel(keras.Model):
     `"frame_features"` also needs `backbone.feature_extractor()["feature_map"]` (a
     `(N, h, w, C)` map): a `(C,)` feature input gets its global average (for dlib's ResNet that
     is its "pooled" 256-d vector, for FaceNet the 1792-d pooled map), an `(h, w, C)` input the
-    map itself. Train with `compile(loss={"embedding": ...})` and `fit(x, {"embedding": y})`;
-    freeze `model.backbone.trainable = False` to train the head only.
+    map itself, and a `(T,)` input of the size of the extractor's "texture" output (dlib: 448)
+    those texture statistics. Train with `compile(loss={"embedding": ...})` and
+    `fit(x, {"embedding": y})`; freeze `model.backbone.trainable = False` to train the head only.
     """
 
     head_class: type[SetHead] = SetHead
@@ -230,7 +231,7 @@ class SetEmbeddingModel(keras.Model):
         else:
             frame_outputs = feature_extractor_of(backbone)(flat)
             embeddings = frame_outputs["embedding"]
-            features = _frame_features(frame_outputs["feature_map"], head.feature_shape)
+            features = _frame_features(frame_outputs, head.feature_shape)
             head_inputs["frame_features"] = BatchToFrames(name="unfold_features")([features, mask])
         head_inputs["frame_embeddings"] = BatchToFrames(name="unfold_embeddings")(
             [embeddings, mask]
@@ -286,23 +287,29 @@ def frame_inputs_model(
     if feature_shape is None:
         return keras.Model(images, {"frame_embeddings": backbone(images)}, name=name)
     outputs = feature_extractor_of(backbone)(images)
-    features = _frame_features(outputs["feature_map"], tuple(feature_shape))
+    features = _frame_features(outputs, tuple(feature_shape))
     outputs = {"frame_embeddings": outputs["embedding"], "frame_features": features}
     return keras.Model(images, outputs, name=name)
 
 
-def _frame_features(feature_map, feature_shape: tuple[int, ...]):
-    """The per-frame quality input: the map itself or its global average."""
-    map_shape = tuple(feature_map.shape[1:])
-    compared = map_shape if len(feature_shape) == 3 else map_shape[-1:]
-    if len(map_shape) != 3 or compared != feature_shape:
+def _frame_features(extracted: dict, feature_shape: tuple[int, ...]):
+    """The per-frame quality input named by its shape: the feature map `(h, w, C)`, its global
+    average `(C,)`, or the extractor's "texture" statistics `(T,)` (dlib: 448)."""
+    feature_map = extracted["feature_map"]
+    sources = {tuple(feature_map.shape[1:]): lambda: feature_map}
+    sources.setdefault(
+        tuple(feature_map.shape[-1:]),
+        lambda: keras.layers.GlobalAveragePooling2D(name="pool_features")(feature_map),
+    )
+    if "texture" in extracted:
+        sources.setdefault(tuple(extracted["texture"].shape[1:]), lambda: extracted["texture"])
+    if feature_shape not in sources:
         raise ValueError(
-            f"the head takes frame features of shape {feature_shape}, the backbone's feature "
-            f"map is {map_shape}."
+            f"the head takes frame features of shape {feature_shape}; the backbone gives "
+            f"{' or '.join(str(shape) for shape in sources)} (feature map, its average"
+            f"{', texture statistics' if 'texture' in extracted else ''})."
         )
-    if len(feature_shape) == 3:
-        return feature_map
-    return keras.layers.GlobalAveragePooling2D(name="pool_features")(feature_map)
+    return sources[feature_shape]()
 
 
 def set_embedding_model(backbone: keras.Model, head: SetHead) -> SetEmbeddingModel:

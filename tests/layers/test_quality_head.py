@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from keras_faceset.layers import QualityHead, QualityPooling
+from keras_faceset.layers import QualityHead, QualityPooling, TextureStatistics
 from tests.checks import (
     assert_config_round_trip,
     assert_fit_reduces_loss,
@@ -155,3 +155,19 @@ def test_qan_learns_high_quality_for_signal_frames(rng):
     learned = keras.Model([features, frame_mask], weights).predict([x, mask], verbose=0)
     uniform = (1.0 / mask.sum(axis=1)).mean()  # about 0.25
     assert learned[np.arange(len(x)), signal].mean() > 2 * uniform
+
+
+def test_texture_statistics_matches_numpy_and_round_trips(rng):
+    maps = [rng.normal(size=(2, 5, 5, 3)), rng.normal(size=(2, 3, 4, 2))]
+    maps = [m.astype("float32") for m in maps]
+    layer = TextureStatistics()
+    expected = np.concatenate([f(m, axis=(1, 2)) for m in maps for f in (np.mean, np.std)], 1)
+    np.testing.assert_allclose(ops.convert_to_numpy(layer(maps)), expected, rtol=1e-5, atol=1e-6)
+    assert layer.compute_output_shape([m.shape for m in maps]) == (2, 10)
+    assert_config_round_trip(layer, maps)
+
+
+@pytest.mark.parametrize("maps", [[], [np.zeros((2, 3), "float32")]])
+def test_texture_statistics_rejects_bad_inputs(maps):
+    with pytest.raises(ValueError, match="TextureStatistics"):
+        TextureStatistics()(maps)

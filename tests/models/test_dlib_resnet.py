@@ -6,6 +6,7 @@ import pytest
 
 from keras_faceset.models.backbones.dlib_resnet import (
     DLIB_MEAN,
+    TEXTURE_LAYERS,
     Affine,
     DlibPreprocessing,
     DlibResNet,
@@ -153,6 +154,17 @@ def test_feature_extractor(model, images):
     np.testing.assert_allclose(
         features["embedding"], keras.ops.convert_to_numpy(model(images)), atol=1e-6
     )
+
+
+def test_feature_extractor_texture_is_mean_and_std_of_the_stage_maps(model, images):
+    maps = keras.Model(model.input, [model.get_layer(n).output for n in TEXTURE_LAYERS])(images)
+    expected = []
+    for feature_map in maps:
+        feature_map = keras.ops.convert_to_numpy(feature_map).astype(np.float64)
+        expected += [feature_map.mean(axis=(1, 2)), feature_map.std(axis=(1, 2))]
+    texture = keras.ops.convert_to_numpy(model.feature_extractor()(images)["texture"])
+    assert texture.shape == (3, 2 * (32 + 64 + 128))
+    np.testing.assert_allclose(texture, np.concatenate(expected, axis=1), rtol=1e-4, atol=1e-5)
 
 
 def test_keras_file_round_trip(model, images, tmp_path):

@@ -156,7 +156,9 @@ def test_bad_arguments_raise(backbone):
         QANHead(DIM, feature_shape=(4, 4))
     with pytest.raises(ValueError, match="Unknown quality_input"):
         QAN.from_backbone(backbone, quality_input="map")
-    with pytest.raises(ValueError, match="feature map is"):
+    with pytest.raises(ValueError, match="no texture statistics"):
+        QAN.from_backbone(backbone, quality_input="texture")
+    with pytest.raises(ValueError, match="the backbone gives"):
         QAN(backbone, QANHead(DIM, feature_shape=256))
     with pytest.raises(ValueError, match="needs a QANHead"):
         QAN(backbone, NANHead(DIM))
@@ -168,9 +170,11 @@ def test_bad_arguments_raise(backbone):
 
 
 @pytest.mark.slow
-def test_real_dlib_weights_pooled_quality_matches_cached_features():
+@pytest.mark.parametrize("quality_input, size", [("pooled", 256), ("texture", 448)])
+def test_real_dlib_weights_quality_matches_cached_features(quality_input, size):
     """With pretrained dlib weights, the image-set QAN equals its head on the cached
-    descriptor + dlib's 256-d "pooled" vector per frame (the head form's documented input)."""
+    descriptor + dlib's "pooled" (256) or "texture" (448) vector per frame (the head form's
+    documented input)."""
     from keras_faceset import zoo
     from keras_faceset.data.images import center_crop_resize, load_image
 
@@ -180,8 +184,8 @@ def test_real_dlib_weights_pooled_quality_matches_cached_features():
         [keras.ops.convert_to_numpy(center_crop_resize(load_image(p), 120, 150)) for p in paths]
     )
     backbone = zoo.load("dlib_resnet")
-    model = QAN.from_backbone(backbone)
-    assert model.head.feature_shape == (256,)
+    model = QAN.from_backbone(backbone, quality_input=quality_input)
+    assert model.head.feature_shape == (size,)
     randomize(model.head, np.random.default_rng(0), scale=0.3)
     cached = numpy_outputs(backbone.feature_extractor()(chips))
     mask = np.array([[True, True, True, False]])
@@ -189,7 +193,7 @@ def test_real_dlib_weights_pooled_quality_matches_cached_features():
         model.head(
             {
                 "frame_embeddings": cached["embedding"][None],
-                "frame_features": cached["pooled"][None],
+                "frame_features": cached[quality_input][None],
                 "mask": mask,
             }
         )

@@ -13,6 +13,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from keras_faceset.layers.quality import TextureStatistics
+
 IMAGE_SIZE = 150
 EMBEDDING_DIM = 128
 DLIB_MEAN = (122.782, 117.001, 104.298)
@@ -21,6 +23,8 @@ STEM_FILTERS = 32
 STAGES = ((32, 3, False), (64, 4, True), (128, 3, True), (256, 3, True), (256, 1, True))
 """(filters, residual units, first unit downsamples) of alevel4 .. alevel0, in execution order."""
 FEATURE_MAP_LAYER = "level0_unit0_out"
+TEXTURE_LAYERS = ("level4_unit2_out", "level3_unit3_out", "level2_unit2_out")
+"""Last maps of the 35x35, 17x17 and 8x8 stages: the "texture" quality input (448 values)."""
 
 
 @keras.saving.register_keras_serializable(package="keras_faceset")
@@ -156,10 +160,13 @@ class DlibResNet(keras.Model):
 
     def feature_extractor(self) -> keras.Model:
         """image -> {"feature_map": (B, 2, 2, 256) last residual map, "pooled": (B, 256),
-        "embedding": (B, 128)}, sharing this model's weights."""
+        "texture": (B, 448) `TextureStatistics` of the `TEXTURE_LAYERS` maps, "embedding":
+        (B, 128)}, sharing this model's weights."""
+        texture = [self.get_layer(name).output for name in TEXTURE_LAYERS]
         outputs = {
             "feature_map": self.get_layer(FEATURE_MAP_LAYER).output,
             "pooled": self.get_layer("pool").output,
+            "texture": TextureStatistics(name="texture")(texture),
             "embedding": self.outputs[0],
         }
         return keras.Model(self.input, outputs, name=f"{self.name}_features")
