@@ -4,8 +4,9 @@
 
 ROOT holds ``ROOT/<identity>/<set>/<frames>`` (or ``ROOT/<identity>/<video>``), as read by
 `keras_faceset.data.set_folder`. The dlib ResNet backbone stays frozen: every frame is aligned
-and embedded once, then the NAN head (`zoo.load("nan", form="head")`) trains on those cached
-frame embeddings with the contrastive loss over all set pairs of a batch, as in the NAN paper.
+and embedded once (descriptor + the texture statistics the attention reads), then the NAN head
+(`zoo.load("nan", form="head")`) trains on those cached frame inputs with the contrastive loss
+over all set pairs of a batch, as in the NAN paper.
 The result is a `.keras` head: ``import keras_faceset.models`` (registers its classes), then
 ``head = keras.saving.load_model(path)`` and put it on the backbone again with
 ``keras_faceset.models.set_embedding_model(zoo.load("dlib_resnet"), head)``.
@@ -25,11 +26,13 @@ from keras_faceset.embedder import FaceEmbedder
 from keras_faceset.losses import ContrastiveLoss
 
 
-def frame_embeddings(sets, embedder: FaceEmbedder) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Backbone embeddings of every frame, and each set's rows in them."""
+def frame_inputs(sets, embedder: FaceEmbedder) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Every frame's head inputs as one row (raw embedding, then its features; the layout of
+    the exported `frame_features`), and each set's rows in them."""
     rows, chunks, start = [], [], 0
     for frames in sets.frames:
-        chunks.append(embedder.embed(load_frames(frames)))
+        outputs = embedder.frame_outputs(embedder.chips(load_frames(frames)))
+        chunks.append(np.concatenate([outputs["frame_embeddings"], outputs["frame_features"]], 1))
         rows.append(np.arange(start, start + len(frames)))
         start += len(frames)
     return np.concatenate(chunks), rows
@@ -47,13 +50,22 @@ def main(argv: list[str] | None = None) -> None:
     keras.utils.set_random_seed(0)
 
     sets = set_folder(args.root, max_frames=args.max_frames)
-    embeddings, rows = frame_embeddings(sets, FaceEmbedder("nan"))
-    dataset = embedding_set_dataset(
-        embeddings, rows, sets.label.to_numpy(), args.batch_size, shuffle_seed=0
-    ).map(lambda x, y: ({"frame_embeddings": x[0], "mask": x[1]}, {"embedding": y}))
-    print(f"{len(sets)} sets of {sets.identity.nunique()} identities, {len(embeddings)} frames")
-
     head = zoo.load("nan", form="head")
+    frames, rows = frame_inputs(sets, FaceEmbedder("nan"))
+    dataset = embedding_set_dataset(
+        frames, rows, sets.label.to_numpy(), args.batch_size, shuffle_seed=0
+    ).map(
+        lambda x, y: (
+            {
+                "frame_embeddings": x[0][..., : head.dim],
+                "frame_features": x[0][..., head.dim :],
+                "mask": x[1],
+            },
+            {"embedding": y},
+        )
+    )
+    print(f"{len(sets)} sets of {sets.identity.nunique()} identities, {len(frames)} frames")
+
     head.compile(
         optimizer=keras.optimizers.Adam(args.learning_rate),
         loss={"embedding": ContrastiveLoss(margin=1.0, pairs="batch")},

@@ -1,9 +1,10 @@
 """Evaluate set pooling and the NAN / QAN heads on LFW-sets (clean and degraded) with dlib.
 
-Every distinct frame of both protocols is embedded once by dlib's ResNet (128-d descriptor +
-256-d pooled feature map, cached as an .npz under --cache). A frame is the 250x250 LFW image
-with its protocol degradation applied, warped to dlib's 150x150 chip by the five-point
-transform MTCNN found on the *clean* image (a tracker gives the box; quality varies).
+Every distinct frame of both protocols is embedded once by dlib's ResNet (128-d descriptor,
+256-d pooled last map and 448 texture statistics, cached as an .npz under --cache). A frame
+is the 250x250 LFW image with its protocol degradation applied, warped to dlib's 150x150
+chip by the five-point transform MTCNN found on the *clean* image (a tracker gives the box;
+quality varies).
 
     python zoo/evaluate_lfw_sets.py --data /work/shared/data/lfw --cache /work/scratch/sets \
         --chips /work/scratch/chips --record zoo/results.csv
@@ -39,7 +40,9 @@ REPO = Path(__file__).resolve().parents[1]
 PROTOCOLS = REPO / "zoo" / "protocols"
 WEIGHTS = REPO / "keras_faceset" / "zoo" / "weights"
 HEADS = ("nan1_dlib", "nan2_dlib", "qan_dlib", "seqface_dlib")
-NAN_KWARGS: dict = {}
+TEXTURE_DIM = 448
+NAN_KWARGS: dict = {"feature_shape": TEXTURE_DIM, "max_logit": 1.5}
+FEATURE_KEYS = ("embedding", "pooled", "texture")
 SIDES = ("rows_a", "rows_b")
 METRICS = ("accuracy", "std", "auc", "tar@far=0.01", "tar@far=0.001")
 
@@ -66,7 +69,7 @@ def cached_frame_embeddings(
 ) -> dict[str, np.ndarray]:
     """`embed_frames` of `frames`, computed once and kept in the .npz `path` (written
     atomically)."""
-    if not path.is_file():
+    if not path.is_file() or set(FEATURE_KEYS) - set(np.load(path).files):
         print(f"embedding {len(frames)} frames into {path}", flush=True)
         with atomic_path(path, suffix=".npz") as tmp:
             np.savez(tmp, **embed_frames(frames, lfw, chips))
@@ -82,12 +85,13 @@ def frames_digest(frames: pd.DataFrame) -> str:
 def embed_frames(
     frames: pd.DataFrame, lfw: LFW, chips: str, batch_size: int = 64
 ) -> dict[str, np.ndarray]:
-    """dlib "embedding" (F, 128) and "pooled" (F, 256) of `protocol_frames`-style rows, from
+    """dlib "embedding" (F, 128), "pooled" (F, 256) and "texture" (F, 448) of
+    `protocol_frames`-style rows, from
     the chips of `frame_chips`."""
     from keras_faceset import zoo
 
     extractor = zoo.load("dlib_resnet").feature_extractor()
-    out: dict[str, list] = {"embedding": [], "pooled": []}
+    out: dict[str, list] = {key: [] for key in FEATURE_KEYS}
     start, done = time.time(), 0
     for batch in frame_chips(frames, lfw, chips, batch_size):
         result = extractor.predict_on_batch(batch)
@@ -128,8 +132,8 @@ def protocol_embeddings(lfw: LFW, cache: Path, chips: str) -> dict:
 
 def new_head(name: str, nan_kwargs: dict | None = None):
     """A fresh head of the shipped architecture `name` (nan1_dlib, nan2_dlib with `nan_kwargs`,
-    default `NAN_KWARGS`; qan_dlib reads dlib's 256-d pooled map as `"frame_features"`;
-    seqface_dlib)."""
+    default `NAN_KWARGS`; qan_dlib; both read dlib's 448 texture statistics as
+    `"frame_features"`; seqface_dlib)."""
     from keras_faceset.models import NANHead, QANHead, SeqFaceHead
 
     if name.startswith("nan"):
@@ -138,7 +142,18 @@ def new_head(name: str, nan_kwargs: dict | None = None):
         )
     if name == "seqface_dlib":
         return SeqFaceHead(128, projection_dim=128)
-    return QANHead(128, feature_shape=256)
+    return QANHead(128, feature_shape=TEXTURE_DIM)
+
+
+def head_features(head, arrays: dict) -> np.ndarray | None:
+    """The cached per-frame features `head` reads ("texture" or "pooled", by its
+    `feature_shape`), None for a head that reads none."""
+    if head.feature_shape is None:
+        return None
+    for key in ("texture", "pooled"):
+        if arrays[key].shape[1:] == tuple(head.feature_shape):
+            return arrays[key]
+    raise ValueError(f"no cached frame features of shape {head.feature_shape}")
 
 
 def load_head(name: str, weights_dir: Path, nan_kwargs: dict | None = None):
@@ -174,7 +189,8 @@ def evaluate(
         for name, head in heads.items():
             if head is None:
                 continue
-            sides = [head_sets(head, v["embedding"], v[side], v["pooled"]) for side in SIDES]
+            features = head_features(head, v)
+            sides = [head_sets(head, v["embedding"], v[side], features) for side in SIDES]
             methods[name] = (sides[0][0], sides[1][0])
             if variant == "degraded":
                 width = max(weights.shape[1] for _, weights, _ in sides)

@@ -46,7 +46,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from evaluate_lfw_sets import SIDES, WEIGHTS, protocol_embeddings  # noqa: E402
+from evaluate_lfw_sets import SIDES, WEIGHTS, head_features, protocol_embeddings  # noqa: E402
 from train_set_heads import _short, cached_embeddings, sample_sets  # noqa: E402
 
 from keras_faceset.data import LFW  # noqa: E402
@@ -158,7 +158,10 @@ def validation_pairs(frame_index, people, count: int, rng):
 def validate(head, arrays, pairs) -> dict:
     """`set_verification` (5 folds) of the head on held-out pairs (rows A, rows B, same)."""
     rows_a, rows_b, same = pairs
-    sides = [head_sets(head, arrays["embedding"], r, arrays["pooled"])[0] for r in (rows_a, rows_b)]
+    sides = [
+        head_sets(head, arrays["embedding"], r, head_features(head, arrays))[0]
+        for r in (rows_a, rows_b)
+    ]
     return set_verification(*sides, same, folds=5)
 
 

@@ -16,6 +16,11 @@ their frames are embedded once into --cache). These pairs pick the epoch (`selec
 are the only data the choices were made on (LFW-sets, built from DevTest, is not used).
 Each head has its own random streams (seeded by its name), so it trains the same alone.
 
+The NAN and QAN heads read dlib's 448 texture statistics (`TextureStatistics` of three early
+maps) besides the descriptors: NAN as `e_k = qᵀ f_k + vᵀ u_k` bounded by `max_logit=1.5`, QAN
+as its quality input. 60 epochs; Adam `LEARNING_RATES`; the kept epoch also rewards the
+held-out weight/severity Spearman (`--spearman-weight 1`; severity never enters the loss).
+
     python zoo/train_set_heads.py --data /work/shared/data/lfw --cache /work/scratch/sets \
         --chips /work/scratch/chips --out keras_faceset/zoo/weights
 """
@@ -38,6 +43,7 @@ from evaluate_lfw_sets import (  # noqa: E402
     WEIGHTS,
     cached_frame_embeddings,
     frames_digest,
+    head_features,
     new_head,
 )
 
@@ -61,6 +67,8 @@ QUALITY_ANCHOR = 1.0
 ANCHOR_QUALITY = 0.1
 CLEAN_SLACK = 0.003
 CLEAN_REPLICATES = 5
+LEARNING_RATES = {"nan1_dlib": 3e-3, "nan2_dlib": 3e-3, "qan_dlib": 1e-3}
+SPEARMAN_WEIGHT = 1.0
 
 
 def held_out_protocol(lfw: LFW, exclude: set[str], seed: int = 0, degraded: bool = False):
@@ -100,7 +108,8 @@ def held_out_protocol(lfw: LFW, exclude: set[str], seed: int = 0, degraded: bool
 
 def held_out_embeddings(lfw: LFW, cache: Path, chips: str, exclude: set[str]) -> dict:
     """Held-out pairs per variant: frame rows ("rows_a", "rows_b"), "same", "fold" and the
-    frames' "embedding", "pooled" and "severity". "degraded" is `held_out_protocol` seed 0;
+    frames' "embedding", "pooled", "texture" and "severity". "degraded" is `held_out_protocol`
+    seed 0;
     "clean" pools `CLEAN_REPLICATES` clean pair lists (seeds 0, 1, ...; folds numbered apart),
     because one list (400 impostor pairs) saturates: mean pooling accepts no impostor and
     rejects no genuine pair. The distinct frames are embedded once into
@@ -151,6 +160,14 @@ def select_images(lfw: LFW, max_images: int, seed: int = 0) -> pd.DataFrame:
     return out
 
 
+def split_people(images: pd.DataFrame, seed: int = 0) -> set[str]:
+    """The training people: 80% of `images`' identities in random order (stream `[seed, 2]`);
+    the other 20% are held out."""
+    identities = images.identity.unique()
+    order = np.random.default_rng([seed, 2]).permutation(len(identities))
+    return {identities[p] for p in sorted(order[len(order) // 5 :])}
+
+
 def training_frames(images: pd.DataFrame, versions: int, seed: int = 0) -> pd.DataFrame:
     """One clean and `versions` randomly degraded frames per image (`protocol_frames` columns
     plus image, version)."""
@@ -168,7 +185,7 @@ def training_frames(images: pd.DataFrame, versions: int, seed: int = 0) -> pd.Da
 
 
 def cached_embeddings(lfw: LFW, cache: Path, chips: str, max_images: int, versions: int):
-    """(images, frames, {"embedding", "pooled"}), embedded once into `cache`."""
+    """(images, frames, {"embedding", "pooled", "texture"}), embedded once into `cache`."""
     images = select_images(lfw, max_images)
     frames = training_frames(images, versions)
     path = cache / f"devtrain_dlib_{frames_digest(frames)}.npz"
@@ -246,14 +263,15 @@ def quality_anchor(anchor: float = ANCHOR_QUALITY):
 def head_inputs(head, arrays, index, mask):
     inputs = {"frame_embeddings": arrays["embedding"][index], "mask": mask}
     if head.feature_shape is not None:
-        inputs["frame_features"] = arrays["pooled"][index]
+        inputs["frame_features"] = head_features(head, arrays)[index]
     return inputs
 
 
 def validate(head, v: dict) -> dict:
     """`set_verification` of the head on one held-out variant `v` (`held_out_embeddings`) and
     the Spearman correlation of the frames' relative weights with their severity ("spearman")."""
-    sides = [head_sets(head, v["embedding"], v[side], v["pooled"]) for side in ("rows_a", "rows_b")]
+    features = head_features(head, v)
+    sides = [head_sets(head, v["embedding"], v[side], features) for side in ("rows_a", "rows_b")]
     report = set_verification(sides[0][0], sides[1][0], v["same"], v["fold"])
     width = max(s[1].shape[1] for s in sides)
     weights, mask, rows = (
@@ -276,11 +294,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=str(WEIGHTS))
     parser.add_argument("--heads", default="nan1_dlib,nan2_dlib,qan_dlib")
     parser.add_argument("--max-images", type=int, default=2400)
-    parser.add_argument("--versions", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--versions", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--steps", type=int, default=100, help="batches per epoch")
     parser.add_argument("--people-per-batch", type=int, default=32)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument(
+        "--learning-rate",
+        type=float,
+        default=None,
+        help=f"Adam learning rate (default: {LEARNING_RATES})",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--clean-sets", type=float, default=CLEAN_SETS, help="share of all-clean training pairs"
@@ -300,8 +323,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--spearman-weight",
         type=float,
-        default=0.0,
-        help="NAN epoch choice: weight of the held-out Spearman(weight, severity) in the score",
+        default=SPEARMAN_WEIGHT,
+        help="epoch choice: weight of the held-out Spearman(weight, severity) in the score",
     )
     args = parser.parse_args(argv)
     nan_kwargs = None if args.nan_kwargs is None else json.loads(args.nan_kwargs)
@@ -313,19 +336,17 @@ def main(argv: list[str] | None = None) -> None:
         lfw, cache, args.chips, args.max_images, args.versions
     )
     frame_index = frames.index.to_numpy().reshape(len(images), args.versions + 1)
-    codes, identities = pd.factorize(images.identity)
-    rng = np.random.default_rng([args.seed, 2])
-    order = rng.permutation(len(identities))
-    held_out = set(order[: len(order) // 5].tolist())
-    people = [np.flatnonzero(codes == p) for p in range(len(identities))]
-    train_people = [people[p] for p in range(len(people)) if p not in held_out]
-    val_people = [people[p] for p in sorted(held_out)]
+    train_names = split_people(images, args.seed)
+    train_people = [
+        np.flatnonzero(images.identity == name)
+        for name in images.identity.unique()
+        if name in train_names
+    ]
     print(
         f"{len(images)} images, {len(frames)} frames; people: {len(train_people)} train, "
-        f"{len(val_people)} held out",
+        f"{images.identity.nunique() - len(train_people)} held out",
         flush=True,
     )
-    train_names = {identities[p] for p in range(len(identities)) if p not in held_out}
     val = held_out_embeddings(lfw, cache, args.chips, train_names)
     baseline = {}
     for variant, v in val.items():
@@ -344,7 +365,7 @@ def main(argv: list[str] | None = None) -> None:
             losses["quality"] = quality_anchor(args.anchor_quality)
             loss_weights["quality"] = args.quality_anchor
         head.compile(
-            optimizer=keras.optimizers.Adam(args.learning_rate),
+            optimizer=keras.optimizers.Adam(args.learning_rate or LEARNING_RATES[name]),
             loss=losses,
             loss_weights=loss_weights,
         )
@@ -372,7 +393,7 @@ def main(argv: list[str] | None = None) -> None:
         best = select_epoch(
             [reports for reports, _ in epochs],
             baseline["clean"],
-            args.spearman_weight if name.startswith("nan") else 0.0,
+            args.spearman_weight,
         )
         head.set_weights(epochs[best][1])
         head.save_weights(out / f"{name}.weights.h5")

@@ -13,6 +13,7 @@ from keras_faceset.eval.sets import (
     weight_severity_spearman,
 )
 from keras_faceset.models import NANHead, QANHead
+from keras_faceset.zoo import get_preset
 
 ROWS = [[0, 1], [2], [3, 4, 5]]
 
@@ -97,16 +98,16 @@ SHIPPED = Path(keras_faceset.__file__).parent / "zoo" / "weights"
 # (zoo/train_set_heads.py): weights (2, 4) and the first 3 dimensions of the set embedding.
 REFERENCE = {
     "nan1_dlib": (
-        [[0.39821, 0.175565, 0.079162, 0.347063], [0.39842, 0.359822, 0.241758, 0.0]],
-        [[-0.056211, -0.058163, -0.046418], [-0.099373, 0.033232, 0.082449]],
+        [[0.373259, 0.170479, 0.212644, 0.243618], [0.410581, 0.285669, 0.30375, 0.0]],
+        [[-0.0623612, -0.0495035, -0.0543174], [-0.104679, 0.0361529, 0.102176]],
     ),
     "nan2_dlib": (
-        [[0.302444, 0.234205, 0.168775, 0.294575], [0.379536, 0.35151, 0.268955, 0.0]],
-        [[-0.071528, -0.063613, -0.074874], [-0.102469, 0.036509, 0.08439]],
+        [[0.307434, 0.109105, 0.291967, 0.291493], [0.419925, 0.244638, 0.335437, 0.0]],
+        [[-0.0729763, -0.0394568, -0.0699002], [-0.105978, 0.0369405, 0.111903]],
     ),
     "qan_dlib": (
-        [[0.124017, 0.18748, 0.262425, 0.426077], [0.416185, 0.254775, 0.32904, 0.0]],
-        [[-0.090792, -0.054869, -0.111359], [-0.105891, 0.036976, 0.109569]],
+        [[0.217917, 0.250343, 0.313437, 0.218303], [0.342399, 0.269326, 0.388274, 0.0]],
+        [[-0.0818421, -0.0546016, -0.0958892], [-0.111115, 0.0460922, 0.102836]],
     ),
 }
 
@@ -115,7 +116,7 @@ def shipped_inputs() -> dict:
     rng = np.random.default_rng(0)
     return {
         "frame_embeddings": rng.normal(size=(2, 4, 128)).astype(np.float32),
-        "frame_features": rng.uniform(0, 2, size=(2, 4, 256)).astype(np.float32),
+        "frame_features": rng.uniform(0, 2, size=(2, 4, 448)).astype(np.float32),
         "mask": np.array([[1, 1, 1, 1], [1, 1, 1, 0]], bool),
     }
 
@@ -123,11 +124,9 @@ def shipped_inputs() -> dict:
 @pytest.mark.parametrize("name", sorted(REFERENCE))
 def test_shipped_head_weights_reproduce_reference_outputs(name):
     inputs = shipped_inputs()
-    if name.startswith("nan"):
-        head = NANHead(128, num_blocks=int(name[3]))
-        del inputs["frame_features"]
-    else:
-        head = QANHead(128, feature_shape=256)
+    preset = {"nan1_dlib": "nan1", "nan2_dlib": "nan", "qan_dlib": "qan"}[name]
+    kwargs = get_preset(preset).head.kwargs
+    head = (NANHead if name.startswith("nan") else QANHead)(**kwargs)
     head.load_weights(SHIPPED / f"{name}.weights.h5")
     outputs = head(inputs)
     weights, embedding = REFERENCE[name]

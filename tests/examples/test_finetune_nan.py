@@ -27,11 +27,15 @@ def test_finetune_lowers_the_loss_and_saves_a_working_head(set_root, tmp_path):
 
     head = keras.saving.load_model(output)
     shipped = zoo.load("nan", form="head")
-    frames = np.random.default_rng(0).normal(size=(2, 5, 128)).astype("float32")
-    mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], bool)
-    tuned = head({"frame_embeddings": frames, "mask": mask})
+    rng = np.random.default_rng(0)
+    inputs = {
+        "frame_embeddings": rng.normal(size=(2, 5, 128)).astype("float32"),
+        "frame_features": rng.uniform(0, 2, size=(2, 5, 448)).astype("float32"),
+        "mask": np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], bool),
+    }
+    tuned = head(inputs)
     np.testing.assert_allclose(np.linalg.norm(tuned["embedding"], axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(np.sum(tuned["weights"], axis=1), 1.0, atol=1e-5)
     np.testing.assert_array_equal(np.asarray(tuned["weights"])[0, 3:], 0.0)
-    original = shipped({"frame_embeddings": frames, "mask": mask})
+    original = shipped(inputs)
     assert np.max(np.abs(np.asarray(tuned["embedding"]) - original["embedding"])) > 1e-4

@@ -121,7 +121,7 @@ def test_cli_export_of_the_nan_preset_serves_its_set_embedding(tmp_path):
 
 @pytest.mark.parametrize("name", ["nan", "qan"])
 def test_set_preset_export_keeps_the_serving_contract(name, monkeypatch, tmp_path):
-    """The shipped set heads (qan: quality from dlib's 256-d pooled map): every signature in a
+    """The shipped set heads (reading dlib's 448 texture statistics): every signature in a
     fresh TF-only process (eager and TF1 graph mode) equals `zoo.load(name)` in process, a
     cached gallery (`embed_images` -> `aggregate`) equals `serving_default`, warm-up replays,
     `saved_model_cli` lists the documented signatures, and every op is a standard kernel."""
@@ -130,8 +130,7 @@ def test_set_preset_export_keeps_the_serving_contract(name, monkeypatch, tmp_pat
 
     monkeypatch.setenv("KERAS_FACESET_SOURCES", str(require(DLIB_DAT).parent))
     model = zoo.load(name)
-    if name == "qan":
-        assert model.head.feature_shape == (256,)
+    assert model.head.feature_shape == (448,)
     jpegs = [require(path).read_bytes() for path in FACES]
     chips = FaceEmbedder("dlib_resnet", weights=None).chips(FACES)  # (3, 150, 150, 3) uint8
     sets, mask = np.stack([chips, chips[::-1]]), np.array([[1, 1, 0], [1, 1, 1]], bool)

@@ -52,9 +52,8 @@ def test_set_model_equals_backbone_then_head_and_weights_sum_to_one(name, serena
     mask = keras.ops.convert_to_tensor([[True, True, False]])  # the ruined frame is padding
     out = model({"images": images, "mask": mask})
     frames = {"frame_embeddings": model.backbone(serena_chips[:2])[None], "mask": mask[:, :2]}
-    if name == "qan":
-        pooled = model.backbone.feature_extractor()(serena_chips[:2])["pooled"]
-        frames["frame_features"] = pooled[None]
+    texture = model.backbone.feature_extractor()(serena_chips[:2])["texture"]
+    frames["frame_features"] = texture[None]
     expected = model.head(frames)
     np.testing.assert_allclose(out["embedding"], expected["embedding"], atol=1e-5)
     weights = keras.ops.convert_to_numpy(out["weights"])
@@ -76,8 +75,6 @@ def test_a_ruined_frame_moves_the_trained_head_less_than_the_mean(name, serena_c
         after = head({"frame_embeddings": frames, "mask": full, **extra})["embedding"]
         return 1 - float(np.sum(np.asarray(before) * np.asarray(after)))
 
-    extra = {}
-    if name == "qan":
-        extra["frame_features"] = backbone.feature_extractor()(serena_chips)["pooled"][None]
+    extra = {"frame_features": backbone.feature_extractor()(serena_chips)["texture"][None]}
     trained, mean = turn(model.head, **extra), turn(SeqFaceHead(128))
     assert trained < 0.7 * mean, (trained, mean)

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from evaluate_lfw_sets import (  # noqa: E402
     WEIGHTS,
     frame_chips,
+    head_features,
     load_head,
     protocol_embeddings,
 )
@@ -66,7 +67,7 @@ def plot_head(name: str, head, variant: dict, sets: list, lfw: LFW, chips: str, 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    _, weights, mask = head_sets(head, variant["embedding"], sets, variant["pooled"])
+    _, weights, mask = head_sets(head, variant["embedding"], sets, head_features(head, variant))
     rows = np.concatenate(sets)
     images = np.concatenate(
         list(frame_chips(variant["frames"].iloc[rows].reset_index(drop=True), lfw, chips))

@@ -1,0 +1,143 @@
+"""How far can a frame weight follow degradation severity on dlib descriptors? (issue 6)
+
+Upper bounds for the weight/severity Spearman target of the set heads, on the held-out
+DevTrain pairs of ``zoo/train_set_heads.py`` (LFW-sets rules, degraded variant; LFW-sets
+itself is not read). Every number here uses the severity label, which the shipped heads are
+never trained with:
+
+- "damage oracle": training frames weighted by `softmax(β cos(f_k, f_clean))`, the cosine of
+  the frame's descriptor with the clean descriptor of the same image, on training-style sets.
+- "severity probe": attention `softmax(β z_k)`, `z_k` the standardised output of a ridge
+  regression of severity on the frame's unit descriptor `f` (a NAN-1 score `qᵀ f_k`: the
+  paper's attention), on dlib's 256-d pooled last map, on its 448 texture statistics of three
+  early maps (`TextureStatistics`, the shipped heads' quality input) or on `f` and the
+  texture together (the shipped NAN score), fitted on the training people's frames.
+- "identity consistency": the Spearman of severity with the cosine of each training frame to
+  its person's other images (`identity_consistency`), a label-free quality signal.
+
+    python zoo/quality_ceiling.py --data /work/shared/data/lfw --cache /work/scratch/sets \
+        --chips /work/scratch/chips
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import spearmanr
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from train_set_heads import (  # noqa: E402
+    _short,
+    cached_embeddings,
+    held_out_embeddings,
+    sample_sets,
+    split_people,
+)
+
+from keras_faceset.data import LFW  # noqa: E402
+from keras_faceset.eval.sets import (  # noqa: E402
+    pad_sets,
+    set_verification,
+    weight_severity_spearman,
+)
+
+VERSIONS = 4  # degraded versions per training image, as zoo/train_set_heads.py
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def softmax_weights(score: np.ndarray, index: np.ndarray, mask: np.ndarray, beta: float):
+    logits = np.where(mask, beta * score[index], -np.inf)
+    weights = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return weights / weights.sum(axis=1, keepdims=True)
+
+
+def identity_consistency(embeddings: np.ndarray, image: np.ndarray, person: np.ndarray):
+    """Cosine of each unit descriptor with the mean unit descriptor of its person's frames
+    from the other images (every version alike)."""
+    f = unit(embeddings)
+    person_sum = np.zeros((person.max() + 1, f.shape[1]))
+    image_sum = np.zeros((image.max() + 1, f.shape[1]))
+    np.add.at(person_sum, person, f)
+    np.add.at(image_sum, image, f)
+    return np.sum(f * unit(person_sum[person] - image_sum[image]), axis=1)
+
+
+def attention_report(v: dict, score: np.ndarray, beta: float) -> dict:
+    """Held-out verification and weight/severity Spearman of `softmax(β score)` pooling."""
+    sides, parts = [], []
+    for side in ("rows_a", "rows_b"):
+        index, mask = pad_sets(v[side])
+        weights = softmax_weights(score, index, mask, beta)
+        sides.append(unit(np.einsum("bt,btd->bd", weights, unit(v["embedding"])[index])))
+        pad = [(0, 0), (0, 6 - index.shape[1])]
+        parts.append([np.pad(a, pad) for a in (weights, mask, index)])
+    weights, mask, index = (np.concatenate(p) for p in zip(*parts, strict=True))
+    report = set_verification(*sides, v["same"], v["fold"])
+    report["spearman"] = weight_severity_spearman(weights, mask, v["severity"][index])
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="/work/shared/data/lfw")
+    parser.add_argument("--cache", default="/work/scratch/sets")
+    parser.add_argument("--chips", default="/work/scratch/chips")
+    args = parser.parse_args(argv)
+    lfw, cache = LFW(args.data), Path(args.cache)
+    images, frames, arrays = cached_embeddings(lfw, cache, args.chips, 2400, VERSIONS)
+    train_names = split_people(images)
+    person = images.identity.factorize()[0][frames.image.to_numpy()]
+    train = images.identity.isin(train_names).to_numpy()[frames.image.to_numpy()]
+    severity = frames.severity.to_numpy()
+
+    consistency = identity_consistency(arrays["embedding"], frames.image.to_numpy(), person)
+    rho = spearmanr(consistency, severity).statistic
+    print(f"identity consistency vs severity (training frames): {rho:.3f}")
+
+    f = unit(arrays["embedding"])
+    frame_index = frames.index.to_numpy().reshape(len(images), VERSIONS + 1)
+    damage = np.sum(f * f[frame_index[frames.image.to_numpy(), 0]], axis=1)
+    people = [np.flatnonzero(images.identity == n) for n in sorted(train_names)]
+    index, mask, _ = sample_sets(frame_index, people, 32, 40, np.random.default_rng(5))
+    for beta in (5, 20, 50):
+        weights = softmax_weights(damage, index, mask, beta)
+        rho = weight_severity_spearman(weights, mask, severity[index])
+        print(f"damage oracle, beta {beta}: spearman {rho:.3f}")
+
+    val = held_out_embeddings(lfw, cache, args.chips, train_names)["degraded"]
+    sources = {
+        "f": (f, unit(val["embedding"])),
+        "pooled": (arrays["pooled"], val["pooled"]),
+        "texture": (arrays["texture"], val["texture"]),
+    }
+    inputs = {
+        **sources,
+        "f+texture": tuple(
+            np.hstack(pair) for pair in zip(sources["f"], sources["texture"], strict=True)
+        ),
+    }
+    for name, (x_train, x_val) in inputs.items():
+        mean, std = x_train[train].mean(axis=0), x_train[train].std(axis=0) + 1e-6
+        x_train, x_val = (x_train - mean) / std, (x_val - mean) / std
+        design = np.hstack([x_train[train], np.ones((train.sum(), 1))])
+        gram = design.T @ design + 1e-2 * np.eye(design.shape[1])
+        coef = np.linalg.solve(gram, design.T @ severity[train])
+        score = -(x_val @ coef[:-1])
+        score = (score - score.mean()) / score.std()
+        for beta in (1.0, 2.0):
+            report = attention_report(val, score, beta)
+            print(
+                f"severity probe on {name}, beta {beta:g}: spearman {report['spearman']:.3f}; "
+                f"{_short(report)}"
+            )
+
+
+if __name__ == "__main__":
+    main()
