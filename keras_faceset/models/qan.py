@@ -113,13 +113,14 @@ class QAN(SetEmbeddingModel):
         feature_shape = None
         if quality_input != "embedding":
             extracted = feature_extractor_of(backbone).output
-            if quality_input == "texture" and "texture" not in extracted:
+            feature_map = extracted["feature_map"]
+            if quality_input == "feature_map":
+                feature_shape = tuple(feature_map.shape[1:])
+            elif quality_input == "pooled":
+                feature_shape = feature_map.shape[-1]
+            elif "texture" in extracted:
+                feature_shape = extracted["texture"].shape[-1]
+            else:
                 raise ValueError(f"{type(backbone).__name__} has no texture statistics output.")
-            source = extracted["texture" if quality_input == "texture" else "feature_map"]
-            feature_shape = tuple(source.shape[1:])
-            if quality_input == "pooled":
-                feature_shape = feature_shape[-1]
-            elif quality_input == "texture":
-                feature_shape = feature_shape[0]
         head = QANHead(backbone_dim(backbone), feature_shape=feature_shape, **head_kwargs)
         return cls(backbone, head)
