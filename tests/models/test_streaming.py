@@ -13,6 +13,7 @@ from tests.models.set_helpers import DIM, numpy_outputs, randomize, unit
 HEADS = {
     "nan1": lambda: NANHead(DIM, num_blocks=1),
     "nan2": lambda: NANHead(DIM, num_blocks=2, projection_dim=8),
+    "nan1_features": lambda: NANHead(DIM, num_blocks=1, feature_shape=12, max_logit=1.5),
     "nan2_features": lambda: NANHead(DIM, num_blocks=2, feature_shape=12, max_logit=2.0),
     "qan": lambda: QANHead(DIM, filters=6),
     "qan_features": lambda: QANHead(DIM, feature_shape=12, filters=6, projection_dim=8),
