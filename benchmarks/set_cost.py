@@ -1,18 +1,25 @@
 """Set cost: time of a NAN or QAN head per set of T frame embeddings (128-d; one set per call,
 and 32 sets per call as a server batches them) as a share of the backbone time for the same T
-frames (backbone at batch 32, per frame)."""
+frames (backbone at batch 32, per frame); and what the per-frame inputs of the shipped heads
+cost: dlib descriptor + texture statistics (nan, nan1, qan) or + pooled last map, against the
+descriptor alone."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.backbone import build_models, keras_runner
+from benchmarks.backbone import build_models, images, keras_runner
 from benchmarks.common import banner, cli, interleaved, machine_info, table, write_result
 
 DIM = 128
 SET_SIZES = (1, 10, 100, 1000)
 SETS_PER_CALL = (1, 32)
 BACKBONE_BATCH = 32
+FRAME_INPUTS = {
+    "descriptor": None,
+    "descriptor + pooled map": (256,),
+    "descriptor + texture": (448,),
+}
 
 
 def heads() -> dict:
@@ -50,6 +57,18 @@ def head_runner(head, set_size: int, sets: int):
     return lambda: fn(features, mask).numpy()
 
 
+def frame_inputs_runner(backbone, feature_shape):
+    """A call of `frame_inputs_model(backbone, feature_shape)` on one batch of 150x150 chips."""
+    import tensorflow as tf
+
+    from keras_faceset.models.set_model import frame_inputs_model
+
+    model = frame_inputs_model(backbone, feature_shape)
+    fn = tf.function(lambda t: model(t, training=False))
+    tensor = tf.constant(images(BACKBONE_BATCH, 150, np.float32))
+    return lambda: [value.numpy() for value in fn(tensor).values()]
+
+
 def main(quick: bool = False, full: bool = False) -> dict:
     machine = machine_info(
         head_path=f"tf.function, {' or '.join(map(str, SETS_PER_CALL))} sets per call",
@@ -64,6 +83,8 @@ def main(quick: bool = False, full: bool = False) -> dict:
         ),
         "DlibResNet": keras_runner(models["dlib_folded"], BACKBONE_BATCH, 150, "tf.function"),
     }
+    for name, shape in FRAME_INPUTS.items():
+        runners[f"frames|{name}"] = frame_inputs_runner(models["dlib"], shape)
     head_fns = heads()
     cases = [(size, sets) for sets in SETS_PER_CALL for size in SET_SIZES]
     for name, head in head_fns.items():
@@ -98,6 +119,12 @@ def main(quick: bool = False, full: bool = False) -> dict:
         "backbone ms per frame (batch 32): "
         + ", ".join(f"{name} {1e3 * s:.2f}" for name, s in per_frame.items())
     )
+    frames = {name: stats[f"frames|{name}"]["median_s"] for name in FRAME_INPUTS}
+    for name, seconds in frames.items():
+        print(
+            f"dlib frame inputs, {name}: {1e3 * seconds / BACKBONE_BATCH:.2f} ms per frame, "
+            f"{seconds / frames['descriptor']:.3f}x the descriptor alone"
+        )
     print(
         table(
             [
@@ -118,6 +145,7 @@ def main(quick: bool = False, full: bool = False) -> dict:
         rows=rows,
         backbone_seconds_per_frame=per_frame,
         backbones={name: stats[name] for name in per_frame},
+        frame_inputs={name: stats[f"frames|{name}"] for name in FRAME_INPUTS},
         notes="head cost % = head seconds per set / (set size x backbone seconds per frame); "
         "backbone per-frame time from batch-32 calls of the folded model; heads and "
         "backbones timed in interleaved rounds in one process; each sample loops "

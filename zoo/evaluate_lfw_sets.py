@@ -68,13 +68,16 @@ def cached_frame_embeddings(
     frames: pd.DataFrame, lfw: LFW, chips: str, path: Path
 ) -> dict[str, np.ndarray]:
     """`embed_frames` of `frames`, computed once and kept in the .npz `path` (written
-    atomically)."""
-    if not path.is_file() or set(FEATURE_KEYS) - set(np.load(path).files):
-        print(f"embedding {len(frames)} frames into {path}", flush=True)
-        with atomic_path(path, suffix=".npz") as tmp:
-            np.savez(tmp, **embed_frames(frames, lfw, chips))
-    with np.load(path) as data:
-        return {key: data[key] for key in data.files}
+    atomically; a cache without every `FEATURE_KEYS` is computed again)."""
+    if path.is_file():
+        with np.load(path) as data:
+            if set(FEATURE_KEYS) <= set(data.files):
+                return {key: data[key] for key in FEATURE_KEYS}
+    print(f"embedding {len(frames)} frames into {path}", flush=True)
+    arrays = embed_frames(frames, lfw, chips)
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez(tmp, **arrays)
+    return arrays
 
 
 def frames_digest(frames: pd.DataFrame) -> str:
@@ -193,24 +196,23 @@ def evaluate(
             sides = [head_sets(head, v["embedding"], v[side], features) for side in SIDES]
             methods[name] = (sides[0][0], sides[1][0])
             if variant == "degraded":
-                width = max(weights.shape[1] for _, weights, _ in sides)
-                weights, mask, severity = (
-                    np.concatenate([_pad(part, width) for part in parts])
-                    for parts in (
-                        [s[1] for s in sides],
-                        [s[2] for s in sides],
-                        [v["severity"][pad_sets(v[side])[0]] for side in SIDES],
-                    )
-                )
-                spearman[name] = weight_severity_spearman(weights, mask, severity)
+                spearman[name] = pairs_spearman(v, [s[1] for s in sides], [s[2] for s in sides])
         for name, (set_a, set_b) in methods.items():
             report = set_verification(set_a, set_b, same, folds)
             rows.append({"model": name, "protocol": f"lfw_sets_{variant}", **report})
     return pd.DataFrame(rows), spearman
 
 
-def _pad(x: np.ndarray, width: int) -> np.ndarray:
-    return np.pad(x, [(0, 0), (0, width - x.shape[1])])
+def pairs_spearman(v: dict, weights: list[np.ndarray], masks: list[np.ndarray]) -> float:
+    """`weight_severity_spearman` over both sides of the pairs of a variant `v` (its
+    "rows_a" / "rows_b" sets and frame "severity"): `weights` and `masks` (N, T) per side."""
+    rows = [pad_sets(v[side])[0] for side in SIDES]
+    width = max(part.shape[1] for part in rows)
+    weights, masks, rows = (
+        np.concatenate([np.pad(p, [(0, 0), (0, width - p.shape[1])]) for p in parts])
+        for parts in (weights, masks, rows)
+    )
+    return weight_severity_spearman(weights, masks, v["severity"][rows])
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -30,12 +30,13 @@ from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from evaluate_lfw_sets import pairs_spearman  # noqa: E402
 from train_set_heads import (  # noqa: E402
     _short,
     cached_embeddings,
     held_out_embeddings,
     sample_sets,
-    split_people,
+    training_people,
 )
 
 from keras_faceset.data import LFW  # noqa: E402
@@ -71,16 +72,14 @@ def identity_consistency(embeddings: np.ndarray, image: np.ndarray, person: np.n
 
 def attention_report(v: dict, score: np.ndarray, beta: float) -> dict:
     """Held-out verification and weight/severity Spearman of `softmax(β score)` pooling."""
-    sides, parts = [], []
+    sides, weights, masks = [], [], []
     for side in ("rows_a", "rows_b"):
         index, mask = pad_sets(v[side])
-        weights = softmax_weights(score, index, mask, beta)
-        sides.append(unit(np.einsum("bt,btd->bd", weights, unit(v["embedding"])[index])))
-        pad = [(0, 0), (0, 6 - index.shape[1])]
-        parts.append([np.pad(a, pad) for a in (weights, mask, index)])
-    weights, mask, index = (np.concatenate(p) for p in zip(*parts, strict=True))
+        weights.append(softmax_weights(score, index, mask, beta))
+        masks.append(mask)
+        sides.append(unit(np.einsum("bt,btd->bd", weights[-1], unit(v["embedding"])[index])))
     report = set_verification(*sides, v["same"], v["fold"])
-    report["spearman"] = weight_severity_spearman(weights, mask, v["severity"][index])
+    report["spearman"] = pairs_spearman(v, weights, masks)
     return report
 
 
@@ -92,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     lfw, cache = LFW(args.data), Path(args.cache)
     images, frames, arrays = cached_embeddings(lfw, cache, args.chips, 2400, VERSIONS)
-    train_names = split_people(images)
+    train_names = training_people(images)
     person = images.identity.factorize()[0][frames.image.to_numpy()]
     train = images.identity.isin(train_names).to_numpy()[frames.image.to_numpy()]
     severity = frames.severity.to_numpy()

@@ -45,16 +45,15 @@ from evaluate_lfw_sets import (  # noqa: E402
     frames_digest,
     head_features,
     new_head,
+    pairs_spearman,
 )
 
 from keras_faceset.data import LFW, lfw_sets  # noqa: E402
 from keras_faceset.data.degrade import KINDS  # noqa: E402
 from keras_faceset.eval.sets import (  # noqa: E402
     head_sets,
-    pad_sets,
     pool_sets,
     set_verification,
-    weight_severity_spearman,
 )
 from keras_faceset.losses import ContrastiveLoss, TripletLoss  # noqa: E402
 
@@ -160,7 +159,7 @@ def select_images(lfw: LFW, max_images: int, seed: int = 0) -> pd.DataFrame:
     return out
 
 
-def split_people(images: pd.DataFrame, seed: int = 0) -> set[str]:
+def training_people(images: pd.DataFrame, seed: int = 0) -> set[str]:
     """The training people: 80% of `images`' identities in random order (stream `[seed, 2]`);
     the other 20% are held out."""
     identities = images.identity.unique()
@@ -273,16 +272,7 @@ def validate(head, v: dict) -> dict:
     features = head_features(head, v)
     sides = [head_sets(head, v["embedding"], v[side], features) for side in ("rows_a", "rows_b")]
     report = set_verification(sides[0][0], sides[1][0], v["same"], v["fold"])
-    width = max(s[1].shape[1] for s in sides)
-    weights, mask, rows = (
-        np.concatenate([np.pad(part, [(0, 0), (0, width - part.shape[1])]) for part in parts])
-        for parts in (
-            [s[1] for s in sides],
-            [s[2] for s in sides],
-            [pad_sets(v[side])[0] for side in ("rows_a", "rows_b")],
-        )
-    )
-    report["spearman"] = weight_severity_spearman(weights, mask, v["severity"][rows])
+    report["spearman"] = pairs_spearman(v, [s[1] for s in sides], [s[2] for s in sides])
     return report
 
 
@@ -336,7 +326,7 @@ def main(argv: list[str] | None = None) -> None:
         lfw, cache, args.chips, args.max_images, args.versions
     )
     frame_index = frames.index.to_numpy().reshape(len(images), args.versions + 1)
-    train_names = split_people(images, args.seed)
+    train_names = training_people(images, args.seed)
     train_people = [
         np.flatnonzero(images.identity == name)
         for name in images.identity.unique()
