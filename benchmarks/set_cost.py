@@ -61,7 +61,7 @@ def frame_inputs_runner(backbone, feature_shape):
     """A call of `frame_inputs_model(backbone, feature_shape)` on one batch of 150x150 chips."""
     import tensorflow as tf
 
-    from keras_faceset.models.set_model import frame_inputs_model
+    from keras_faceset.models.task import frame_inputs_model
 
     model = frame_inputs_model(backbone, feature_shape)
     fn = tf.function(lambda t: model(t, training=False))

@@ -18,7 +18,7 @@ import numpy as np
 from keras_faceset import zoo
 from keras_faceset.align.pipeline import AlignedBatch, ImageInput
 from keras_faceset.models.fold import fold_batch_norm
-from keras_faceset.models.set_model import frame_inputs_model
+from keras_faceset.models.task import frame_inputs_model
 from keras_faceset.progress import progress
 
 ALIGNMENTS = ("preset", "center")

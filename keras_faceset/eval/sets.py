@@ -14,32 +14,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
 import pandas as pd
 
 from keras_faceset.data import lfw_sets
 from keras_faceset.data.lfw import LFW
 from keras_faceset.eval.verification import verification_report
+from keras_faceset.models.set_inference import pad_sets
 from keras_faceset.progress import progress
 
 if TYPE_CHECKING:
     from keras_faceset.embedder import FaceEmbedder
 
 POOLINGS = ("mean", "norm_weighted", "best_frame")
-
-
-def pad_sets(rows: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
-    """Sets of row indices -> index array (N, T) (0 at padding) and bool mask (N, T)."""
-    if len(rows) == 0:
-        raise ValueError("no sets given")
-    lengths = np.array([len(r) for r in rows])
-    if lengths.min() < 1:
-        raise ValueError(f"set {int(np.argmin(lengths))} is empty")
-    mask = np.arange(lengths.max())[None, :] < lengths[:, None]
-    index = np.zeros(mask.shape, np.int64)
-    index[mask] = np.concatenate([np.asarray(r, np.int64) for r in rows])
-    return index, mask
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -66,25 +53,6 @@ def pool_sets(embeddings, rows: Sequence[Sequence[int]], pooling: str = "mean") 
         return _unit(frames[np.arange(len(index)), np.argmax(norms, axis=1)])
     weights = mask if pooling == "mean" else norms
     return _unit(np.einsum("nt,ntd->nd", weights, _unit(frames)))
-
-
-def head_sets(
-    head: keras.Model,
-    embeddings,
-    rows: Sequence[Sequence[int]],
-    features=None,
-    batch_size: int = 256,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A set head's (`NANHead`, `QANHead`, ...) unit set embeddings (N, D), per-frame
-    weights (N, T) and mask (N, T); `features` (F, ...) feed ``"frame_features"``."""
-    index, mask = pad_sets(rows)
-    inputs = {"frame_embeddings": np.asarray(embeddings, np.float32)[index], "mask": mask}
-    if "frame_features" in head.input:
-        if features is None:
-            raise ValueError(f"{head.name} takes frame_features; pass features")
-        inputs["frame_features"] = np.asarray(features, np.float32)[index]
-    outputs = head.predict(inputs, batch_size=batch_size, verbose=0)
-    return np.asarray(outputs["embedding"]), np.asarray(outputs["weights"]), mask
 
 
 def set_verification(set_a, set_b, same, folds=10) -> dict[str, float]:

@@ -25,7 +25,8 @@ import keras
 import numpy as np
 
 from keras_faceset.layers import L2Normalize, MaskedMeanPooling
-from keras_faceset.models.set_model import frame_feature_shape, frame_inputs_model
+from keras_faceset.models.set_head import frame_feature_shape
+from keras_faceset.models.task import frame_inputs_model
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 HEAD_INPUTS = {"frame_embeddings", "mask"}

@@ -7,7 +7,8 @@ import keras
 from keras import ops
 
 from keras_faceset.layers import AttentionAggregation
-from keras_faceset.models.set_model import MaskFrames, SetEmbeddingModel, SetHead
+from keras_faceset.models.set_head import MaskFrames, SetHead
+from keras_faceset.models.task import SetEmbeddingModel
 
 
 @keras.saving.register_keras_serializable(package="keras_faceset")

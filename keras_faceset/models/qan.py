@@ -7,13 +7,8 @@ import keras
 from keras import ops
 
 from keras_faceset.layers import QualityHead, QualityPooling
-from keras_faceset.models.set_model import (
-    SetEmbeddingModel,
-    SetHead,
-    backbone_dim,
-    feature_extractor_of,
-    frame_feature_shape,
-)
+from keras_faceset.models.set_head import SetHead, frame_feature_shape
+from keras_faceset.models.task import SetEmbeddingModel, backbone_dim, feature_extractor_of
 
 QUALITY_INPUTS = ("pooled", "texture", "feature_map", "embedding")
 

@@ -7,16 +7,10 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-from keras import ops
 
-from keras_faceset.layers import MaskedMeanPooling
 from keras_faceset.losses import CenterLoss, DSALoss
-from keras_faceset.models.set_model import (
-    SetEmbeddingModel,
-    SetHead,
-    classifier_layer,
-    needs_labels,
-)
+from keras_faceset.models.identification import classifier_layer, needs_labels
+from keras_faceset.models.mean import MeanHead, MeanSet
 
 
 def lsr_targets(labels, num_identities: int) -> np.ndarray:
@@ -106,14 +100,10 @@ class _SeqFaceTraining:
 
 
 @keras.saving.register_keras_serializable(package="keras_faceset")
-class SeqFaceHead(_SeqFaceTraining, SetHead):
-    """SeqFace's set embedding: the mean of the normalised frame embeddings,
-    `r = Σ_k m_k f_k / Σ_k m_k`, `f_k = x_k / ‖x_k‖`, output `{"embedding": r / ‖r‖,
-    "weights": m_k / Σ m}`.
-
-    Inputs `{"frame_embeddings": (B, T, dim), "mask": (B, T)}`. Give it a `projection_dim`
-    (SeqFace's embedding layer on top of the frame features) to train on cached embeddings
-    with `training_model`.
+class SeqFaceHead(_SeqFaceTraining, MeanHead):
+    """SeqFace's set embedding: the mean of the normalised (projected) frame embeddings, as
+    `MeanHead`. Give it a `projection_dim` (SeqFace's embedding layer on top of the frame
+    features) to train on cached embeddings with `training_model`.
     """
 
     def __init__(
@@ -123,19 +113,11 @@ class SeqFaceHead(_SeqFaceTraining, SetHead):
         name: str = "seqface_head",
         **kwargs,
     ):
-        inputs, features = self._frame_graph(dim, projection_dim, None)
-        pooled, weights = MaskedMeanPooling(return_weights=True, name="aggregation")(
-            [features, inputs["mask"]]
-        )
-        self._finish(inputs, pooled, weights, name, **kwargs)
-
-    def frame_log_weights(self, features, frame_embeddings, frame_features=None):
-        """Equal weights: `ℓ_k = 0`."""
-        return ops.zeros(ops.shape(features)[:1])
+        super().__init__(dim, projection_dim, name=name, **kwargs)
 
 
 @keras.saving.register_keras_serializable(package="keras_faceset")
-class SeqFace(_SeqFaceTraining, SetEmbeddingModel):
+class SeqFace(_SeqFaceTraining, MeanSet):
     """SeqFace on image sets: `backbone` per frame -> `SeqFaceHead` (mean of normalised
     embeddings). Train the backbone on single images with `training_model`; this model then
     embeds sets with the trained weights."""

@@ -20,7 +20,7 @@ import dataclasses
 import keras
 import numpy as np
 
-from keras_faceset.models.set_model import SetHead
+from keras_faceset.models.set_head import SetHead
 
 
 @dataclasses.dataclass(frozen=True)

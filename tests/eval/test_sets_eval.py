@@ -5,14 +5,9 @@ import pytest
 from scipy.stats import spearmanr
 
 import keras_faceset
-from keras_faceset.eval.sets import (
-    head_sets,
-    pad_sets,
-    pool_sets,
-    set_verification,
-    weight_severity_spearman,
-)
+from keras_faceset.eval.sets import pool_sets, set_verification, weight_severity_spearman
 from keras_faceset.models import NANHead, QANHead
+from keras_faceset.models.set_inference import head_sets, pad_sets
 from keras_faceset.zoo import get_preset
 
 ROWS = [[0, 1], [2], [3, 4, 5]]

@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
-from keras_faceset.models.set_model import frame_inputs_model
+from keras_faceset.models.task import frame_inputs_model
 
 VENV_BIN = Path(sys.executable).parent
 FRESH_PROCESS = Path(__file__).with_name("fresh_process.py")

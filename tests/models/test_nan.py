@@ -5,13 +5,9 @@ import numpy as np
 import pytest
 
 from keras_faceset.losses import ContrastiveLoss
+from keras_faceset.models import SetEmbeddingModel, identification_model, set_embedding_model
 from keras_faceset.models.nan import NAN, NANHead
 from keras_faceset.models.seqface import SeqFaceHead
-from keras_faceset.models.set_model import (
-    SetEmbeddingModel,
-    identification_model,
-    set_embedding_model,
-)
 from tests.checks import (
     assert_fit_reduces_loss,
     assert_jit_compile_matches,

@@ -1,0 +1,52 @@
+"""Batched set inference: sets as rows into a table of frames, padded, through a set head.
+
+Frames are embedded once (one row per distinct frame, by a task's `frame_model`); a set is a list
+of row indices into that table. `pad_sets` turns the sets into an index array and a mask, and
+`head_sets` runs the head on the padded sets in batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+
+
+def pad_sets(rows: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Sets of row indices -> index array (N, T) (0 at padding) and bool mask (N, T)."""
+    if len(rows) == 0:
+        raise ValueError("no sets given")
+    lengths = np.array([len(r) for r in rows])
+    if lengths.min() < 1:
+        raise ValueError(f"set {int(np.argmin(lengths))} is empty: every set needs a frame")
+    mask = np.arange(lengths.max())[None, :] < lengths[:, None]
+    index = np.zeros(mask.shape, np.int64)
+    index[mask] = np.concatenate([np.asarray(r, np.int64) for r in rows])
+    return index, mask
+
+
+def consecutive_rows(sizes: Sequence[int]) -> list[list[int]]:
+    """The rows of sets of `sizes` frames stored one after another: [2, 1] -> [[0, 1], [2]]."""
+    ends = np.cumsum(sizes)
+    return [list(range(end - size, end)) for size, end in zip(sizes, ends, strict=True)]
+
+
+def head_sets(
+    head: keras.Model,
+    embeddings,
+    rows: Sequence[Sequence[int]],
+    features=None,
+    batch_size: int = 256,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A set head's (`MeanHead`, `NANHead`, `QANHead`, ...) unit set embeddings (N, D),
+    per-frame weights (N, T) and mask (N, T) of the sets `rows` of frame embeddings
+    `embeddings` (F, dim); `features` (F, ...) feed ``"frame_features"``."""
+    index, mask = pad_sets(rows)
+    inputs = {"frame_embeddings": np.asarray(embeddings, np.float32)[index], "mask": mask}
+    if "frame_features" in head.input:
+        if features is None:
+            raise ValueError(f"{head.name} takes frame_features; pass features")
+        inputs["frame_features"] = np.asarray(features, np.float32)[index]
+    outputs = head.predict(inputs, batch_size=batch_size, verbose=0)
+    return np.asarray(outputs["embedding"]), np.asarray(outputs["weights"]), mask
