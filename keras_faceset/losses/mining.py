@@ -14,6 +14,7 @@ from keras import ops
 from keras_faceset.losses._validation import validate_labels
 
 MINING = ("semi_hard", "hard", "all")
+AVERAGES = ("mined", "all_anchors")
 
 
 def check_mining(mining: str) -> str:
@@ -21,6 +22,18 @@ def check_mining(mining: str) -> str:
     if mining not in MINING:
         raise ValueError(f"Unknown mining {mining!r}; expected one of {MINING}")
     return mining
+
+
+def check_average(average: str, mining: str) -> str:
+    """Return `average` if it names a known averaging that `mining` supports, else raise."""
+    if average not in AVERAGES:
+        raise ValueError(f"Unknown average {average!r}; expected one of {AVERAGES}")
+    if average == "all_anchors" and mining != "hard":
+        raise ValueError(
+            f"average='all_anchors' is batch-hard's averaging (tfa's triplet_hard_loss); "
+            f"use it with mining='hard', not mining={mining!r}"
+        )
+    return average
 
 
 def identity_adjacency(labels):
@@ -102,6 +115,26 @@ def hard(distances, positive, negative, margin: float):
     return ops.where(anchors, hinge, 0), _count(anchors, distances.dtype)
 
 
+def hard_all_anchors(distances, positive, negative, margin: float):
+    """Batch-hard averaged over every anchor of the batch, as tfa's `triplet_hard_loss`.
+
+    tfa's masked maximum and minimum fall back to the row's minimum and maximum: an anchor
+    without a positive takes ``max_p d_ap = 0`` (the zero diagonal), so it contributes
+    ``max(alpha - min_n d_an, 0)``; one without a negative takes its farthest sample as
+    ``min_n d_an``, so it contributes ``alpha``.
+    """
+    hardest_positive = ops.where(
+        ops.any(positive, axis=1), masked_max(distances, positive, axis=1), 0
+    )
+    hardest_negative = ops.where(
+        ops.any(negative, axis=1),
+        masked_min(distances, negative, axis=1),
+        ops.max(distances, axis=1),
+    )
+    hinge = ops.relu(hardest_positive - hardest_negative + margin)
+    return hinge, ops.cast(ops.shape(distances)[0], distances.dtype)
+
+
 def batch_all(distances, positive, negative, margin: float):
     """Batch-all (Hermans et al. 2017): every valid triplet ``(a, p, n)``, averaged over the
     triplets with a positive loss ``d_ap - d_an + alpha > 0``.
@@ -120,3 +153,10 @@ def batch_all(distances, positive, negative, margin: float):
 
 
 MINERS = {"semi_hard": semi_hard, "hard": hard, "all": batch_all}
+
+
+def miner(mining: str, average: str = "mined"):
+    """The miner for `mining` and `average` (both checked)."""
+    if check_average(average, check_mining(mining)) == "all_anchors":
+        return hard_all_anchors
+    return MINERS[mining]

@@ -7,13 +7,19 @@ import keras
 from keras import ops
 
 from keras_faceset.losses.distances import check_distance, pairwise_distance
-from keras_faceset.losses.mining import MINERS, check_mining, identity_adjacency, identity_masks
+from keras_faceset.losses.mining import (
+    check_average,
+    check_mining,
+    identity_adjacency,
+    identity_masks,
+    miner,
+)
 
 
-def _triplet_terms(adjacency, embeddings, mining: str, margin: float, distance: str):
+def _triplet_terms(adjacency, embeddings, mining: str, margin: float, distance: str, average: str):
     positive, negative = identity_masks(adjacency)
     distances = pairwise_distance(embeddings, distance)
-    return MINERS[check_mining(mining)](distances, positive, negative, margin)
+    return miner(mining, average)(distances, positive, negative, margin)
 
 
 def triplet_loss(
@@ -23,6 +29,7 @@ def triplet_loss(
     mining: str = "semi_hard",
     margin: float = 0.2,
     distance: str = "squared_l2",
+    average: str = "mined",
 ):
     """Batch triplet loss (a scalar) of `(B, D)` embeddings with integer identity `labels`.
 
@@ -33,11 +40,18 @@ def triplet_loss(
             or `"all"` (batch-all, mean over the triplets with a positive loss).
         margin: ``alpha``.
         distance: `"squared_l2"` (FaceNet), `"l2"` or `"cosine"` (``1 - cos``).
+        average: what the loss is the mean over. `"mined"`: the mined terms (the positive
+            pairs for semi-hard, the anchors with a positive and a negative for batch-hard,
+            the triplets with a positive loss for batch-all). `"all_anchors"` (with
+            `mining="hard"` only): every anchor of the batch, as tfa's `triplet_hard_loss`;
+            an anchor without a positive counts ``max(alpha - min_n d_an, 0)``, one without
+            a negative counts ``alpha``.
 
-    A batch without any valid triplet (all labels distinct or all equal) gives 0.
+    With `average="mined"`, a batch without any valid triplet (all labels distinct or all
+    equal) gives 0.
     """
     per_anchor, count = _triplet_terms(
-        identity_adjacency(labels), embeddings, mining, margin, distance
+        identity_adjacency(labels), embeddings, mining, margin, distance, average
     )
     return ops.sum(per_anchor) / ops.maximum(count, 1)
 
@@ -58,6 +72,7 @@ class TripletLoss(keras.losses.Loss):
         mining: str = "semi_hard",
         margin: float = 0.2,
         distance: str = "squared_l2",
+        average: str = "mined",
         name: str = "triplet_loss",
         reduction: str | None = "sum_over_batch_size",
         dtype=None,
@@ -66,6 +81,7 @@ class TripletLoss(keras.losses.Loss):
         self.mining = check_mining(mining)
         self.margin = float(margin)
         self.distance = check_distance(distance)
+        self.average = check_average(average, self.mining)
 
     def __call__(self, y_true, y_pred, sample_weight=None):
         # Keras casts y_true to float: pass the exact identity adjacency instead of labels.
@@ -74,12 +90,14 @@ class TripletLoss(keras.losses.Loss):
     def call(self, y_true, y_pred):
         adjacency = ops.greater(y_true, 0.5)
         per_anchor, count = _triplet_terms(
-            adjacency, y_pred, self.mining, self.margin, self.distance
+            adjacency, y_pred, self.mining, self.margin, self.distance, self.average
         )
         batch_size = ops.cast(ops.shape(y_pred)[0], per_anchor.dtype)
         return per_anchor * (batch_size / ops.maximum(count, 1))
 
     def get_config(self) -> dict:
         config = super().get_config()
-        config.update(mining=self.mining, margin=self.margin, distance=self.distance)
+        config.update(
+            mining=self.mining, margin=self.margin, distance=self.distance, average=self.average
+        )
         return config

@@ -8,7 +8,7 @@ import pytest
 
 from keras_faceset.losses import TripletLoss, triplet_loss, validate_labels
 from keras_faceset.losses.distances import DISTANCES
-from keras_faceset.losses.mining import MINING
+from keras_faceset.losses.mining import AVERAGES, MINING
 from tests.checks import assert_fit_reduces_loss, value_and_gradients
 from tests.losses.test_distances import numpy_pairwise
 
@@ -40,6 +40,23 @@ def reference_triplet(labels, x, mining, margin, distance):
     return float(np.mean(terms)) if terms else 0.0
 
 
+def reference_tfa_hard(labels, x, margin, distance):
+    """tfa's `triplet_hard_loss`, looped: over every anchor, the farthest positive (0 when there
+    is none: tfa's masked maximum falls back to the row minimum, the zero diagonal) and the
+    closest negative (the farthest sample when there is none: the row maximum)."""
+    labels = np.ravel(labels)
+    d = numpy_pairwise(x, distance)
+    size = len(labels)
+    terms = []
+    for a in range(size):
+        positives = [d[a, p] for p in range(size) if p != a and labels[p] == labels[a]]
+        negatives = [d[a, n] for n in range(size) if labels[n] != labels[a]]
+        hardest_positive = max(positives, default=0.0)
+        hardest_negative = min(negatives) if negatives else d[a].max()
+        terms.append(max(hardest_positive - hardest_negative + margin, 0.0))
+    return float(np.mean(terms))
+
+
 def random_batch(seed, size=12, classes=4, dim=4):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(size, dim))
@@ -62,6 +79,81 @@ def test_matches_brute_force(mining, distance, seed):
     np.testing.assert_allclose(loss_value(labels, x, **kwargs), expected, atol=1e-5, rtol=1e-5)
     loss = keras.ops.convert_to_numpy(TripletLoss(**kwargs)(labels, x))
     np.testing.assert_allclose(loss, expected, atol=1e-5, rtol=1e-5)
+
+
+SINGLETONS = np.array([0, 0, 0, 1, 1, 2, 3, 3, 4, 5, 5, 6])  # identities 2, 4, 6: one image
+
+
+@pytest.mark.parametrize("distance", DISTANCES)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_all_anchors_matches_tfa_triplet_hard_loss(distance, seed):
+    _, x = random_batch(seed, size=len(SINGLETONS))
+    x[5] = x[4] + 0.05  # a singleton close to a negative: its term max(alpha - d_an, 0) > 0
+    margin = 1.0  # tfa's default
+    expected = reference_tfa_hard(SINGLETONS, x, margin, distance)
+    mined = reference_triplet(SINGLETONS, x, "hard", margin, distance)
+    assert abs(expected - mined) > 1e-2  # the anchors without a positive count
+    kwargs = dict(mining="hard", margin=margin, distance=distance, average="all_anchors")
+    np.testing.assert_allclose(loss_value(SINGLETONS, x, **kwargs), expected, rtol=1e-5)
+    loss = TripletLoss(**kwargs)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loss(SINGLETONS, x)), expected, 1e-5)
+    contributions = keras.ops.convert_to_numpy(TripletLoss(**kwargs, reduction=None)(SINGLETONS, x))
+    np.testing.assert_allclose(contributions.mean(), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("labels", [[0, 1, 2, 3, 4], [7, 7, 7, 7, 7]], ids=["distinct", "same"])
+@pytest.mark.parametrize("distance", DISTANCES)
+def test_all_anchors_without_valid_triplets_is_tfa(labels, distance):
+    # tfa gives every anchor max(alpha - min d_an, 0) without positives, alpha without negatives.
+    x = np.random.default_rng(0).normal(size=(5, 3)).astype("float32") * 0.3
+    expected = reference_tfa_hard(labels, x, 1.0, distance)
+    assert expected > 0
+    got = loss_value(
+        np.array(labels), x, mining="hard", margin=1.0, distance=distance, average="all_anchors"
+    )
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("average,expected", [("mined", 1.96), ("all_anchors", 1.696)])
+def test_hard_averages_on_a_line(average, expected):
+    # d^2 as below plus a singleton at 2.0 (d^2 to the others: 4, 1, 1, 0.36). Hinges (margin 1)
+    # of anchors 0-3: 0.04, 1.84, 2.56, 3.40; the singleton adds 1 - 0.36 = 0.64 over 5 anchors.
+    x = np.array([[0.0], [1.0], [3.0], [1.4], [2.0]], "float32")
+    labels = np.array([0, 0, 1, 1, 2])
+    got = loss_value(labels, x, mining="hard", margin=1.0, average=average)
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_default_average_is_unchanged():
+    _, x = random_batch(4, size=len(SINGLETONS))
+    expected = reference_triplet(SINGLETONS, x, "hard", 0.2, "squared_l2")
+    np.testing.assert_allclose(loss_value(SINGLETONS, x, mining="hard"), expected, rtol=1e-5)
+    loss = TripletLoss(mining="hard")
+    assert loss.average == "mined" and loss.get_config()["average"] == "mined"
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loss(SINGLETONS, x)), expected, 1e-5)
+    # A config saved before `average` existed loads with the same averaging.
+    old_config = {k: v for k, v in loss.get_config().items() if k != "average"}
+    assert TripletLoss.from_config(old_config).average == "mined"
+
+
+@pytest.mark.parametrize("distance", DISTANCES)
+def test_all_anchors_gradient_matches_finite_differences(distance):
+    labels = np.array([0, 0, 1, 1, 1, 2, 3])  # identities 2 and 3 have no positive
+    _, x = random_batch(3, size=7, dim=3)
+    kwargs = dict(mining="hard", margin=1.0, distance=distance, average="all_anchors")
+    _, (grad,) = value_and_gradients(lambda e: triplet_loss(labels, e, **kwargs), x)
+    x64, eps = np.float64(x), 1e-6
+    expected = np.zeros_like(x64)
+    for index in np.ndindex(x.shape):
+        step = np.zeros_like(x64)
+        step[index] = eps
+        upper = reference_tfa_hard(labels, x64 + step, 1.0, distance)
+        lower = reference_tfa_hard(labels, x64 - step, 1.0, distance)
+        expected[index] = (upper - lower) / (2 * eps)
+    np.testing.assert_allclose(grad, expected, atol=2e-3, rtol=1e-3)
+    mined = dict(kwargs, average="mined")
+    _, (grad_mined,) = value_and_gradients(lambda e: triplet_loss(labels, e, **mined), x)
+    assert np.abs(grad - grad_mined).max() > 1e-2  # the anchors without a positive pull too
 
 
 @pytest.mark.parametrize("mining,expected", [("semi_hard", 0.41), ("hard", 1.32), ("all", 1.72)])
@@ -149,6 +241,12 @@ def test_bad_inputs_raise():
         TripletLoss(distance="l1")
     with pytest.raises(ValueError, match="embeddings must have shape"):
         triplet_loss(labels, x[:, :, None])
+    with pytest.raises(ValueError, match="Unknown average 'valid'.*mined"):
+        TripletLoss(mining="hard", average="valid")
+    for mining in set(MINING) - {"hard"}:
+        with pytest.raises(ValueError, match="all_anchors.*mining='hard'"):
+            triplet_loss(labels, x, mining=mining, average="all_anchors")
+    assert AVERAGES == ("mined", "all_anchors")
 
 
 def test_reduction_and_sample_weight():
