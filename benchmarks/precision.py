@@ -121,7 +121,7 @@ def lfw(chip_cache: str, presets=LFW_PRESETS) -> dict:
     rows = []
     for preset in presets:
         embedder = FaceEmbedder(preset, chip_cache=chip_cache)
-        backbone = embedder.model
+        backbone = embedder.task.backbone
         for dtype in ("float32", "mixed_bfloat16"):
             embedder.frame_model = fold(backbone, dtype)
             start = time.perf_counter()

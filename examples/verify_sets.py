@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import argparse
 
-from keras_faceset.embedder import FaceEmbedder, cosine_distance, image_paths
+from keras_faceset.data.inputs import image_paths
+from keras_faceset.embedder import FaceEmbedder, cosine_distance
 
 
 def main(argv: list[str] | None = None) -> float:

@@ -55,11 +55,12 @@ def _embedder(args: argparse.Namespace):
 
 
 def _verify(args: argparse.Namespace) -> None:
-    from keras_faceset.embedder import cosine_distance, frame_label, input_sets, set_inputs
+    from keras_faceset.data.inputs import frame_label, input_sets, set_inputs
+    from keras_faceset.embedder import cosine_distance
 
     embedder = _embedder(args)
     print(f"model: {args.model} ({embedder.description})")
-    if embedder.set_model is None:
+    if not embedder.takes_sets:
         first, second = embedder.embed([args.a, args.b])
     else:  # each side is a set: a folder of frames, a video (or one image)
         (_, frames_a), (_, frames_b) = input_sets([args.a, args.b], args.max_frames)
@@ -99,16 +100,16 @@ def _embed(args: argparse.Namespace) -> None:
         _parquet_engine()
     import numpy as np
 
-    from keras_faceset.embedder import frame_label, input_sets, set_inputs
+    from keras_faceset.data.inputs import frame_label, input_sets, set_inputs
 
     embedder = _embedder(args)
     sets = input_sets(args.inputs, args.max_frames)
-    if embedder.set_model is None:  # one embedding per image (or video frame)
+    if not embedder.takes_sets:  # one embedding per image (or video frame)
         sets = [(frame_label(frame), [frame]) for _, frames in sets for frame in frames]
     names = [name for name, _ in sets]
     embeddings, weights = embedder.embed_sets([set_inputs(frames) for _, frames in sets])
     output.parent.mkdir(parents=True, exist_ok=True)
-    if embedder.set_model is None:
+    if not embedder.takes_sets:
         columns = {"path": names}
     else:
         columns = {
@@ -120,7 +121,7 @@ def _embed(args: argparse.Namespace) -> None:
         import pandas as pd
 
         pd.DataFrame({**columns, "embedding": list(embeddings)}).to_parquet(output, index=False)
-    elif embedder.set_model is None:
+    elif not embedder.takes_sets:
         np.savez(output, embeddings=embeddings, paths=np.array(names))
     else:
         width = max(len(w) for w in weights)
@@ -132,7 +133,7 @@ def _embed(args: argparse.Namespace) -> None:
             weights=np.array([np.pad(w, (0, width - len(w))) for w in weights], np.float32),
             lengths=np.array([len(w) for w in weights]),
         )
-    kind = "images" if embedder.set_model is None else "sets"
+    kind = "images" if not embedder.takes_sets else "sets"
     print(f"{len(names)} {kind}, embeddings of dimension {embeddings.shape[1]} -> {output}")
     if embedder.fallbacks:
         print(f"note: no face found in {embedder.fallbacks} image(s); used the central crop")
@@ -217,7 +218,7 @@ def _record(args: argparse.Namespace, embedder, protocol: str, row) -> None:
     record_result(
         args.record,
         {
-            "model": embedder.preset.head.results_model if embedder.head else args.model,
+            "model": embedder.preset.head.results_model,
             "protocol": protocol,
             "alignment": args.align + ("+flip" if args.flip else ""),
             "accuracy": row["accuracy"],

@@ -1,10 +1,13 @@
 """FaceEmbedder on sets: set embeddings equal the set model, weights sum to 1, inputs."""
 
 import cv2
+import keras
 import numpy as np
 import pytest
 
-from keras_faceset.embedder import FaceEmbedder, frame_label, input_sets, set_inputs, take_aligned
+from keras_faceset.data.inputs import frame_label, input_sets, set_inputs
+from keras_faceset.embedder import FaceEmbedder
+from keras_faceset.models.backbones.dlib_resnet import Affine
 from tests.conftest import REPO
 
 IMAGES = sorted((REPO / "examples" / "images").glob("*.jpg"))  # Powell, Serena 1, Serena 2
@@ -21,7 +24,7 @@ def test_embed_sets_equal_the_set_model_and_weights_sum_to_one(qan):
     assert embeddings.shape == (2, 128) and [len(w) for w in weights] == [3, 1]
     np.testing.assert_allclose([w.sum() for w in weights], 1, atol=1e-6)
     chips = qan.chips(IMAGES).astype("float32")
-    out = qan.set_model.predict({"images": chips[None], "mask": np.ones((1, 3), bool)}, verbose=0)
+    out = qan.task.predict({"images": chips[None], "mask": np.ones((1, 3), bool)}, verbose=0)
     np.testing.assert_allclose(embeddings[0], out["embedding"][0], atol=1e-5)
     np.testing.assert_allclose(weights[0], out["weights"][0], atol=1e-6)
     single, weight = qan.embed_set(IMAGES[1:2])
@@ -36,7 +39,7 @@ def test_an_image_model_embeds_a_set_as_its_normalised_mean():
     mean = frames.mean(axis=0)
     np.testing.assert_allclose(embeddings[0], mean / np.linalg.norm(mean), atol=1e-5)
     np.testing.assert_allclose(weights[0], [1 / 3] * 3)
-    np.testing.assert_array_equal(embedder.embed_images(IMAGES), frames)
+    np.testing.assert_allclose(embedder.embed_images(IMAGES), frames, atol=1e-6)
 
 
 def test_chips_like_crop_where_the_other_image_had_its_face():
@@ -44,7 +47,7 @@ def test_chips_like_crop_where_the_other_image_had_its_face():
     aligned = embedder.align_faces(IMAGES)
     images = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in IMAGES]
     np.testing.assert_array_equal(embedder.chips(images, like=aligned), aligned.chips)
-    picked = take_aligned(aligned, [2, 0])
+    picked = aligned.take([2, 0])
     assert picked.names == [aligned.names[2], aligned.names[0]]
     np.testing.assert_array_equal(embedder.chips(images[::2][::-1], like=picked), picked.chips)
     with pytest.raises(ValueError, match="2 images but 3 alignments"):
@@ -90,3 +93,32 @@ def test_bfloat16_precision_keeps_the_embeddings_and_rejects_unknown_names():
     assert float(embedding @ fast_embedding) > 0.9999
     with pytest.raises(ValueError, match="unknown precision 'float16'"):
         FaceEmbedder("dlib_resnet", weights=None, precision="float16")
+
+
+def test_the_folded_default_equals_the_unfolded_graph_on_real_faces():
+    folded, unfolded = FaceEmbedder("nan"), FaceEmbedder("nan", fold=False)
+    assert _batch_norms(unfolded.frame_model) > 0 and _batch_norms(folded.frame_model) == 0
+    chips = folded.chips(IMAGES)
+    fast, exact = folded.frame_outputs(chips), unfolded.frame_outputs(chips)
+    for key in ("frame_embeddings", "frame_features"):
+        np.testing.assert_allclose(fast[key], exact[key], atol=1e-4)
+    (a,), _ = folded.embed_sets([IMAGES])
+    (b,), _ = unfolded.embed_sets([IMAGES])
+    np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_faces_are_reported_per_frame():
+    embedder = FaceEmbedder("dlib_resnet", weights=None)
+    grey = np.full((200, 200, 3), 128, np.uint8)
+    _, _, faces = embedder.embed_sets([[IMAGES[0], grey]], return_faces=True)
+    np.testing.assert_array_equal(faces.fallback, [False, True])
+    np.testing.assert_array_equal(faces.face_count, [1, 0])
+    assert faces.confidence[0] > 0.9 and faces.confidence[1] == 0
+    assert FaceEmbedder("dlib_resnet", weights=None, align="center").embed_sets(
+        [[grey]], return_faces=True
+    )[2] is None
+
+
+def _batch_norms(model) -> int:
+    layers = model._flatten_layers(include_self=False, recursive=True)
+    return sum(isinstance(layer, (keras.layers.BatchNormalization, Affine)) for layer in layers)

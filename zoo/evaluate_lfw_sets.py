@@ -7,7 +7,7 @@ chip by the five-point transform MTCNN found on the *clean* image (a tracker giv
 quality varies).
 
     python zoo/evaluate_lfw_sets.py --data /work/shared/data/lfw --cache /work/scratch/sets \
-        --chips /work/scratch/chips --record zoo/results.csv
+        --chips /work/scratch/chips --record keras_faceset/zoo/results.csv
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from keras_faceset.data import LFW, lfw_sets
-from keras_faceset.embedder import FaceEmbedder, take_aligned
+from keras_faceset.embedder import FaceEmbedder
 from keras_faceset.eval.results import record_result
 from keras_faceset.eval.sets import (
     POOLINGS,
@@ -37,7 +37,7 @@ from keras_faceset.eval.sets import (
 from keras_faceset.files import atomic_path
 
 REPO = Path(__file__).resolve().parents[1]
-PROTOCOLS = REPO / "zoo" / "protocols"
+PROTOCOLS = REPO / "keras_faceset" / "zoo" / "protocols"
 WEIGHTS = REPO / "keras_faceset" / "zoo" / "weights"
 HEADS = ("nan1_dlib", "nan2_dlib", "qan_dlib", "seqface_dlib")
 TEXTURE_DIM = 448
@@ -60,7 +60,7 @@ def frame_chips(frames: pd.DataFrame, lfw: LFW, chips: str, batch_size: int = 64
     where = {p: i for i, p in enumerate(paths)}
     dataset = lfw_sets.frame_dataset(frames, lfw, batch_size=batch_size)
     for batch, names in zip(dataset, _chunks(list(frames["path"]), batch_size), strict=True):
-        like = take_aligned(aligned, [where[name] for name in names])
+        like = aligned.take([where[name] for name in names])
         yield embedder.chips(list(batch.numpy()), like=like).astype(np.float32)
 
 

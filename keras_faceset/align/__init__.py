@@ -1,9 +1,16 @@
 """Face detection (MTCNN) and alignment: the crops the pretrained backbones were trained on."""
 
 from keras_faceset.align.cache import ChipCache
-from keras_faceset.align.crop import box_crop, centre_crop, five_point_crop
+from keras_faceset.align.crop import box_crop, centre_crop, crop_face, five_point_crop
 from keras_faceset.align.detect import LANDMARK_NAMES, Detections, MtcnnDetector, select_face
-from keras_faceset.align.pipeline import AlignedBatch, align_faces, default_detector, to_rgb_uint8
+from keras_faceset.align.pipeline import (
+    AlignedBatch,
+    align_faces,
+    crop_like,
+    default_detector,
+    to_rgb_uint8,
+)
+from keras_faceset.align.spec import CropSpec
 from keras_faceset.align.templates import (
     ARCFACE_112,
     DLIB_150,
@@ -20,6 +27,7 @@ __all__ = [
     "LANDMARK_NAMES",
     "AlignedBatch",
     "ChipCache",
+    "CropSpec",
     "Detections",
     "MtcnnDetector",
     "align_faces",
@@ -27,6 +35,8 @@ __all__ = [
     "arcface_template",
     "box_crop",
     "centre_crop",
+    "crop_face",
+    "crop_like",
     "default_detector",
     "dlib_template",
     "five_point_crop",

@@ -12,7 +12,7 @@ import numpy as np
 
 from keras_faceset.files import atomic_path
 
-RECORD_FIELDS = ("chip", "box", "landmarks", "confidence", "fallback")
+RECORD_FIELDS = ("chip", "box", "landmarks", "confidence", "fallback", "face_count")
 
 
 def settings_key(settings: dict) -> str:

@@ -1,12 +1,17 @@
-"""The three crops: facenet's box + margin, the five-point similarity warp, the centre fallback."""
+"""The crops: facenet's box + margin, the five-point similarity warp, the centre fallback, and
+`crop_face`, the one function that cuts a `CropSpec`'s chip."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from keras_faceset.align.transform import umeyama, warp_affine
+
+if TYPE_CHECKING:
+    from keras_faceset.align.spec import CropSpec
 
 
 def resize_bilinear(image: np.ndarray, size: int) -> np.ndarray:
@@ -67,3 +72,18 @@ def centre_crop(image: np.ndarray, fraction: Sequence[float], size: int) -> np.n
     """`centre_box` of the image resized to ``size x size`` (the no-face fallback)."""
     x0, y0, x1, y1 = centre_box(image.shape, fraction)
     return resize_bilinear(image[y0:y1, x0:x1], size)
+
+
+def crop_face(
+    image: np.ndarray,
+    spec: CropSpec,
+    box: Sequence[float] | None = None,
+    landmarks: np.ndarray | None = None,
+) -> np.ndarray:
+    """The chip of `spec` from a face found at `box` (``mtcnn_box``) / `landmarks`
+    (``five_point``), or, with neither, the centre crop of `spec.fallback_fraction`."""
+    if box is None and landmarks is None:
+        return centre_crop(image, spec.fallback_fraction, spec.size)
+    if spec.method == "mtcnn_box":
+        return box_crop(image, box, spec.margin, spec.size)
+    return five_point_crop(image, landmarks, np.asarray(spec.template), spec.size, spec.weights)

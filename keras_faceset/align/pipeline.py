@@ -11,28 +11,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from keras_faceset.align.cache import ChipCache, settings_key
-from keras_faceset.align.crop import box_crop, centre_box, centre_crop, five_point_crop
+from keras_faceset.align.crop import centre_box, crop_face
 from keras_faceset.align.detect import Detections, MtcnnDetector, select_face
-from keras_faceset.align.templates import (
-    DLIB_150,
-    DLIB_PADDING,
-    DLIB_SIZE,
-    DLIB_WEIGHTS,
-    arcface_template,
-    dlib_template,
-)
+from keras_faceset.align.spec import CropSpec
 
-METHODS = ("mtcnn_box", "five_point")
 CACHE_VERSION = 1
 """Part of every cache key: bump it when a change to the code changes the chips."""
 
-BOX_FALLBACK = (0.49, 0.62)
-"""`mtcnn_box` fallback crop (width, height) as fractions of the image's shorter side: the
-median MTCNN box + 32 px margin on LFW (123 x 156 px of 250, ``zoo/derive_dlib_template.py``)."""
-FIVE_POINT_FALLBACK = 0.47
-"""`five_point` fallback square side as a fraction of the shorter side for dlib's 150 px chip
-with padding 0.25: the median image extent of that chip on LFW (116 px of 250). Other templates
-scale it by their eye distance (a chip with closer-set eyes covers more of the image)."""
 CHUNK = 256
 """Images decoded and detected at a time (bounds memory on a large list of paths)."""
 
@@ -46,7 +31,8 @@ class AlignedBatch:
     chips: uint8 (N, size, size, 3) RGB. boxes: float32 (N, 4) x1, y1, x2, y2 of the chosen face
     (of the centre crop for a fallback). landmarks: float32 (N, 5, 2) MTCNN points (NaN for a
     fallback). confidence: float32 (N,) MTCNN's score (0 for a fallback). fallback: bool (N,),
-    True when no face was found and the centre crop was used. names: the paths, or
+    True when no face was found and the centre crop was used. face_count: int32 (N,), the faces
+    MTCNN found in the image (the chosen one is `select_face`'s). names: the paths, or
     ``"<array i>"`` for arrays.
     """
 
@@ -55,10 +41,25 @@ class AlignedBatch:
     landmarks: np.ndarray
     confidence: np.ndarray
     fallback: np.ndarray
+    face_count: np.ndarray
     names: list[str]
+
+    ARRAYS = ("chips", "boxes", "landmarks", "confidence", "fallback", "face_count")
 
     def __len__(self) -> int:
         return len(self.names)
+
+    def take(self, index: Sequence[int]) -> AlignedBatch:
+        """The alignments of images `index` (e.g. the `like` of `crop_like`)."""
+        index = np.asarray(index, np.int64)
+        arrays = {key: getattr(self, key)[index] for key in self.ARRAYS}
+        return AlignedBatch(**arrays, names=[self.names[i] for i in index])
+
+    @classmethod
+    def concatenate(cls, parts: Sequence[AlignedBatch]) -> AlignedBatch:
+        """One batch of the images of `parts`, in order."""
+        arrays = {key: np.concatenate([getattr(p, key) for p in parts]) for key in cls.ARRAYS}
+        return cls(**arrays, names=[name for part in parts for name in part.names])
 
     @property
     def fallback_names(self) -> list[str]:
@@ -105,13 +106,13 @@ def align_faces(
     `ChipCache` or a folder), chips are stored and reused, keyed by the file's sha256 and the
     settings; a hit neither decodes nor detects.
     """
-    settings = _settings(method, size, margin, padding, template, weights, fallback_fraction)
+    spec = CropSpec.create(method, size, margin, padding, template, weights, fallback_fraction)
     detector = detector if detector is not None else default_detector()
     if cache is not None and not isinstance(cache, ChipCache):
         cache = ChipCache(cache)
     items = _as_items(images)
     names = [_name(item, index) for index, item in enumerate(items)]
-    key_settings = {**settings, "detector": detector.config, "version": CACHE_VERSION}
+    key_settings = {**spec.as_dict(), "detector": detector.config, "version": CACHE_VERSION}
     key = settings_key(key_settings)
     records: list[dict | None] = [None] * len(items)
     if cache is not None:
@@ -122,7 +123,7 @@ def align_faces(
         chunk = misses[start : start + CHUNK]
         decoded = [_decode(items[index], names[index]) for index in chunk]
         for index, image, found in zip(chunk, decoded, detector.detect(decoded), strict=True):
-            records[index] = _align_one(image, found, settings)
+            records[index] = _align_one(image, found, spec)
             if cache is not None:
                 cache.save(hashes[index], key, records[index], key_settings)
     return AlignedBatch(
@@ -131,101 +132,46 @@ def align_faces(
         landmarks=np.stack([r["landmarks"] for r in records]).astype(np.float32),
         confidence=np.array([r["confidence"] for r in records], dtype=np.float32),
         fallback=np.array([r["fallback"] for r in records], dtype=bool),
+        face_count=np.array([r["face_count"] for r in records], dtype=np.int32),
         names=names,
     )
 
 
-def _settings(method, size, margin, padding, template, weights, fallback_fraction) -> dict:
-    """Validate the options of `method` and fill in its defaults (JSON-serialisable)."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
-    if method == "mtcnn_box":
-        for option, value in (("padding", padding), ("template", template), ("weights", weights)):
-            if value is not None:
-                raise ValueError(f"{option} applies to method='five_point', not 'mtcnn_box'")
-        size = 160 if size is None else size
-        margin = 32.0 if margin is None else float(margin)
-        if margin < 0:
-            raise ValueError(f"margin must be non-negative pixels, got {margin}")
-        fraction = BOX_FALLBACK if fallback_fraction is None else fallback_fraction
-        settings = {"method": method, "margin": margin}
-    else:
-        if margin is not None:
-            raise ValueError("margin applies to method='mtcnn_box', not 'five_point'")
-        points, size, weights = _template(template, size, padding, weights)
-        span = np.linalg.norm(points[1] - points[0]) / (size - 1)
-        dlib_span = np.linalg.norm(DLIB_150[1] - DLIB_150[0]) / (DLIB_SIZE - 1)
-        fraction = fallback_fraction
-        if fraction is None:
-            fraction = FIVE_POINT_FALLBACK * dlib_span / span
-        settings = {
-            "method": method,
-            "template": np.round(points, 4).tolist(),
-            "weights": None if weights is None else [float(w) for w in weights],
-        }
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 2:
-        raise ValueError(f"size must be an int >= 2, got {size!r}")
-    fraction = np.asarray(fraction, dtype=np.float64).reshape(-1)
-    fraction = np.repeat(fraction, 2) if fraction.size == 1 else fraction
-    if fraction.shape != (2,) or not np.all((fraction > 0) & (fraction <= 1)):
-        raise ValueError(f"fallback_fraction must be in (0, 1], got {fallback_fraction!r}")
-    return {**settings, "size": int(size), "fallback_fraction": fraction.tolist()}
-
-
-def _template(template, size, padding, weights):
-    """(points, size, weights) of a five-point template name or array."""
-    template = "dlib" if template is None else template
-    if isinstance(template, str):
-        if template == "dlib":
-            size = DLIB_SIZE if size is None else size
-            padding = DLIB_PADDING if padding is None else padding
-            points = dlib_template(size, padding)
-            weights = DLIB_WEIGHTS if weights is None else weights
-        elif template == "arcface":
-            if padding is not None:
-                raise ValueError("padding applies to template='dlib' only")
-            size = 112 if size is None else size
-            points = arcface_template(size)
-        else:
-            raise ValueError(
-                f"unknown template {template!r}; expected 'dlib', 'arcface' or an array"
-            )
-    else:
-        if padding is not None:
-            raise ValueError("padding applies to template='dlib' only")
-        if size is None:
-            raise ValueError("an array template needs the size of its chip")
-        points = np.asarray(template, dtype=np.float64)
-        if points.shape != (5, 2):
-            raise ValueError(f"template must be (5, 2) chip coordinates, got {points.shape}")
-    if weights is not None and len(weights) != 5:
-        raise ValueError(f"weights must be 5 values, got {weights!r}")
-    return points, size, weights
-
-
-def _align_one(image: np.ndarray, found: Detections, settings: dict) -> dict[str, np.ndarray]:
-    size = settings["size"]
+def _align_one(image: np.ndarray, found: Detections, spec: CropSpec) -> dict[str, np.ndarray]:
     if len(found) == 0:
         return {
-            "chip": centre_crop(image, settings["fallback_fraction"], size),
-            "box": np.array(centre_box(image.shape, settings["fallback_fraction"]), np.float32),
+            "chip": crop_face(image, spec),
+            "box": np.array(centre_box(image.shape, spec.fallback_fraction), np.float32),
             "landmarks": np.full((5, 2), np.nan, np.float32),
             "confidence": np.float32(0.0),
             "fallback": np.bool_(True),
+            "face_count": np.int32(0),
         }
     choice = select_face(found.boxes, image.shape)
-    if settings["method"] == "mtcnn_box":
-        chip = box_crop(image, found.boxes[choice], settings["margin"], size)
-    else:
-        template = np.asarray(settings["template"])
-        chip = five_point_crop(image, found.landmarks[choice], template, size, settings["weights"])
+    box, landmarks = found.boxes[choice], found.landmarks[choice]
     return {
-        "chip": chip,
-        "box": found.boxes[choice],
-        "landmarks": found.landmarks[choice],
+        "chip": crop_face(image, spec, box, landmarks),
+        "box": box,
+        "landmarks": landmarks,
         "confidence": found.scores[choice],
         "fallback": np.bool_(False),
+        "face_count": np.int32(len(found)),
     }
+
+
+def crop_like(
+    images: Sequence[np.ndarray], like: AlignedBatch | None, spec: CropSpec
+) -> np.ndarray:
+    """uint8 chips of `images` cut where the faces of `like` were found (no detection), image i
+    with ``like``'s alignment i: e.g. a degraded copy of a photo cropped with the clean photo's
+    landmarks. A fallback of `like`, or no `like` at all, gives the centre crop."""
+    if like is not None and len(like) != len(images):
+        raise ValueError(f"{len(images)} images but {len(like)} alignments in like")
+    chips = []
+    for i, image in enumerate(images):
+        found = () if like is None or like.fallback[i] else (like.boxes[i], like.landmarks[i])
+        chips.append(crop_face(to_rgb_uint8(image), spec, *found))
+    return np.stack(chips).astype(np.uint8)
 
 
 def _as_items(images) -> list:

@@ -87,7 +87,7 @@ def evaluate_folder(
     items = folder_items(root, max_frames)
     pairs = folder_pairs(items["label"], max_pairs, seed, folds)
     used = np.unique(pairs[["a", "b"]].to_numpy())
-    from keras_faceset.embedder import set_inputs
+    from keras_faceset.data.inputs import set_inputs
 
     start = time.perf_counter()
     embeddings = embedder.embed_sets([set_inputs(items["frames"].iloc[i]) for i in used])[0]

@@ -91,10 +91,10 @@ def _ranks(values: np.ndarray) -> np.ndarray:
 
 
 def lfw_sets_protocol_dir() -> Path:
-    """``zoo/protocols`` of a source checkout, where the LFW-sets pair lists are committed."""
-    from keras_faceset.zoo.registry import REPO_ZOO
+    """The LFW-sets pair lists shipped in the package (``keras_faceset/zoo/protocols``)."""
+    from keras_faceset.zoo.registry import PROTOCOLS
 
-    return REPO_ZOO / "protocols"
+    return PROTOCOLS
 
 
 def evaluate_lfw_sets(
@@ -151,7 +151,7 @@ def evaluate_lfw_sets(
             "embedding_dim": set_a.shape[1],
             **report,
         }
-        if variant == "degraded" and embedder.head is not None:
+        if variant == "degraded" and embedder.takes_sets:
             severity = frames["severity"].to_numpy()
             width = max(mask_a.shape[1], mask_b.shape[1])
             weights, mask, sev = (
@@ -179,14 +179,13 @@ def _frame_table(
     """`embedder.frame_outputs` of `protocol_frames`-style rows, through the frame cache, in
     batches of the embedder's batch size (one bar for the whole loop)."""
     batch_size = embedder.batch_size
-    from keras_faceset.embedder import take_aligned
     from keras_faceset.eval.lfw import _load_cache, _save_cache
 
     keys = ["|".join(map(str, key)) for key in frames.itertuples(index=False, name=None)]
     cache_key = f"lfw_sets frames | {embedder.frame_key}"
     cached = _load_cache(Path(cache_path), cache_key) if cache_path else {}
     todo = [i for i, key in enumerate(keys) if key not in cached]
-    dim = embedder.model.output_shape[-1]
+    dim = embedder.head.dim
     if todo:
         like = None
         if embedder.align == "preset":  # detect in the clean images, once per path
@@ -198,7 +197,7 @@ def _frame_table(
         for start, batch in progress(steps, len(todo), "embedding LFW-sets frames", _batch_len):
             chunk = todo[start : start + batch_size]
             if embedder.align == "preset":
-                like = take_aligned(aligned, [index[frames["path"].iloc[i]] for i in chunk])
+                like = aligned.take([index[frames["path"].iloc[i]] for i in chunk])
             out = embedder.frame_outputs(embedder.chips(list(batch.numpy()), like=like))
             joined = np.concatenate([out["frame_embeddings"], *_features(out)], axis=1)
             cached.update(zip((keys[i] for i in chunk), joined, strict=True))

@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from keras_faceset.align.spec import CropSpec
+
 
 @dataclass(frozen=True)
 class Source:
@@ -28,17 +30,25 @@ class Source:
 
 @dataclass(frozen=True)
 class Head:
-    """A trained set head shipped inside the package, on top of a backbone preset."""
+    """The set head of a preset: a trained head shipped inside the package on top of a backbone
+    preset (nan, qan, ...), or, for an image preset, the weightless `MeanHead` on its own
+    backbone (a set is the mean of its unit frame embeddings)."""
 
-    backbone_preset: str
     builder: str
     """`module:callable` building the head (a `keras_faceset.models.SetHead`)."""
     kwargs: dict
-    weights: str
-    """File name in `keras_faceset/zoo/weights/`."""
-    sha256: str
     results_model: str
-    """Its rows' `model` in `zoo/results.csv`."""
+    """Its rows' `model` in the zoo's `results.csv`."""
+    backbone_preset: str | None = None
+    """The image preset whose backbone the head sits on; None: the preset's own."""
+    weights: str | None = None
+    """File name in `keras_faceset/zoo/weights/`; None for a head without weights."""
+    sha256: str | None = None
+
+
+def mean_head(name: str, dim: int = 128) -> Head:
+    """An image preset's head: `MeanHead` on its own backbone."""
+    return Head("keras_faceset.models.mean:MeanHead", {"dim": dim}, results_model=name)
 
 
 @dataclass(frozen=True)
@@ -67,8 +77,28 @@ class Preset:
     Set models: on the LFW-sets set pairs, clean and degraded variants pooled (1,600 pairs, 800
     impostor: FAR 1e-2 only), printed by ``keras-faceset evaluate <name> sets --calibrate``
     (docs/lfw_sets.md)."""
+    @property
+    def crop_spec(self) -> CropSpec:
+        """`crop` validated, with its defaults (`keras_faceset.align.CropSpec`)."""
+        return CropSpec.create(**self.crop)
+
     head: Head | None = None
-    """For set models: the shipped head put on the backbone preset `head.backbone_preset`."""
+    """The set head: for set models the shipped head put on the backbone preset
+    `head.backbone_preset`; for image models (None given) `mean_head(name)`."""
+
+    def __post_init__(self) -> None:
+        if self.head is None:
+            object.__setattr__(self, "head", mean_head(self.name, self.embedding_dim))
+
+    @property
+    def is_set_model(self) -> bool:
+        """True for presets whose head was trained (nan, qan, ...): they take sets."""
+        return self.task == "set-embedding"
+
+    @property
+    def backbone_preset(self) -> str:
+        """The image preset whose backbone this preset runs (itself for an image preset)."""
+        return self.head.backbone_preset or self.name
 
 
 PYPI = "https://files.pythonhosted.org/packages"

@@ -14,11 +14,14 @@ import pandas as pd
 from keras_faceset.zoo import cache
 from keras_faceset.zoo.presets import PRESETS, Preset
 
-REPO_ZOO = Path(__file__).resolve().parents[2] / "zoo"
-"""Model cards and measured results, in a source checkout."""
+PACKAGE_ZOO = Path(__file__).resolve().parent
+"""The zoo's package data: `results.csv`, `cards/<name>.md`, `protocols/` and `weights/`."""
+RESULTS_CSV = PACKAGE_ZOO / "results.csv"
+CARDS = PACKAGE_ZOO / "cards"
+PROTOCOLS = PACKAGE_ZOO / "protocols"
 SHIPPED_WEIGHTS = Path(__file__).resolve().parent / "weights"
 """Trained set heads, package data."""
-FORMS = ("model", "head")
+FORMS = ("model", "task", "backbone", "head")
 
 _NOTICES_SHOWN: set[str] = set()
 
@@ -32,9 +35,17 @@ def get_preset(name: str) -> Preset:
     raise ValueError(f"Unknown model {name!r}.{hint} Available: {', '.join(sorted(PRESETS))}.")
 
 
+def results() -> pd.DataFrame:
+    """Every measured figure of the zoo (`results.csv`): one row per (model, protocol,
+    alignment), with the command that measured it. Set presets' rows are under
+    `preset.head.results_model`."""
+    return pd.read_csv(RESULTS_CSV)
+
+
 def list_models() -> pd.DataFrame:
-    """One row per preset, with its best measured figures from `zoo/results.csv`: LFW View 2
+    """One row per preset, with its best measured figures from `results()`: LFW View 2
     accuracy (image models) and TAR at FAR 1e-2 on degraded LFW-sets (set models)."""
+    table = results()
     rows = [
         {
             "name": p.name,
@@ -45,8 +56,10 @@ def list_models() -> pd.DataFrame:
             "licence": p.licence,
             "source": p.source.url,
             "sha256": p.source.sha256,
-            "lfw_accuracy": _best_result(p, "lfw_view2", "accuracy"),
-            "lfw_sets_degraded_tar@far=1e-2": _best_result(p, "lfw_sets_degraded", "tar@far=1e-2"),
+            "lfw_accuracy": _best_result(table, p, "lfw_view2", "accuracy"),
+            "lfw_sets_degraded_tar@far=1e-2": _best_result(
+                table, p, "lfw_sets_degraded", "tar@far=1e-2"
+            ),
         }
         for p in PRESETS.values()
     ]
@@ -54,10 +67,11 @@ def list_models() -> pd.DataFrame:
 
 
 def info(name: str) -> dict:
-    """The preset as a dict, with its model card (`zoo/<name>.md`) under "card" when present."""
+    """The preset as a dict, with its model card (markdown, `cards/<name>.md` of the package)
+    under "card"."""
     preset = get_preset(name)
-    card = REPO_ZOO / f"{name}.md"
-    return dataclasses.asdict(preset) | {"card": card.read_text() if card.is_file() else None}
+    card = CARDS / f"{name}.md"
+    return dataclasses.asdict(preset) | {"card": card.read_text(encoding="utf-8")}
 
 
 def load(
@@ -65,6 +79,7 @@ def load(
     weights: str | os.PathLike | None = "pretrained",
     cache_dir: str | os.PathLike | None = None,
     form: str = "model",
+    trainable_backbone: bool = False,
 ):
     """Build preset `name` with its weights.
 
@@ -74,16 +89,37 @@ def load(
             file or the original source file (checked against the preset's sha256). For a set
             model (nan, qan) a path is the head's `.weights.h5`.
         cache_dir: where converted weights are cached (default `$KERAS_FACESET_HOME`).
-        form: for set models, "model" (image sets `(B, T, H, W, 3)` + mask -> embedding and
-            weights) or "head" (precomputed frame embeddings `(B, T, D)` + mask; no backbone).
+        form: "model" (the default: the image backbone of an image preset, the task of a set
+            preset), "task" (image sets `(B, T, H, W, 3)` + mask -> set embedding and frame
+            weights: backbone + head; an image preset's head is `MeanHead`), "backbone"
+            (images `(N, H, W, 3)` -> frame embeddings) or "head" (precomputed frame
+            embeddings `(B, T, D)` + mask -> set embedding and weights).
+        trainable_backbone: for a task, whether `fit` also trains the backbone. False (the
+            default) freezes it (`task.backbone.trainable = False`; its batch norm then runs in
+            inference mode), so fine-tuning trains the head only, as the shipped heads were
+            trained; True fine-tunes end to end (use a small learning rate).
     """
     preset = get_preset(name)
     if form not in FORMS:
         raise ValueError(f"unknown form {form!r}; expected one of {FORMS}")
-    if preset.head is not None:
-        return _load_set_model(preset, weights, cache_dir, form)
-    if form != "model":
-        raise ValueError(f"{name} is an image model; form={form!r} applies to set models only")
+    if form == "model":
+        form = "task" if preset.is_set_model else "backbone"
+    head_weights = weights if preset.is_set_model else None
+    if form == "head":
+        return _load_head(preset, head_weights)
+    backbone_weights = weights
+    if preset.is_set_model:
+        backbone_weights = None if weights is None else "pretrained"
+    backbone = _load_backbone(get_preset(preset.backbone_preset), backbone_weights, cache_dir)
+    if form == "backbone":
+        return backbone
+    from keras_faceset.models import set_embedding_model
+
+    backbone.trainable = trainable_backbone
+    return set_embedding_model(backbone, _load_head(preset, head_weights))
+
+
+def _load_backbone(preset: Preset, weights, cache_dir):
     if weights is None:
         return _call(preset.builder)()
     _licence_notice(preset)
@@ -100,31 +136,25 @@ def load(
     return _call(preset.converter)(path)
 
 
-def _load_set_model(preset: Preset, weights, cache_dir, form: str):
+def _load_head(preset: Preset, weights):
+    """The preset's head; `weights`: "pretrained" (the shipped file), None or a path."""
     spec = preset.head
     head = _call(spec.builder)(**spec.kwargs)
-    if weights == "pretrained":
+    if weights == "pretrained" and spec.weights is not None:
         weights = SHIPPED_WEIGHTS / spec.weights
         cache.verify_sha256(weights, spec.sha256, f"{preset.name} head weights")
-    if weights is not None:
+    if weights not in (None, "pretrained"):
         path = Path(weights)
         if not path.is_file():
             raise FileNotFoundError(f"weights file {path} does not exist")
         head.load_weights(path)
-    if form == "head":
-        return head
-    from keras_faceset.models import set_embedding_model
-
-    backbone_weights = None if weights is None else "pretrained"
-    backbone = load(spec.backbone_preset, weights=backbone_weights, cache_dir=cache_dir)
-    return set_embedding_model(backbone, head)
+    return head
 
 
 def download(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
     """Fetch and convert preset `name` into the cache (for images and offline machines)."""
     preset = get_preset(name)
-    if preset.head is not None:  # the head ships inside the package; fetch its backbone
-        preset = get_preset(preset.head.backbone_preset)
+    preset = get_preset(preset.backbone_preset)  # a set head ships inside the package
     _load_pretrained(preset, cache.home_dir(cache_dir))
     return _cached_weights(preset, cache.home_dir(cache_dir))
 
@@ -181,12 +211,8 @@ def _licence_notice(preset: Preset) -> None:
         warnings.warn(f"{preset.name} weights: {preset.licence}.", UserWarning, stacklevel=3)
 
 
-def _best_result(preset: Preset, protocol: str, column: str) -> float:
-    """The best `column` measured for `preset` on `protocol` in `zoo/results.csv` (NaN if none)."""
-    results = REPO_ZOO / "results.csv"
-    if not results.is_file():
-        return float("nan")
-    table = pd.read_csv(results)
+def _best_result(table: pd.DataFrame, preset: Preset, protocol: str, column: str) -> float:
+    """The best `column` measured for `preset` on `protocol` in `table` (NaN if none)."""
     model = preset.head.results_model if preset.head else preset.name
     rows = table[(table["model"] == model) & (table["protocol"] == protocol)]
     return float(rows[column].max()) if len(rows) else float("nan")

@@ -5,7 +5,8 @@ import importlib.util
 import numpy as np
 import pytest
 
-from keras_faceset.embedder import FaceEmbedder, image_paths
+from keras_faceset.data.inputs import image_paths
+from keras_faceset.embedder import FaceEmbedder
 from tests.conftest import REPO
 
 

@@ -7,7 +7,8 @@ import pytest
 from keras_faceset import zoo
 from keras_faceset.data.degrade import degrade
 from keras_faceset.embedder import FaceEmbedder
-from keras_faceset.models import NANHead, QANHead, SeqFaceHead
+from keras_faceset.losses import ContrastiveLoss
+from keras_faceset.models import MeanHead, MeanSet, NANHead, QANHead, SeqFaceHead
 from keras_faceset.zoo.registry import SHIPPED_WEIGHTS
 from tests.conftest import REPO
 
@@ -38,11 +39,49 @@ def test_head_loads_offline_from_the_shipped_weights(name, monkeypatch, tmp_path
     assert not (tmp_path / "empty").exists()  # a head needs no download and no conversion
 
 
-def test_unknown_form_and_head_form_of_an_image_model_are_refused():
+def test_unknown_form_is_refused_and_an_image_preset_has_the_mean_head():
     with pytest.raises(ValueError, match="unknown form 'heads'"):
         zoo.load("nan", form="heads")
-    with pytest.raises(ValueError, match="dlib_resnet is an image model"):
-        zoo.load("dlib_resnet", form="head")
+    head = zoo.load("dlib_resnet", form="head")
+    assert isinstance(head, MeanHead) and not head.weights
+    frames = np.random.default_rng(0).normal(size=(1, 3, 128)).astype("float32")
+    out = head({"frame_embeddings": 5 * frames, "mask": np.array([[True, True, False]])})
+    unit = frames[0, :2] / np.linalg.norm(frames[0, :2], axis=1, keepdims=True)
+    mean = unit.mean(axis=0)
+    np.testing.assert_allclose(out["embedding"][0], mean / np.linalg.norm(mean), atol=1e-6)
+    np.testing.assert_allclose(out["weights"], [[0.5, 0.5, 0.0]], atol=1e-7)
+
+
+def test_task_form_of_an_image_preset_is_backbone_then_mean(serena_chips):
+    task = zoo.load("dlib_resnet", form="task")
+    assert isinstance(task, MeanSet) and not task.backbone.trainable
+    out = task({"images": serena_chips[None], "mask": np.ones((1, 3), bool)})
+    frames = keras.ops.convert_to_numpy(task.backbone(serena_chips))
+    mean = (frames / np.linalg.norm(frames, axis=1, keepdims=True)).mean(axis=0)
+    np.testing.assert_allclose(out["embedding"][0], mean / np.linalg.norm(mean), atol=1e-5)
+    assert zoo.load("dlib_resnet", form="backbone").trainable
+
+
+def test_a_loaded_set_preset_fine_tunes_its_head_only_unless_asked(serena_chips):
+    model = zoo.load("nan")
+    assert not model.backbone.trainable and model.head.trainable
+    backbone_params = sum(int(np.prod(w.shape)) for w in model.backbone.weights)
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    assert trainable == sum(int(np.prod(w.shape)) for w in model.head.trainable_weights)
+    assert trainable < backbone_params / 100
+    before = [w.copy() for w in model.backbone.get_weights()]
+    images = np.stack([serena_chips[:2], serena_chips[[1, 2]]])
+    x = {"images": images, "mask": np.ones((2, 2), bool)}
+    reference = model.predict(x, verbose=0)["embedding"]
+    model.compile(optimizer=keras.optimizers.Adam(1e-4), loss={"embedding": ContrastiveLoss(pairs="batch")})
+    model.fit(x, {"embedding": np.array([0, 0])}, epochs=1, verbose=0)
+    for old, new in zip(before, model.backbone.get_weights(), strict=True):
+        np.testing.assert_array_equal(old, new)  # batch norm statistics included
+    after = model.predict(x, verbose=0)["embedding"]
+    assert np.min(np.sum(reference * after, axis=1)) > 0.99  # one small head step
+    end_to_end = zoo.load("nan", trainable_backbone=True)
+    assert end_to_end.backbone.trainable
+    assert len(end_to_end.trainable_weights) > len(model.trainable_weights)
 
 
 @pytest.mark.parametrize("name", ("nan", "qan"))
