@@ -246,4 +246,3 @@ def _decode(item: ImageInput) -> np.ndarray:
 def cosine_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """1 - cos between rows of L2-normalised embeddings (0 = same direction, 2 = opposite)."""
     return 1.0 - np.sum(np.asarray(a) * np.asarray(b), axis=-1)
-

@@ -114,9 +114,12 @@ def test_faces_are_reported_per_frame():
     np.testing.assert_array_equal(faces.fallback, [False, True])
     np.testing.assert_array_equal(faces.face_count, [1, 0])
     assert faces.confidence[0] > 0.9 and faces.confidence[1] == 0
-    assert FaceEmbedder("dlib_resnet", weights=None, align="center").embed_sets(
-        [[grey]], return_faces=True
-    )[2] is None
+    assert (
+        FaceEmbedder("dlib_resnet", weights=None, align="center").embed_sets(
+            [[grey]], return_faces=True
+        )[2]
+        is None
+    )
 
 
 def _batch_norms(model) -> int:

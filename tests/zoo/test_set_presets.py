@@ -73,7 +73,9 @@ def test_a_loaded_set_preset_fine_tunes_its_head_only_unless_asked(serena_chips)
     images = np.stack([serena_chips[:2], serena_chips[[1, 2]]])
     x = {"images": images, "mask": np.ones((2, 2), bool)}
     reference = model.predict(x, verbose=0)["embedding"]
-    model.compile(optimizer=keras.optimizers.Adam(1e-4), loss={"embedding": ContrastiveLoss(pairs="batch")})
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-4), loss={"embedding": ContrastiveLoss(pairs="batch")}
+    )
     model.fit(x, {"embedding": np.array([0, 0])}, epochs=1, verbose=0)
     for old, new in zip(before, model.backbone.get_weights(), strict=True):
         np.testing.assert_array_equal(old, new)  # batch norm statistics included
