@@ -63,7 +63,8 @@ class SetEmbeddingModel(keras.Model):
     is its "pooled" 256-d vector, for FaceNet the 1792-d pooled map), an `(h, w, C)` input the
     map itself, and a `(T,)` input of the size of the extractor's "texture" output (dlib: 448)
     those texture statistics. Train with `compile(loss={"embedding": ...})` and
-    `fit(x, {"embedding": y})`; freeze `model.backbone.trainable = False` to train the head only.
+    `fit(x, {"embedding": y})`; `model.backbone.trainable = False` (what `zoo.load` gives by
+    default) trains the head only, and stays so through a `.keras` round trip.
     """
 
     head_class: type[SetHead] = SetHead
@@ -77,6 +78,7 @@ class SetEmbeddingModel(keras.Model):
         dim = backbone_dim(backbone)
         if dim != head.dim:
             raise ValueError(f"the backbone gives {dim}-d embeddings, the head takes {head.dim}-d.")
+        backbone_trainable = backbone.trainable
         images = keras.Input((None, *backbone.input_shape[1:]), name="images")
         mask = keras.Input((None,), dtype="bool", name="mask")
         flat = FramesToBatch(name="frames_to_batch")(MaskFrames(name="mask_frames")([images, mask]))
@@ -91,6 +93,11 @@ class SetEmbeddingModel(keras.Model):
             name=name or head.name.removesuffix("_head"),
             **kwargs,
         )
+        # Keras sets the task's `trainable` on every layer it holds (also when loading a
+        # `.keras` file), and re-setting an unchanged `backbone.trainable` is a no-op: give a
+        # frozen backbone's layers their flag back one by one.
+        for layer in backbone.layers:
+            layer.trainable = backbone_trainable
         self.frame_model = frame_model
         self.backbone = backbone
         self.head = head

@@ -62,7 +62,7 @@ def test_task_form_of_an_image_preset_is_backbone_then_mean(serena_chips):
     assert zoo.load("dlib_resnet", form="backbone").trainable
 
 
-def test_a_loaded_set_preset_fine_tunes_its_head_only_unless_asked(serena_chips):
+def test_a_loaded_set_preset_fine_tunes_its_head_only_unless_asked(serena_chips, tmp_path):
     model = zoo.load("nan")
     assert not model.backbone.trainable and model.head.trainable
     backbone_params = sum(int(np.prod(w.shape)) for w in model.backbone.weights)
@@ -81,6 +81,9 @@ def test_a_loaded_set_preset_fine_tunes_its_head_only_unless_asked(serena_chips)
         np.testing.assert_array_equal(old, new)  # batch norm statistics included
     after = model.predict(x, verbose=0)["embedding"]
     assert np.min(np.sum(reference * after, axis=1)) > 0.99  # one small head step
+    model.save(tmp_path / "tuned.keras")
+    restored = keras.saving.load_model(tmp_path / "tuned.keras")
+    assert [w.path for w in restored.trainable_weights] == [w.path for w in model.trainable_weights]
     end_to_end = zoo.load("nan", trainable_backbone=True)
     assert end_to_end.backbone.trainable
     assert len(end_to_end.trainable_weights) > len(model.trainable_weights)
