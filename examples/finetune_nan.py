@@ -1,15 +1,18 @@
-"""Fine-tune the shipped NAN head on your own folder of sets with `model.fit`.
+"""Fine-tune the NAN set model on your own folder of sets with `model.fit`, on the images.
 
-    python examples/finetune_nan.py ROOT -o my_nan.keras [--epochs 20]
+    python examples/finetune_nan.py ROOT -o my_nan.keras [--epochs 10] [--trainable-backbone]
+    keras-faceset verify nan ROOT/alice/set0 ROOT/alice/set1 --model my_nan.keras --threshold 0.07
+    keras-faceset export nan models/ --model my_nan.keras
 
 ROOT holds ``ROOT/<identity>/<set>/<frames>`` (or ``ROOT/<identity>/<video>``), as read by
-`keras_faceset.data.set_folder`. The dlib ResNet backbone stays frozen: every frame is aligned
-and embedded once (descriptor + the texture statistics the attention reads), then the NAN head
-(`zoo.load("nan", form="head")`) trains on those cached frame inputs with the contrastive loss
-over all set pairs of a batch, as in the NAN paper.
-The result is a `.keras` head: ``import keras_faceset.models`` (registers its classes), then
-``head = keras.saving.load_model(path)`` and put it on the backbone again with
-``keras_faceset.models.set_embedding_model(zoo.load("dlib_resnet"), head)``.
+`keras_faceset.data.set_folder`. Every frame is aligned once with the nan preset's crop (dlib's
+5-point chip); the whole model, `zoo.load("nan")` (dlib ResNet + NAN head), then trains on
+padded image sets with the contrastive loss over all set pairs of a batch, as in the NAN paper.
+The backbone is frozen unless ``--trainable-backbone``: the head alone learns, as the shipped head
+was trained. The result is the whole model as a `.keras` file, which ``keras-faceset verify``,
+``embed``, ``evaluate`` and ``export`` take with ``--model``. A fine-tuned model has no measured
+threshold: give ``--threshold`` or calibrate it on pairs of your own
+(``keras-faceset evaluate nan folder ROOT --model my_nan.keras --calibrate``).
 """
 
 from __future__ import annotations
@@ -17,65 +20,49 @@ from __future__ import annotations
 import argparse
 
 import keras
-import numpy as np
 
 from keras_faceset import zoo
-from keras_faceset.data import embedding_set_dataset, set_folder
+from keras_faceset.data import padded_set_batches, set_folder
 from keras_faceset.data.folders import load_frames
 from keras_faceset.embedder import FaceEmbedder
 from keras_faceset.losses import ContrastiveLoss
 
 
-def frame_inputs(sets, embedder: FaceEmbedder) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Every frame's head inputs as one row (raw embedding, then its features; the layout of
-    the exported `frame_features`), and each set's rows in them."""
-    rows, chunks, start = [], [], 0
-    for frames in sets.frames:
-        outputs = embedder.frame_outputs(embedder.chips(load_frames(frames)))
-        chunks.append(np.concatenate([outputs["frame_embeddings"], outputs["frame_features"]], 1))
-        rows.append(np.arange(start, start + len(frames)))
-        start += len(frames)
-    return np.concatenate(chunks), rows
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root")
-    parser.add_argument("-o", "--output", required=True, help="where to save the .keras head")
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("-o", "--output", required=True, help="where to save the .keras model")
+    parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=32, help="sets per batch")
     parser.add_argument("--max-frames", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=1e-4)
+    parser.add_argument(
+        "--trainable-backbone", action="store_true", help="fine-tune the backbone too"
+    )
     args = parser.parse_args(argv)
     keras.utils.set_random_seed(0)
 
     sets = set_folder(args.root, max_frames=args.max_frames)
-    head = zoo.load("nan", form="head")
-    frames, rows = frame_inputs(sets, FaceEmbedder("nan"))
-    dataset = embedding_set_dataset(
-        frames, rows, sets.label.to_numpy(), args.batch_size, shuffle_seed=0
-    ).map(
-        lambda x, y: (
-            {
-                "frame_embeddings": x[0][..., : head.dim],
-                "frame_features": x[0][..., head.dim :],
-                "mask": x[1],
-            },
-            {"embedding": y},
-        )
-    )
-    print(f"{len(sets)} sets of {sets.identity.nunique()} identities, {len(frames)} frames")
+    embedder = FaceEmbedder("nan")  # aligns as the nan preset's crop says
+    chips = [embedder.chips(load_frames(frames)) for frames in sets.frames]  # uint8 per set
+    dataset = padded_set_batches(
+        chips, args.batch_size, labels=sets.label.to_numpy(), shuffle_seed=0
+    ).map(lambda x, y: ({"images": keras.ops.cast(x[0], "float32"), "mask": x[1]}, y))
+    frames = sum(len(c) for c in chips)
+    print(f"{len(sets)} sets of {sets.identity.nunique()} identities, {frames} frames")
 
-    head.compile(
+    model = zoo.load("nan", trainable_backbone=args.trainable_backbone)
+    model.compile(
         optimizer=keras.optimizers.Adam(args.learning_rate),
         loss={"embedding": ContrastiveLoss(margin=1.0, pairs="batch")},
     )
-    before = head.evaluate(dataset, verbose=0)
-    history = head.fit(dataset, epochs=args.epochs, verbose=0)
-    after = head.evaluate(dataset, verbose=0)
+    targets = dataset.map(lambda x, y: (x, {"embedding": y}))
+    before = model.evaluate(targets, verbose=0)
+    history = model.fit(targets, epochs=args.epochs, verbose=0)
+    after = model.evaluate(targets, verbose=0)
     print(f"contrastive loss: {before:.4f} before, {after:.4f} after {args.epochs} epochs")
     print("per epoch: " + ", ".join(f"{v:.4f}" for v in history.history["loss"]))
-    head.save(args.output)
+    model.save(args.output)
     print(f"saved {args.output}")
 
 
