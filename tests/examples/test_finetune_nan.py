@@ -22,7 +22,9 @@ def test_finetune_the_whole_model_then_verify_and_export_it(set_root, tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "10 sets of 5 identities, 40 frames" in result.stdout
-    before, after = map(float, re.search(r"loss: (\S+) before, (\S+) after", result.stdout).groups())
+    before, after = map(
+        float, re.search(r"loss: (\S+) before, (\S+) after", result.stdout).groups()
+    )
     assert after < before
 
     tuned, shipped = keras.saving.load_model(output), zoo.load("nan")
