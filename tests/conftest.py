@@ -13,6 +13,17 @@ LFW_DIR = SHARED / "data" / "lfw"
 DLIB_DAT = SHARED / "weights" / "dlib_face_recognition_resnet_model_v1.dat"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_weight_folders(tmp_path_factory):
+    """Weights converted or downloaded by tests go to temporary folders, never to the user's
+    `~/.keras/keras_faceset` or `~/.cache/keras_faceset_sources` (CLI subprocesses inherit
+    them); a test may point either variable elsewhere (monkeypatch)."""
+    with pytest.MonkeyPatch.context() as patch:
+        for variable in ("KERAS_FACESET_HOME", "KERAS_FACESET_SOURCES"):
+            patch.setenv(variable, str(tmp_path_factory.mktemp(variable.lower())))
+        yield
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

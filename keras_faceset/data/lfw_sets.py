@@ -7,8 +7,8 @@ image count, so no person is in two folds; each fold has as many genuine as impo
 the impostor set sizes copy the genuine ones. The degraded variant has the same pairs, with each
 frame degraded (probability 0.8) by `degrade.degrade` with a recorded kind, severity and seed.
 
-The committed lists in ``zoo/protocols/`` are the protocol; `make_lfw_sets` regenerates them
-(the test suite checks that it still does).
+The lists shipped in ``keras_faceset/zoo/protocols/`` are the protocol; `make_lfw_sets`
+regenerates them (the test suite checks that it still does).
 """
 
 from __future__ import annotations

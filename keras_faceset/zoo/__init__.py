@@ -1,7 +1,8 @@
-"""The model zoo: `zoo.list()`, `zoo.info(name)`, `zoo.load(name)`, `zoo.download(name)`."""
+"""The model zoo: `zoo.list()`, `zoo.info(name)`, `zoo.load(name)`, `zoo.download(name)`,
+`zoo.results()` (every measured figure)."""
 
 from keras_faceset.zoo.presets import PRESETS, Preset, Source
-from keras_faceset.zoo.registry import download, get_preset, info, list_models, load
+from keras_faceset.zoo.registry import download, get_preset, info, list_models, load, results
 
 list = list_models  # noqa: A001  (zoo.list(), as in timm's list_models)
 
@@ -15,4 +16,5 @@ __all__ = [
     "list",
     "list_models",
     "load",
+    "results",
 ]

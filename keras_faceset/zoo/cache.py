@@ -2,16 +2,20 @@
 
 Resolution of an original source file, in order: the directories in `KERAS_FACESET_SOURCES`
 (default `~/.cache/keras_faceset_sources`), an installed Python package that carries it, then a
-download from its published URL with sha256 checks. Converted weights are cached under
-`KERAS_FACESET_HOME` (default `~/.keras/keras_faceset`).
+download from its published URL into the first of those directories (created if needed; an
+archive is deleted once the file is extracted), with sha256 checks. Converted weights are cached
+under `KERAS_FACESET_HOME` (default `~/.keras/keras_faceset`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
+import sys
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from keras_faceset.files import atomic_path, file_lock, sha256_file, verify_sha256
@@ -61,33 +65,71 @@ def find_source(source: Source, download: bool = True) -> Path:
 
 
 def download_source(source: Source, dest_dir: Path) -> Path:
-    """Download `source` (from inside its archive when it has one) into `dest_dir`, verified."""
+    """Download `source` into `dest_dir` (created if needed), verified against its sha256.
+
+    The download lands in `dest_dir/downloads/` (never in Keras's temporary fallback folder);
+    the file itself, extracted when it comes inside an archive, is kept as
+    `dest_dir/<filename>` and the download is deleted. A Keras progress bar is shown (on
+    stderr) only when stderr is a terminal.
+    """
     import keras
 
+    dest_dir = Path(dest_dir)
+    dest_dir.mkdir(parents=True, exist_ok=True)  # else get_file falls back to /tmp/.keras
     dest = dest_dir / source.filename
-    archive_name = source.url.rsplit("/", 1)[-1]
+    downloads = dest_dir / "downloads"
+    downloaded = downloads / source.url.rsplit("/", 1)[-1]
     try:
-        downloaded = keras.utils.get_file(
-            fname=archive_name,
-            origin=source.url,
-            file_hash=source.archive_sha256 if source.member else source.sha256,
-            cache_dir=str(dest_dir),
-            cache_subdir="downloads",
-        )
-    except Exception as error:  # keras raises several types for network and hash failures
-        message = f"could not download {source.url}: {error}\n{_missing_message(source)}"
-        raise OSError(message) from error
-    with atomic_path(dest) as tmp:
-        if source.member:
-            with tarfile.open(downloaded) as archive, open(tmp, "wb") as out:
-                member = archive.extractfile(source.member)
-                if member is None:
-                    raise ValueError(f"{downloaded} has no file {source.member}")
-                shutil.copyfileobj(member, out)
-        else:
-            shutil.copyfile(downloaded, tmp)
-        verify_sha256(tmp, source.sha256, source.filename)
+        try:
+            with _download_progress():
+                keras.utils.get_file(
+                    fname=downloaded.name,
+                    origin=source.url,
+                    file_hash=source.archive_sha256 if source.member else source.sha256,
+                    cache_dir=str(dest_dir),
+                    cache_subdir=downloads.name,
+                )
+        except Exception as error:  # keras raises several types for network and hash failures
+            message = f"could not download {source.url}: {error}\n{_missing_message(source)}"
+            raise OSError(message) from error
+        with atomic_path(dest) as tmp:
+            if source.member:
+                with tarfile.open(downloaded) as archive, open(tmp, "wb") as out:
+                    member = archive.extractfile(source.member)
+                    if member is None:
+                        raise ValueError(f"{source.url} has no file {source.member}")
+                    shutil.copyfileobj(member, out)
+            else:
+                os.replace(downloaded, tmp)
+            verify_sha256(tmp, source.sha256, source.filename)
+    finally:
+        downloaded.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # other downloads may still be in there
+            downloads.rmdir()
     return dest
+
+
+@contextlib.contextmanager
+def _download_progress() -> Iterator[None]:
+    """Keras's download messages and progress bar on stderr when it is a terminal (stdout
+    stays clean for data); otherwise none (Keras's interactive logging off meanwhile)."""
+    from keras.utils import (
+        disable_interactive_logging,
+        enable_interactive_logging,
+        is_interactive_logging_enabled,
+    )
+
+    if getattr(sys.stderr, "isatty", None) and sys.stderr.isatty():
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+        return
+    was_enabled = is_interactive_logging_enabled()
+    disable_interactive_logging()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            enable_interactive_logging()
 
 
 def _packaged_file(source: Source) -> Path | None:

@@ -163,7 +163,7 @@ DLIB_RESNET = Preset(
 def _set_preset(
     name: str, head: Head, description: str, citation: str, thresholds: dict | None = None
 ) -> Preset:
-    """A set model: a shipped head on dlib_resnet's five-point chips (zoo/<name>.md)."""
+    """A set model: a shipped head on dlib_resnet's five-point chips (card: `zoo.info(name)`)."""
     return dataclasses.replace(
         DLIB_RESNET,
         name=name,

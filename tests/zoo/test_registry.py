@@ -57,6 +57,15 @@ def test_list_has_every_preset_with_its_sha256():
     assert row["sha256"] == PRESETS["dlib_resnet"].source.sha256
 
 
+def test_list_shows_each_presets_best_measured_figure():
+    table = zoo.list().set_index("name")
+    assert table.loc["dlib_resnet", "lfw_accuracy"] == pytest.approx(0.9915)  # with --flip
+    assert table.loc["qan", "lfw_sets_degraded_tar@far=1e-2"] == pytest.approx(0.96)
+    image = table["task"] == "image-embedding"
+    assert table.loc[image, "lfw_accuracy"].notna().all()
+    assert table.loc[~image, "lfw_sets_degraded_tar@far=1e-2"].notna().all()
+
+
 def test_load_converts_once_then_uses_the_cache(tiny, tmp_path):
     with pytest.warns(UserWarning, match="tiny weights"):  # its licence notice, shown once
         first = zoo.load("tiny")
@@ -117,29 +126,6 @@ def test_atomic_path_leaves_nothing_when_the_writer_fails(tmp_path):
         tmp.write_bytes(b"half")
         raise RuntimeError("crash mid-write")
     assert list(tmp_path.iterdir()) == []
-
-
-def test_download_extracts_the_member_and_verifies_it(tmp_path, monkeypatch):
-    import tarfile
-
-    payload = tmp_path / "payload.bin"
-    payload.write_bytes(SOURCE_BYTES)
-    archive = tmp_path / "pkg-1.0.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        tar.add(payload, arcname="pkg-1.0/model/tiny.bin")
-    source = zoo.Source(
-        filename="tiny.bin",
-        sha256=hashlib.sha256(SOURCE_BYTES).hexdigest(),
-        size=len(SOURCE_BYTES),
-        url=archive.as_uri(),
-        member="pkg-1.0/model/tiny.bin",
-        archive_sha256=cache.sha256_file(archive),
-    )
-    got = cache.download_source(source, tmp_path / "sources")
-    assert got.read_bytes() == SOURCE_BYTES
-    bad = dataclasses.replace(source, archive_sha256="0" * 64)
-    with pytest.raises(OSError, match="could not download"):
-        cache.download_source(bad, tmp_path / "other")
 
 
 def _load_in_subprocess(queue):
