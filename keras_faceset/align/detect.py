@@ -26,7 +26,7 @@ class Detections:
 
 
 class MtcnnDetector:
-    """Batched MTCNN (Zhang et al. 2016) via `mtcnn.MTCNN` (``pip install keras-faceset[align]``).
+    """Batched MTCNN (Zhang et al. 2016) via `mtcnn.MTCNN` (a dependency of keras-faceset).
 
     Images of the same shape go through the networks together, `batch_size` at a time: on LFW
     (2 CPU cores) 17 img/s against 3.7 img/s one image per call. The defaults are those of
@@ -75,7 +75,8 @@ class MtcnnDetector:
                 from mtcnn import MTCNN
             except ImportError as error:
                 raise ImportError(
-                    "face detection needs the `mtcnn` package: pip install 'keras-faceset[align]'"
+                    "face detection needs the `mtcnn` package, a dependency of keras-faceset: "
+                    "reinstall it (pip install keras-faceset) or pip install mtcnn==1.0.0"
                 ) from error
             self._mtcnn = MTCNN(device=self.device)
         return self._mtcnn

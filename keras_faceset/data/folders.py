@@ -2,7 +2,7 @@
 
 ``image_folder(root)`` reads ``root/<identity>/<image>``; ``set_folder(root)`` reads
 ``root/<identity>/<set>/<frames>`` and ``root/<identity>/<video file>`` (frames sampled evenly
-with OpenCV, imported only when a video is met: ``pip install opencv-python-headless``).
+with OpenCV).
 Names starting with a dot are ignored; identities and files are sorted, so the tables (and the
 integer labels, the identity's index in sorted order) are the same on every machine.
 """
@@ -117,8 +117,8 @@ def _cv2():
         import cv2
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "reading videos needs OpenCV: pip install opencv-python-headless "
-            "(or keras-faceset[align])"
+            "reading videos needs OpenCV, a dependency of keras-faceset: reinstall it "
+            "(pip install keras-faceset) or pip install opencv-python-headless"
         ) from err
     return cv2
 

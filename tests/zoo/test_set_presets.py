@@ -12,7 +12,8 @@ from keras_faceset.models import MeanHead, MeanSet, NANHead, QANHead, SeqFaceHea
 from keras_faceset.zoo.registry import SHIPPED_WEIGHTS
 from tests.conftest import REPO
 
-SET_PRESETS = ("nan", "nan1", "qan")
+SET_PRESETS = tuple(n for n, p in zoo.PRESETS.items() if "feature_shape" in p.head.kwargs)
+"""The presets whose trained head reads frame features (nan, nan1, qan)."""
 IMAGES = sorted((REPO / "examples" / "images").glob("Serena_*.jpg"))
 
 
