@@ -2,7 +2,8 @@
 with `tf.saved_model.load`, so no network is timed) against the in-process Keras model doing
 the same work, per request: one image (`embed_images`), a set of 16 frames
 (`serving_default`), and client-side batches of 32 images. DlibResNet, random weights (speed
-does not depend on them)."""
+does not depend on them), batch norm folded into the convolutions on both sides, as the export
+does by default."""
 
 from __future__ import annotations
 
@@ -22,17 +23,18 @@ def percentile(samples: list[float], q: float) -> float:
 
 
 def runners(backbone, loaded) -> dict[str, tuple]:
-    """{request: (saved_model_call, keras_call, items)} on fixed seeded inputs."""
+    """{request: (saved_model_call, keras_call, items)} on fixed seeded inputs; `backbone` is
+    the folded Keras backbone."""
     import keras
     import tensorflow as tf
 
-    from keras_faceset.models import SeqFaceHead, set_embedding_model
+    from keras_faceset.models import MeanSet
 
     single = tf.constant(images(1, 150, np.uint8))
     batch = tf.constant(images(32, 150, np.uint8))
     frames = tf.constant(images(SET_SIZE, 150, np.uint8)[None])
     mask = tf.ones((1, SET_SIZE), tf.bool)
-    set_model = set_embedding_model(backbone, SeqFaceHead(128))  # mean of normalised frames
+    set_model = MeanSet.from_backbone(backbone)  # mean of normalised frames, as exported
 
     @tf.function
     def embed(x):
@@ -67,7 +69,7 @@ def main(quick: bool = False, full: bool = False) -> dict:
     import tensorflow as tf
 
     from keras_faceset.export import ExportSpec, export_saved_model
-    from keras_faceset.models import DlibResNet
+    from keras_faceset.models import DlibResNet, fold_batch_norm
 
     machine = machine_info(saved_model_path="tf.saved_model.load, signatures called in-process")
     banner("serving", machine)
@@ -77,7 +79,8 @@ def main(quick: bool = False, full: bool = False) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         spec = ExportSpec.from_model(backbone, "dlib_resnet")
         loaded = tf.saved_model.load(str(export_saved_model(spec, tmp, warmup_requests=False)))
-        for name, (served, in_process, items) in runners(backbone, loaded).items():
+        folded = fold_batch_norm(backbone)
+        for name, (served, in_process, items) in runners(folded, loaded).items():
             samples = {}
             for _ in range(2):  # alternate the two, so load changes hit both
                 for label, fn in (("saved_model", served), ("keras", in_process)):

@@ -3,13 +3,16 @@
     from keras_faceset.export import ExportSpec, export_saved_model
     export_saved_model(ExportSpec.from_preset("facenet"), "models")  # models/facenet/1/
 
-See docs/serving.md for running the result under `tensorflow/serving`. Names load lazily, so
-`keras_faceset.export.cli` (the CLI hook) does not import TensorFlow.
+See docs/serving.md for running the result under `tensorflow/serving`; `ServingClient`
+(`keras_faceset.export.client`) queries it. Names load lazily, so the CLI hook
+(`keras_faceset.export.cli`) and the client import neither TensorFlow nor Keras.
 """
 
 import importlib
 
 _SOURCES = {
+    "ServingClient": "client",
+    "ServingError": "client",
     "add_export_command": "cli",
     "configure_gpu": "gpu",
     "SIGNATURES": "module",
@@ -18,7 +21,6 @@ _SOURCES = {
     "next_version": "saved_model",
     "write_serving_configs": "saved_model",
     "ExportSpec": "spec",
-    "mean_head": "spec",
     "example_inputs": "warmup",
     "write_warmup_requests": "warmup",
 }

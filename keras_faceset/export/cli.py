@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 
 def add_export_command(subparsers) -> argparse.ArgumentParser:
-    """Add `export MODEL BASE_DIR [--version N] [--float16] [--xla] [--no-warmup] [--name NAME]`
-    to the `add_subparsers()` object of the main parser; its handler is set as `run`."""
+    """Add `export MODEL BASE_DIR [--model PATH] [--version N] [--name NAME] [--float16]
+    [--xla] [--no-fold] [--no-warmup]` to the `add_subparsers()` object of the main parser;
+    its handler is set as `run`."""
     parser = subparsers.add_parser(
         "export",
         help="write a TF Serving SavedModel to BASE_DIR/NAME/VERSION",
@@ -17,10 +19,23 @@ def add_export_command(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("model", help="a zoo preset name (see `list`) or a .keras file")
     parser.add_argument("base_dir", help="model base directory (TF Serving's --model_base_path)")
+    parser.add_argument(
+        "--model",
+        dest="model_file",
+        metavar="PATH",
+        default=None,
+        help="a .keras file (e.g. a fine-tuned set model) exported under the preset MODEL's "
+        "name and input size",
+    )
     parser.add_argument("--version", type=int, default=None, help="default: the next free one")
     parser.add_argument("--name", default=None, help="served model name (default: MODEL's)")
     parser.add_argument("--float16", action="store_true", help="mixed precision (GPU serving)")
     parser.add_argument("--xla", action="store_true", help="jit-compile with XLA")
+    parser.add_argument(
+        "--no-fold",
+        action="store_true",
+        help="keep batch norm as separate ops (default: folded into the convolutions)",
+    )
     parser.add_argument(
         "--no-warmup", action="store_true", help="skip assets.extra warm-up requests"
     )
@@ -32,23 +47,26 @@ def run_export(args: argparse.Namespace) -> None:
     from keras_faceset.export import ExportSpec, configure_gpu, export_saved_model
 
     configure_gpu()
-    path = Path(args.model)
-    if path.suffix == ".keras":
-        import keras
-
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} does not exist")
-        spec = ExportSpec.from_model(keras.saving.load_model(path), name=args.name or path.stem)
+    if args.model_file is not None:
+        if args.model.endswith(".keras"):
+            raise ValueError(
+                f"with --model, MODEL names the zoo preset the file was fine-tuned from "
+                f"(its name and input size), got the file {args.model}."
+            )
+        spec = ExportSpec.from_file(args.model_file, preset=args.model, name=args.name)
+    elif Path(args.model).suffix == ".keras":
+        spec = ExportSpec.from_file(args.model, name=args.name)
     else:
         spec = ExportSpec.from_preset(args.model)
         if args.name:
-            spec = ExportSpec(args.name, spec.backbone, spec.input_size, spec.head)
+            spec = dataclasses.replace(spec, name=args.name)
     target = export_saved_model(
         spec,
         args.base_dir,
         version=args.version,
         float16=args.float16,
         xla=args.xla,
+        fold=not args.no_fold,
         warmup_requests=not args.no_warmup,
     )
     print(target)

@@ -1,11 +1,14 @@
 """A client for models exported by `keras_faceset.export` and served by TensorFlow Serving.
 
-    from keras_faceset.serving import ServingClient
+    from keras_faceset.export.client import ServingClient
     client = ServingClient("http://localhost:8501", model="nan")
-    embeddings = client.embed_files(["a.jpg", "b.jpg"])          # (2, E), L2-normalised
+    embeddings = client.embed_images(chips)                      # (N, E), L2-normalised
     sets = client.embed_sets(frames, mask)                       # {"embedding", "weights"}
-    cached = client.embed_files_and_features(paths)["frame_features"]   # (N, F): cache these
-    same = client.aggregate(cached[None])                        # == embed_sets on the images
+    cached = client.embed_images_and_features(chips)["frame_features"]  # (N, F): cache these
+    same = client.aggregate(cached[None])                        # == embed_sets on the chips
+
+Every signature takes aligned face chips (uint8, or encoded as PNG/JPEG files), not photos:
+align first on the client, e.g. `keras_faceset.align.align_faces(paths, **preset.crop).chips`.
 
 REST request bodies use TF Serving's columnar format, `{"signature_name": ..., "inputs":
 {...}}`: arrays become nested lists and bytes become `{"b64": ...}`. Only the standard library
@@ -45,7 +48,7 @@ def rest_request(signature: str, **inputs) -> dict:
 
 
 def encoded_images_request(paths: Iterable[str | os.PathLike]) -> dict:
-    """`embed_encoded` on the bytes of image files (JPEG, PNG, BMP or GIF)."""
+    """`embed_encoded` on the bytes of image files (JPEG, PNG, BMP or GIF) of aligned chips."""
     return rest_request("embed_encoded", **encoded_inputs(paths))
 
 
@@ -199,26 +202,27 @@ class ServingClient:
             raise ServingError(f"{what}: cannot reach {self.endpoint}: {error.reason}") from None
 
     def embed_files(self, paths: Iterable[str | os.PathLike]) -> np.ndarray:
-        """L2-normalised embeddings `(N, E)` of image files, decoded and resized by the server."""
+        """L2-normalised embeddings `(N, E)` of image files of aligned chips (not photos),
+        decoded by the server."""
         return self.embed_files_and_features(paths)["embedding"]
 
     def embed_images(self, images: np.ndarray) -> np.ndarray:
-        """L2-normalised embeddings `(N, E)` of uint8 images `(N, H, W, 3)`."""
+        """L2-normalised embeddings `(N, E)` of uint8 aligned chips `(N, H, W, 3)`."""
         return self.embed_images_and_features(images)["embedding"]
 
     def embed_files_and_features(self, paths: Iterable[str | os.PathLike]) -> dict[str, np.ndarray]:
-        """`{"embedding": (N, E), "frame_features": (N, F)}` of image files (`embed_encoded`);
-        cache `frame_features` to `aggregate` later."""
+        """`{"embedding": (N, E), "frame_features": (N, F)}` of image files of aligned chips
+        (`embed_encoded`); cache `frame_features` to `aggregate` later."""
         return self.post(encoded_images_request(paths))
 
     def embed_images_and_features(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        """`{"embedding": (N, E), "frame_features": (N, F)}` of uint8 images `(N, H, W, 3)`."""
+        """`{"embedding": (N, E), "frame_features": (N, F)}` of uint8 chips `(N, H, W, 3)`."""
         return self.post(embed_request(images))
 
     def embed_sets(
         self, images: np.ndarray, mask: np.ndarray | None = None
     ) -> dict[str, np.ndarray]:
-        """`{"embedding": (B, E), "weights": (B, T)}` of image sets `(B, T, H, W, 3)`."""
+        """`{"embedding": (B, E), "weights": (B, T)}` of sets of chips `(B, T, H, W, 3)`."""
         return self.post(set_request(images, mask))
 
     def aggregate(

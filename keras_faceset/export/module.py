@@ -1,4 +1,4 @@
-"""The `tf.Module` whose four `tf.function`s become the SavedModel's serving signatures.
+"""The four endpoints of a `keras.export.ExportArchive`: the SavedModel's serving signatures.
 
 Batch and set sizes and image sizes are dynamic; images are uint8 RGB, cast to float32 and
 resized in the graph (bilinear, antialiased) to the backbone's input size when they differ.
@@ -11,13 +11,14 @@ reads per frame: the raw frame embedding, then any backbone features, flattened)
 from __future__ import annotations
 
 import functools
-import types
+import os
 
 import keras
 import tensorflow as tf
 
 from keras_faceset.export.spec import ExportSpec
 from keras_faceset.layers import L2Normalize
+from keras_faceset.models.fold import fold_batch_norm
 
 SIGNATURES = ("serving_default", "embed_images", "aggregate", "embed_encoded")
 """Signature names, in the order they are documented and warmed up."""
@@ -25,32 +26,32 @@ SIGNATURES = ("serving_default", "embed_images", "aggregate", "embed_encoded")
 MASK_MISMATCH = "mask must have shape [batch, set_size] matching the first two axes of"
 
 
-class ServingModule(tf.Module):
+class ServingModule:
     """`serving_default` (image sets), `embed_images`, `aggregate` (frame features) and
-    `embed_encoded` (JPEG/PNG bytes), sharing one backbone and one head. `embed_images` and
-    `embed_encoded` return `embedding`, each image's embedding as a set of one frame (for the
-    mean head and heads without a projection, its L2-normalised frame embedding), and
-    `frame_features`, the per-frame input of `aggregate`.
+    `embed_encoded` (JPEG/PNG bytes), sharing one backbone and one head, as the endpoints of a
+    `keras.export.ExportArchive` (`write_out` saves them). `embed_images` and `embed_encoded`
+    return `embedding`, each image's embedding as a set of one frame (for the mean head and
+    heads without a projection, its L2-normalised frame embedding), and `frame_features`, the
+    per-frame input of `aggregate`.
 
-    `float16=True` runs the backbone under the `mixed_float16` policy (a copy; weights stay
-    float32, outputs are cast to float32). `xla=True` compiles the backbone and head with XLA
-    (`jit_compile`); decoding, resizing and input checks stay outside the compiled part.
+    `fold=True` (the default) serves `fold_batch_norm` of the per-frame model: every batch norm
+    (and dlib's `Affine`) after a convolution or dense layer folded into it, the same outputs up
+    to float rounding in fewer ops. `float16=True` runs the backbone under the `mixed_float16`
+    policy (a copy; weights stay float32, outputs are cast to float32). `xla=True` compiles the
+    backbone and head with XLA (`jit_compile`); decoding, resizing and input checks stay outside
+    the compiled part.
     """
 
-    def __init__(self, spec: ExportSpec, float16: bool = False, xla: bool = False):
-        super().__init__()
+    def __init__(
+        self, spec: ExportSpec, float16: bool = False, xla: bool = False, fold: bool = True
+    ):
         backend = keras.backend.backend()
         if backend != "tensorflow":
             raise ValueError(f"SavedModel export needs KERAS_BACKEND=tensorflow, got {backend!r}.")
-        # The Keras objects sit in an untracked namespace: the SavedModel tracks the tf.Variables
-        # the traced functions capture instead (below), as keras.export.ExportArchive does.
-        # Tracking the Keras models too would store every weight twice, and tracking only them
-        # leaves the TF1 loader (TF Serving's path) restoring other handles than those read.
-        self.keras = types.SimpleNamespace(
-            head=spec.resolved_head(),
-            frames=spec.frame_model(_mixed_float16_copy(spec.backbone) if float16 else None),
-            normalize=L2Normalize(name="l2_normalize"),
-        )
+        self.head = spec.resolved_head()
+        frames = spec.frame_model(_mixed_float16_copy(spec.backbone) if float16 else None)
+        self.frames = _folded(frames) if fold else frames
+        self.normalize = L2Normalize(name="l2_normalize")
         self.height, self.width = spec.input_size
         self.embedding_dim = spec.embedding_dim
         self.feature_shape = spec.feature_shape
@@ -69,26 +70,39 @@ class ServingModule(tf.Module):
             autograph=False,
         )
         mask = tf.TensorSpec([None, None], tf.bool, name="mask")
-        self.serving_default = _signature(
-            self._serve_sets,
-            tf.TensorSpec([None, None, None, None, 3], tf.uint8, name="images"),
-            mask,
-        )
-        self.embed_images = _signature(
-            self._embed_images, tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")
-        )
-        self.aggregate = _signature(
-            self._aggregate, tf.TensorSpec([None, None, dim], tf.float32, name="embeddings"), mask
-        )
-        self.embed_encoded = _signature(
-            self._embed_encoded, tf.TensorSpec([None], tf.string, name="image_bytes")
-        )
-        captured = {id(v): v for f in self.signatures().values() for v in f.variables}
-        self.captured_variables = list(captured.values())
+        endpoints = {
+            "serving_default": (
+                self._serve_sets,
+                tf.TensorSpec([None, None, None, None, 3], tf.uint8, name="images"),
+                mask,
+            ),
+            "embed_images": (
+                self._embed_images,
+                tf.TensorSpec([None, None, None, 3], tf.uint8, name="images"),
+            ),
+            "aggregate": (
+                self._aggregate,
+                tf.TensorSpec([None, None, dim], tf.float32, name="embeddings"),
+                mask,
+            ),
+            "embed_encoded": (
+                self._embed_encoded,
+                tf.TensorSpec([None], tf.string, name="image_bytes"),
+            ),
+        }
+        # Only `add_endpoint`: the archive saves the variables its endpoints read, which is what
+        # both loaders (eager, and TF1 graph mode, TF Serving's path) restore and read.
+        # `archive.track(model)` would add the Keras variables a second time (dlib_resnet's
+        # variables/ grows from 22 MB to 45 MB) and is needed only for lookup tables.
+        self.archive = keras.export.ExportArchive()
+        for name in SIGNATURES:
+            fn, *specs = endpoints[name]
+            function = self.archive.add_endpoint(name, _checked(fn, specs), input_signature=specs)
+            setattr(self, name, function)
 
-    def signatures(self) -> dict:
-        """`{name: concrete function}` for `tf.saved_model.save(..., signatures=...)`."""
-        return {name: getattr(self, name).get_concrete_function() for name in SIGNATURES}
+    def write_out(self, path: str | os.PathLike) -> None:
+        """Save the SavedModel with the four signatures to the directory `path`."""
+        self.archive.write_out(str(path), verbose=False)
 
     def _serve_sets(self, images, mask):
         """images `[B, T, H, W, 3]` uint8 + mask `[B, T]` -> embedding `[B, E]`, weights `[B, T]`.
@@ -162,7 +176,7 @@ class ServingModule(tf.Module):
     def _embed_resized(self, images):
         """The frame features `[N, F]`, float32: the backbone's raw frame embeddings, then
         the flattened features the head reads (if any)."""
-        out = self.keras.frames(images, training=False)
+        out = self.frames(images, training=False)
         parts = [out["frame_embeddings"]]
         if self.feature_shape is not None:
             size = self.frame_dim - self.embedding_dim
@@ -175,23 +189,34 @@ class ServingModule(tf.Module):
         if self.feature_shape is not None:
             shape = tf.concat([tf.shape(frames)[:2], self.feature_shape], axis=0)
             inputs["frame_features"] = tf.reshape(frames[..., self.embedding_dim :], shape)
-        out = self.keras.head(inputs, training=False)
+        out = self.head(inputs, training=False)
         return {
-            "embedding": self.keras.normalize(tf.cast(out["embedding"], tf.float32)),
+            "embedding": self.normalize(tf.cast(out["embedding"], tf.float32)),
             "weights": tf.cast(out["weights"], tf.float32),
         }
 
 
-def _signature(fn, *input_signature: tf.TensorSpec):
-    """`fn` as a serving signature that checks its inputs' runtime shapes (EnsureShape: a
-    SignatureDef call does not enforce the declared ranks and static dimensions by itself)."""
+def _checked(fn, input_signature: list[tf.TensorSpec]):
+    """`fn` checking its inputs' runtime shapes (EnsureShape: a SignatureDef call does not
+    enforce the declared ranks and static dimensions by itself)."""
 
     @functools.wraps(fn)  # keeps the argument names, which become the signature's input keys
     def checked(*inputs):
         pairs = zip(inputs, input_signature, strict=True)
         return fn(*(tf.ensure_shape(x, spec.shape) for x, spec in pairs))
 
-    return tf.function(checked, input_signature=list(input_signature), autograph=False)
+    return checked
+
+
+def _folded(frames: keras.Model) -> keras.Model:
+    """`fold_batch_norm(frames)`, with the remedy in the error when the model cannot be cloned."""
+    try:
+        return fold_batch_norm(frames)
+    except (ValueError, TypeError, NotImplementedError) as error:
+        raise ValueError(
+            f"folding batch norm into the convolutions of {frames.name} needs a copy of the "
+            f"model, which failed (export without folding: fold=False, CLI: --no-fold): {error}"
+        ) from error
 
 
 def _assert_mask(mask, shape, what: str):

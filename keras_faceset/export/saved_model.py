@@ -14,8 +14,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import tensorflow as tf
-
 from keras_faceset.export import warmup
 from keras_faceset.export.module import ServingModule
 from keras_faceset.export.spec import ExportSpec
@@ -44,6 +42,7 @@ def export_saved_model(
     *,
     float16: bool = False,
     xla: bool = False,
+    fold: bool = True,
     warmup_requests: bool = True,
 ) -> Path:
     """Export `spec` to `<base_dir>/<spec.name>/<version>/` and return that directory.
@@ -53,6 +52,8 @@ def export_saved_model(
             An existing version raises FileExistsError.
         float16: run the backbone in mixed precision (for GPU serving); outputs stay float32.
         xla: compile the backbone and head with XLA (`jit_compile=True`).
+        fold: fold batch norm into the convolutions (`keras_faceset.models.fold_batch_norm`;
+            the same outputs up to float rounding, faster); False serves the graph as built.
         warmup_requests: write `assets.extra/tf_serving_warmup_requests`, one request per
             signature (needs the `tensorflow-serving-api` package).
     """
@@ -69,10 +70,10 @@ def export_saved_model(
     if target.exists():
         raise FileExistsError(f"{target} already exists; versions are never overwritten.")
 
-    module = ServingModule(spec, float16=float16, xla=xla)
+    module = ServingModule(spec, float16=float16, xla=xla, fold=fold)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_dir))
     try:
-        tf.saved_model.save(module, str(tmp), signatures=module.signatures())
+        module.write_out(tmp)
         if warmup_requests:
             warmup.write_warmup_requests(tmp, spec.name, module)
         os.chmod(tmp, 0o755)  # mkdtemp makes it owner-only; the server may run as another user

@@ -9,7 +9,8 @@ model exports as it is:
   `"embedding"` `(B, E)` and `"weights"` `(B, T)` (further outputs, such as QAN's
   `"quality"`, are not exported). A head may also take `"frame_features"` `(B, T, *S)` (a QAN
   head scoring quality from the backbone's feature map, `feature_shape` S); the backbone then
-  needs a `feature_extractor()`, as in `SetEmbeddingModel`. Default (`head=None`): `mean_head`.
+  needs a `feature_extractor()`, as in `SetEmbeddingModel`. Default (`head=None`): `MeanHead(D)`,
+  the set embedding of an image preset.
 - The served per-frame features are what the head reads per frame, flattened into one vector
   of `frame_dim` F = D + prod(S) floats: the raw frame embedding, then the frame features.
 - A model with `backbone` and `head` attributes (a `SetEmbeddingModel`) is split into the two
@@ -18,13 +19,15 @@ model exports as it is:
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import keras
 import numpy as np
 
-from keras_faceset.layers import L2Normalize, MaskedMeanPooling
+from keras_faceset.models.mean import MeanHead
 from keras_faceset.models.set_head import frame_feature_shape
 from keras_faceset.models.task import frame_inputs_model
 
@@ -33,25 +36,10 @@ HEAD_INPUTS = {"frame_embeddings", "mask"}
 FEATURES_INPUT = "frame_features"
 
 
-def mean_head(embedding_dim: int, name: str = "mean_head") -> keras.Model:
-    """The default set head on frame embeddings `x_k`: `f_k = x_k / ‖x_k‖`,
-    `r = Σ_k m_k f_k / Σ_k m_k`, `embedding = r / ‖r‖`, weights `m_k / Σ m` (uniform over
-    unmasked frames). As it normalises the frames first, it gives the same set embedding from
-    raw or from L2-normalised frame embeddings."""
-    inputs = {
-        "frame_embeddings": keras.Input((None, embedding_dim), name="frame_embeddings"),
-        "mask": keras.Input((None,), dtype="bool", name="mask"),
-    }
-    frames = L2Normalize(name="frame_normalize")(inputs["frame_embeddings"])
-    pooled, weights = MaskedMeanPooling(return_weights=True, name="mean")([frames, inputs["mask"]])
-    embedding = L2Normalize(name="embedding")(pooled)
-    return keras.Model(inputs, {"embedding": embedding, "weights": weights}, name=name)
-
-
 @dataclass(frozen=True)
 class ExportSpec:
     """A servable face model: `name` (the TF Serving model name), an image `backbone`, an
-    optional set `head` (None: `mean_head`) and the backbone's `input_size` (height, width)."""
+    optional set `head` (None: `MeanHead(D)`) and the backbone's `input_size` (height, width)."""
 
     name: str
     backbone: keras.Model
@@ -110,9 +98,9 @@ class ExportSpec:
         return frame_inputs_model(backbone or self.backbone, self.feature_shape)
 
     def resolved_head(self) -> keras.Model:
-        """The head, or `mean_head(D)`, after checking it follows the head contract."""
+        """The head, or `MeanHead(D)`, after checking it follows the head contract."""
         dim = self.embedding_dim
-        head = self.head if self.head is not None else mean_head(dim)
+        head = self.head if self.head is not None else MeanHead(dim)
         inputs = getattr(head, "input", None)
         if isinstance(inputs, dict) and set(inputs) - {FEATURES_INPUT} != HEAD_INPUTS:
             raise ValueError(
@@ -148,11 +136,7 @@ class ExportSpec:
 
         `input_size` defaults to the backbone's static input height and width.
         """
-        backbone, head = model, None
-        if isinstance(getattr(model, "backbone", None), keras.Model) and isinstance(
-            getattr(model, "head", None), keras.Model
-        ):
-            backbone, head = model.backbone, model.head
+        backbone, head = _split(model)
         if input_size is None:
             if not _is_image_input(backbone) or None in backbone.input_shape[1:3]:
                 raise ValueError(
@@ -170,6 +154,50 @@ class ExportSpec:
         preset = zoo.get_preset(name)
         model = zoo.load(name, weights=weights, cache_dir=cache_dir)
         return cls.from_model(model, name=preset.name, input_size=preset.input_size)
+
+    @classmethod
+    def from_file(
+        cls, path: str | os.PathLike, preset: str | None = None, name: str | None = None
+    ) -> ExportSpec:
+        """A spec from a model saved by `model.save("x.keras")`: an image backbone or a set
+        task (e.g. a NAN fine-tuned from a zoo preset).
+
+        With `preset` (a zoo preset name), the preset gives the name and the input size, which
+        the saved backbone must take; without, the name is the file's stem. `name` overrides
+        either.
+        """
+        path = Path(path)
+        if path.suffix != ".keras":
+            raise ValueError(
+                f"{path} is not a .keras file: give a model saved with "
+                f"model.save({path.stem + '.keras'!r})."
+            )
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist")
+        model = keras.saving.load_model(path)
+        if preset is None:
+            return cls.from_model(model, name=name or path.stem)
+        from keras_faceset import zoo
+
+        preset = zoo.get_preset(preset)
+        size = (preset.input_size, preset.input_size)
+        backbone, _ = _split(model)
+        shape = tuple(backbone.input_shape[1:3]) if _is_image_input(backbone) else ()
+        if any(s is not None and s != t for s, t in zip(shape, size, strict=False)):
+            raise ValueError(
+                f"the backbone saved in {path} takes {shape} images, preset {preset.name!r} "
+                f"takes {size}: give the preset the model was fine-tuned from, or export the "
+                f"file on its own (keras-faceset export {path} BASE_DIR --name NAME)."
+            )
+        return cls.from_model(model, name=name or preset.name, input_size=size)
+
+
+def _split(model: keras.Model) -> tuple[keras.Model, keras.Model | None]:
+    """`(backbone, head)` of a set model with both attributes, else `(model, None)`."""
+    backbone, head = getattr(model, "backbone", None), getattr(model, "head", None)
+    if isinstance(backbone, keras.Model) and isinstance(head, keras.Model):
+        return backbone, head
+    return model, None
 
 
 def _is_image_input(model: keras.Model) -> bool:

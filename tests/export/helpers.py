@@ -1,10 +1,16 @@
-"""A tiny backbone, NumPy and Keras references of the signatures, the fresh-process runners and
-the SavedModel inspections (saved_model_cli listing, op types)."""
+"""A tiny backbone, NumPy and Keras references of the signatures, the fresh-process runners,
+TF Serving's REST handling emulated, and the SavedModel inspections (saved_model_cli listing,
+op types, variables)."""
 
+import base64
+import contextlib
+import json
 import os
 import re
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import keras
@@ -20,15 +26,30 @@ SIZE, DIM = 32, 16
 
 
 def tiny_backbone(size: int = SIZE, dim: int = DIM, preprocessing=None) -> keras.Model:
-    """Preprocessing (default: rescaling to -1..1) + Conv + BN + global pool + Dense on RGB
-    0..255 images: fast, and exercises the same export as the real backbones."""
+    """Preprocessing (default: rescaling to -1..1) + Conv + BN + ReLU + global pool + Dense on
+    RGB 0..255 images: fast, and exercises the same export as the real backbones. The batch
+    norm follows a linear convolution (the export folds it) and has seeded non-trivial
+    statistics, so folding changes the weights."""
     images = keras.Input((size, size, 3), name="images")
     preprocessing = preprocessing or keras.layers.Rescaling(1 / 127.5, offset=-1.0)
     x = preprocessing(images)
-    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
-    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.Conv2D(8, 3, strides=2)(x)
+    norm = keras.layers.BatchNormalization()
+    x = keras.layers.ReLU()(norm(x))
     x = keras.layers.GlobalAveragePooling2D()(x)
-    return keras.Model(images, keras.layers.Dense(dim)(x), name="tiny")
+    model = keras.Model(images, keras.layers.Dense(dim)(x), name="tiny")
+    rng = np.random.default_rng(7)
+    norm.gamma.assign(rng.uniform(0.5, 2.0, 8))
+    norm.beta.assign(rng.normal(0, 0.5, 8))
+    norm.moving_mean.assign(rng.normal(0, 0.3, 8))
+    norm.moving_variance.assign(rng.uniform(0.2, 3.0, 8))
+    return model
+
+
+def saved_variable_count(model_dir) -> int:
+    """The number of variables in a SavedModel's checkpoint."""
+    reader = tf.train.load_checkpoint(str(Path(model_dir) / "variables" / "variables"))
+    return sum(key.endswith("VARIABLE_VALUE") for key in reader.get_variable_to_shape_map())
 
 
 def l2(x: np.ndarray) -> np.ndarray:
@@ -107,6 +128,71 @@ def fresh_results(process: subprocess.Popen, work: Path) -> dict[str, np.ndarray
     assert code == 0, f"fresh process failed ({code}); keras_faceset imported? log:\n{log}"
     with np.load(work / "results.npz") as data:
         return {key: data[key] for key in data.files}
+
+
+def rest_predict(loaded, body: dict) -> dict:
+    """TF Serving's REST predict on a columnar body for a loaded SavedModel: inputs typed by
+    the SignatureDef, {"b64": ...} decoded to bytes; a one-output signature answers
+    `{"outputs": array}`."""
+    signature = body.get("signature_name", "serving_default")
+    function = loaded.signatures[signature]
+    specs = function.structured_input_signature[1]
+    tensors = {
+        name: tf.constant(_unb64(value), dtype=specs[name].dtype)
+        for name, value in body["inputs"].items()
+    }
+    outputs = {name: value.numpy().tolist() for name, value in function(**tensors).items()}
+    return {"outputs": outputs if len(outputs) > 1 else next(iter(outputs.values()))}
+
+
+def _unb64(value):
+    if isinstance(value, dict):
+        return base64.b64decode(value["b64"])
+    if isinstance(value, list):
+        return [_unb64(item) for item in value]
+    return value
+
+
+@contextlib.contextmanager
+def rest_server(models: dict):
+    """A local HTTP server answering TF Serving's REST predict URLs
+    `/v1/models/{name}[/versions/1]:predict` for `models` = {name: loaded SavedModel} with
+    `rest_predict`; yields its URL. A failing signature call gives HTTP 400 and TF Serving's
+    `{"error": message}` body, an unknown model 404."""
+    routes = {
+        f"/v1/models/{name}{version}:predict": loaded
+        for name, loaded in models.items()
+        for version in ("", "/versions/1")
+    }
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if self.path not in routes:
+                code, answer = 404, {"error": f"Servable not found for request: {self.path}"}
+            else:
+                try:
+                    code, answer = 200, rest_predict(routes[self.path], body)
+                except tf.errors.InvalidArgumentError as error:
+                    code, answer = 400, {"error": error.message}
+            data = json.dumps(answer).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        thread.join()
 
 
 class KerasReference:

@@ -1,4 +1,5 @@
-"""Export options (XLA, float16), NAN and QAN set models, and ExportSpec checks."""
+"""Export options (batch-norm folding, XLA, float16), NAN and QAN set models, and ExportSpec
+checks."""
 
 import keras
 import numpy as np
@@ -6,15 +7,17 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
-from keras_faceset.export import ExportSpec, export_saved_model, mean_head
-from keras_faceset.models import NAN, QAN, QANHead
+from keras_faceset.export import ExportSpec, export_saved_model
+from keras_faceset.models import NAN, QAN, MeanHead, QANHead
 from keras_faceset.models.backbones.inception_resnet_v1 import PerImageStandardization
 from tests.export.helpers import (
     DIM,
     SIZE,
+    encode,
     reference_embed,
     reference_frames,
     reference_sets,
+    saved_variable_count,
     tiny_backbone,
 )
 from tests.models.set_helpers import TinyBackbone, randomize
@@ -29,6 +32,60 @@ def _export(spec, tmp_path, **options):
     return tf.saved_model.load(
         str(export_saved_model(spec, tmp_path, warmup_requests=False, **options))
     )
+
+
+def test_the_export_folds_batch_norm_by_default_and_serves_the_same_outputs(tmp_path, rng):
+    """Folded (default) and unfolded (`fold=False`) exports of a backbone whose batch norm has
+    non-trivial statistics agree on every signature; the folded one has no batch-norm
+    variables (the tiny backbone: conv kernel and bias, dense kernel and bias)."""
+    spec = ExportSpec.from_model(tiny_backbone(), "tiny")
+    folded = export_saved_model(spec, tmp_path, warmup_requests=False)
+    unfolded = export_saved_model(spec, tmp_path, fold=False, warmup_requests=False)
+    assert (saved_variable_count(folded), saved_variable_count(unfolded)) == (4, 8)
+    sets = rng.integers(0, 256, (2, 3, SIZE, SIZE, 3), dtype=np.uint8)
+    mask = np.array([[1, 1, 0], [1, 1, 1]], bool)
+    photos = rng.integers(0, 256, (3, 41, 37, 3), dtype=np.uint8)  # resized in the graph
+    png = np.array([encode(photo, "png") for photo in photos], object)
+    calls = {
+        "serving_default": {"images": sets, "mask": mask},
+        "embed_images": {"images": photos},
+        "aggregate": {"embeddings": rng.normal(size=(2, 3, DIM)).astype("f4"), "mask": mask},
+        "embed_encoded": {"image_bytes": png},
+    }
+    signatures = [tf.saved_model.load(str(d)).signatures for d in (folded, unfolded)]
+    for name, inputs in calls.items():
+        got, expected = (functions[name](**inputs) for functions in signatures)
+        for key, value in expected.items():
+            np.testing.assert_allclose(got[key], value, atol=1e-4, rtol=0, err_msg=name)
+    # the unfolded export is the Keras model (the contract tests check every signature)
+    np.testing.assert_allclose(
+        signatures[1]["embed_images"](images=photos)["embedding"],
+        reference_embed(spec.backbone, photos, (SIZE, SIZE)),
+        atol=1e-5,
+        rtol=0,
+    )
+
+
+@keras.saving.register_keras_serializable(package="keras_faceset_tests")
+class _Shift(keras.layers.Layer):
+    """A layer without a config (its argument is an array): it cannot be cloned."""
+
+    def __init__(self, shift, **kwargs):
+        super().__init__(**kwargs)
+        self.shift = shift
+
+    def call(self, x):
+        return x + self.shift
+
+
+def test_a_backbone_that_cannot_be_folded_names_the_opt_out(tmp_path):
+    backbone = tiny_backbone(preprocessing=_Shift(np.full(3, -127.5, "float32")))
+    with pytest.raises(ValueError, match=r"folding batch norm .* fold=False, CLI: --no-fold\): "):
+        export_saved_model(ExportSpec.from_model(backbone, "tiny"), tmp_path, warmup_requests=False)
+    model_dir = export_saved_model(
+        ExportSpec.from_model(backbone, "tiny"), tmp_path, fold=False, warmup_requests=False
+    )
+    assert saved_variable_count(model_dir) == 8
 
 
 def test_xla_export_is_jit_compiled_and_matches_keras(tmp_path, rng):
@@ -55,6 +112,7 @@ def test_float16_export_computes_in_half_precision_and_returns_float32(tmp_path,
         if node.op == "Conv2D" and node.attr["T"].type == tf.float16.as_datatype_enum
     ]
     assert half_convs
+    assert saved_variable_count(tmp_path / "tiny" / "1") == 4  # folded, as by default
     images = rng.integers(0, 256, (4, SIZE, SIZE, 3), dtype=np.uint8)
     embedding = loaded.signatures["embed_images"](images=images)["embedding"].numpy()
     assert embedding.dtype == np.float32
@@ -125,11 +183,13 @@ def test_a_qan_on_features_exports_with_the_options(tmp_path, feature_shape, opt
         np.testing.assert_allclose(aggregated[key], served[key], atol=1e-5, rtol=0)
 
 
-def test_from_model_reads_the_input_size_and_the_default_head_is_mean_pooling():
+def test_from_model_reads_the_input_size_and_the_default_head_is_the_mean_head():
     spec = ExportSpec.from_model(tiny_backbone(), "tiny")
     assert (spec.input_size, spec.embedding_dim, spec.head) == ((SIZE, SIZE), DIM, None)
+    head = spec.resolved_head()
+    assert isinstance(head, MeanHead) and (head.dim, head.output_dim) == (DIM, DIM)
     frames = np.eye(3, DIM, dtype="float32")[None]
-    out = mean_head(DIM)({"frame_embeddings": 3 * frames, "mask": np.array([[1, 1, 0]], bool)})
+    out = head({"frame_embeddings": 3 * frames, "mask": np.array([[1, 1, 0]], bool)})
     np.testing.assert_allclose(out["weights"], [[0.5, 0.5, 0.0]])
     np.testing.assert_allclose(out["embedding"][0, :3], [2**-0.5, 2**-0.5, 0.0], atol=1e-7)
 

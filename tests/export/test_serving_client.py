@@ -1,35 +1,32 @@
-"""`keras_faceset.serving` against an exported tiny model, with TF Serving's request handling
-emulated: the REST JSON (after a json.dumps/loads round trip) and the gRPC PredictRequest,
-decoded as the server does and fed to the loaded SavedModel, give the in-process Keras
-embeddings; `ServingClient` does the same over HTTP against a local server."""
+"""`keras_faceset.export.client` against an exported tiny model, with TF Serving's request
+handling emulated: the REST JSON (after a json.dumps/loads round trip) and the gRPC
+PredictRequest, decoded as the server does and fed to the loaded SavedModel, give the
+in-process Keras embeddings; `ServingClient` does the same over HTTP against a local server."""
 
 import base64
 import json
 import re
-import runpy
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_faceset import serving
 from keras_faceset.export import SIGNATURES, ExportSpec, export_saved_model
+from keras_faceset.export import client as serving
 from keras_faceset.export.module import MASK_MISMATCH
-from tests.conftest import REPO
 from tests.export.helpers import (
     DIM,
     SIZE,
     decode,
     encode,
-    reference_embed,
     reference_mean,
     reference_outputs,
     reference_sets,
+    rest_predict,
+    rest_server,
     tiny_backbone,
 )
 
@@ -84,26 +81,6 @@ class Served:
         outputs = self.loaded.signatures[signature](**tensors)
         return {name: value.numpy() for name, value in outputs.items()}
 
-    def rest_predict(self, body: dict) -> dict:
-        """TF Serving's REST predict on a columnar body: inputs typed by the SignatureDef,
-        {"b64": ...} decoded to bytes; a one-output signature answers `{"outputs": array}`."""
-        signature = body.get("signature_name", "serving_default")
-        specs = self.loaded.signatures[signature].structured_input_signature[1]
-        tensors = {
-            name: tf.constant(_unb64(value), dtype=specs[name].dtype)
-            for name, value in body["inputs"].items()
-        }
-        outputs = {name: value.tolist() for name, value in self.run(signature, tensors).items()}
-        return {"outputs": outputs if len(outputs) > 1 else next(iter(outputs.values()))}
-
-
-def _unb64(value):
-    if isinstance(value, dict):
-        return base64.b64decode(value["b64"])
-    if isinstance(value, list):
-        return [_unb64(item) for item in value]
-    return value
-
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
@@ -121,7 +98,7 @@ def _assert_close(actual: dict, expected: dict):
 def test_rest_request_through_emulated_tf_serving_gives_the_keras_result(served, signature):
     body = json.loads(json.dumps(served.rest[signature]))
     assert body["signature_name"] == signature
-    response = json.loads(json.dumps(served.rest_predict(body)))
+    response = json.loads(json.dumps(rest_predict(served.loaded, body)))
     _assert_close(serving.parse_rest_response(response), served.expected[signature])
 
 
@@ -187,38 +164,8 @@ def test_bad_inputs_raise_a_clear_value_error(build, message):
 
 @pytest.fixture(scope="module")
 def server(served):
-    """A local HTTP server answering TF Serving's REST predict URL with the emulation; a
-    failing signature call gives HTTP 400 and TF Serving's {"error": message} body."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            if self.path not in (
-                f"/v1/models/{MODEL}:predict",
-                f"/v1/models/{MODEL}/versions/1:predict",
-            ):
-                code, answer = 404, {"error": f"Servable not found for request: {self.path}"}
-            else:
-                try:
-                    code, answer = 200, served.rest_predict(body)
-                except tf.errors.InvalidArgumentError as error:
-                    code, answer = 400, {"error": error.message}
-            data = json.dumps(answer).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    thread.join()
+    with rest_server({MODEL: served.loaded}) as url:
+        yield url
 
 
 def test_serving_client_over_http_gives_the_keras_result(served, server):
@@ -263,26 +210,9 @@ def test_serving_client_reports_tf_serving_errors(served, server):
         closed.embed_images(served.images)
 
 
-def test_example_cli_prints_the_keras_cosines_and_mean_weights(served, server, capsys):
-    paths = sorted((REPO / "examples" / "images").glob("*.jpg"))
-    example = runpy.run_path(str(REPO / "examples" / "serving_client.py"))
-    example["main"]([*map(str, paths), "--server", server, "--model", MODEL])
-    out = capsys.readouterr().out
-    frames = np.concatenate(
-        [
-            reference_embed(served.backbone, decode(p.read_bytes())[None], (SIZE, SIZE))
-            for p in paths
-        ]
-    )
-    assert f"{len(paths)} embeddings of dimension {DIM}" in out
-    cosine = float(frames[0] @ frames[1])
-    assert f"cos({paths[0].name}, {paths[1].name}) = {cosine:.3f}" in out
-    assert f"  {paths[-1].name}: {1 / len(paths):.3f}" in out
-
-
 def test_importing_the_client_needs_neither_tensorflow_nor_requests():
     code = (
-        "import sys, keras_faceset.serving; "
+        "import sys, keras_faceset.export.client; "
         "print(sorted({'tensorflow', 'keras', 'requests', 'grpc'} & set(sys.modules)))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
