@@ -2,6 +2,11 @@
 
     python zoo/convert_dlib_resnet.py OUT.weights.h5 [--dat PATH] [--chips 50] [--lfw DIR]
 
+--dat defaults to the preset's source file where `keras_faceset.zoo` finds it
+(``$KERAS_FACESET_SOURCES``, ``~/.cache/keras_faceset_sources`` or the installed
+`face_recognition_models` package); --lfw to the deep-funneled images of the LFW data folder
+(``$KERAS_FACESET_DATA``).
+
 Writes OUT atomically (temp file + rename), prints the parameter count, the output's sha256,
 the parse/conversion times and, for --chips N > 0, the max |Keras - dlib| over N aligned LFW
 chips plus same/different-person distances (needs `dlib`, `face_recognition_models`, pillow).
@@ -11,17 +16,14 @@ Alignment is dlib's own: frontal face detector, 5-point shape predictor, get_fac
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("KERAS_FACESET_SHARED", REPO.parent / "shared"))
-DEFAULT_DAT = SHARED / "weights" / "dlib_face_recognition_resnet_model_v1.dat"
-DEFAULT_LFW = SHARED / "data" / "lfw" / "lfw-deepfunneled"
+from keras_faceset.data import LFW
+
 DLIB_THRESHOLD = 0.6
 
 
@@ -105,10 +107,10 @@ def parity(model, dat: Path, lfw_dir: Path, count: int) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("output", type=Path, help="where to write the .weights.h5 file")
-    parser.add_argument("--dat", type=Path, default=DEFAULT_DAT)
+    parser.add_argument("--dat", type=Path, default=None, help="the original .dat file")
     parser.add_argument("--chips", type=int, default=50, help="LFW chips for parity (0: none)")
     parser.add_argument("--pairs", type=int, default=20, help="same/different-person pairs")
-    parser.add_argument("--lfw", type=Path, default=DEFAULT_LFW)
+    parser.add_argument("--lfw", type=Path, default=LFW().image_dir, help="lfw-deepfunneled folder")
     args = parser.parse_args(argv)
     if not args.output.name.endswith(".weights.h5"):
         parser.error("the output file name must end with .weights.h5")
@@ -119,14 +121,18 @@ def main(argv: list[str] | None = None) -> int:
         load_dlib_weights,
         read_dlib_dat,
     )
-    from keras_faceset.zoo.presets import DLIB_RESNET
+    from keras_faceset.zoo import get_preset
+    from keras_faceset.zoo.cache import find_source
 
+    source = get_preset("dlib_resnet").source
+    if args.dat is None:
+        args.dat = find_source(source, download=False)
     start = time.perf_counter()
-    read_dlib_dat(args.dat, DLIB_RESNET.source.sha256)
+    read_dlib_dat(args.dat, source.sha256)
     parse_seconds = time.perf_counter() - start
     start = time.perf_counter()
     model = DlibResNet()
-    load_dlib_weights(model, args.dat, DLIB_RESNET.source.sha256)
+    load_dlib_weights(model, args.dat, source.sha256)
     convert_seconds = time.perf_counter() - start
     with atomic_path(args.output, suffix=".weights.h5") as temp:
         model.save_weights(temp)

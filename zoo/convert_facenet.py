@@ -4,7 +4,10 @@
 
 Checks the source sha256, copies every stored weight once (by layer name), measures the max abs
 difference to the original graph rebuilt from the file's own model_config on centre crops of LFW
-images, writes the weights atomically (temp file + rename) and prints their sha256.
+images, writes the weights atomically (temp file + rename) and prints their sha256. --h5
+defaults to ``$FACENET_H5``, else the preset's source file where `keras_faceset.zoo` finds it
+(``$KERAS_FACESET_SOURCES`` or ``~/.cache/keras_faceset_sources``); --lfw to the deep-funneled
+images of the LFW data folder (``$KERAS_FACESET_DATA``).
 """
 
 import argparse
@@ -15,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_faceset.data import LFW
 from keras_faceset.files import atomic_path, sha256_file
 from keras_faceset.models.backbones.inception_resnet_v1 import IMAGE_SIZE
 from keras_faceset.models.convert.facenet_h5 import (
@@ -22,14 +26,8 @@ from keras_faceset.models.convert.facenet_h5 import (
     convert_facenet_h5,
     facenet_parity,
 )
-
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_H5 = Path(
-    os.environ.get(
-        "FACENET_H5", Path.home() / ".cache" / "keras_faceset_sources" / "facenet_keras.h5"
-    )
-)
-DEFAULT_LFW = REPO.parent / "shared" / "data" / "lfw" / "lfw-deepfunneled"
+from keras_faceset.zoo import get_preset
+from keras_faceset.zoo.cache import find_source
 
 
 def lfw_centre_crops(lfw_dir: Path, count: int) -> np.ndarray:
@@ -50,15 +48,19 @@ def lfw_centre_crops(lfw_dir: Path, count: int) -> np.ndarray:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--h5", type=Path, default=DEFAULT_H5, help="facenet_keras.h5")
+    parser.add_argument(
+        "--h5", type=Path, default=os.environ.get("FACENET_H5"), help="facenet_keras.h5"
+    )
     parser.add_argument("--out", type=Path, required=True, help="output, ends in .weights.h5")
-    parser.add_argument("--lfw", type=Path, default=DEFAULT_LFW, help="lfw-deepfunneled folder")
+    parser.add_argument("--lfw", type=Path, default=LFW().image_dir, help="lfw-deepfunneled folder")
     parser.add_argument("--images", type=int, default=20, help="LFW images for parity (0: skip)")
     parser.add_argument("--max-diff", type=float, default=1e-5, help="parity bound")
     args = parser.parse_args(argv)
     if not args.out.name.endswith(".weights.h5"):
         parser.error(f"--out must end in .weights.h5, got {args.out}")
 
+    if args.h5 is None:
+        args.h5 = find_source(get_preset("facenet").source, download=False)
     source_sha = sha256_file(args.h5)
     if source_sha != FACENET_H5_SHA256:
         parser.error(f"{args.h5} has sha256 {source_sha}, expected {FACENET_H5_SHA256}")

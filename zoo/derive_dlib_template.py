@@ -18,34 +18,31 @@ Prints the template (mean over images), its spread (std per coordinate), a check
 the median crop regions used for the fallback crops, and how the `five_point` chips compare with
 dlib's own `get_face_chip` on the same images (mean |difference| in uint8 levels; with
 --descriptors also the distance between dlib's descriptors of the two chips). Needs `dlib`
-(dlib-bin), `face_recognition_models`, `mtcnn` and opencv.
+(dlib-bin), `face_recognition_models`, `mtcnn` and opencv. --lfw defaults to the deep-funneled
+images of the LFW data folder (``$KERAS_FACESET_DATA``), --dat to the `dlib_resnet` preset's
+source file where `keras_faceset.zoo` finds it.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-SHARED = Path(os.environ.get("KERAS_FACESET_SHARED", REPO.parent / "shared"))
-DEFAULT_LFW = SHARED / "data" / "lfw" / "lfw-deepfunneled"
-DEFAULT_DAT = SHARED / "weights" / "dlib_face_recognition_resnet_model_v1.dat"
-
-from keras_faceset.align.detect import MtcnnDetector, select_face  # noqa: E402
-from keras_faceset.align.templates import dlib_template  # noqa: E402
-from keras_faceset.align.transform import (  # noqa: E402
+from keras_faceset.align import (
+    MtcnnDetector,
     apply_affine,
+    dlib_template,
     invert_affine,
+    select_face,
     umeyama,
     warp_affine,
 )
-from keras_faceset.data.images import load_image  # noqa: E402
+from keras_faceset.data import LFW, load_image
+from keras_faceset.zoo import get_preset
+from keras_faceset.zoo.cache import find_source
 
 
 def chip_to_image_map(dlib, shape: tuple[int, ...], details) -> np.ndarray:
@@ -76,13 +73,15 @@ def dlib_face(dlib, detector, predictor, image: np.ndarray):
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--lfw", type=Path, default=DEFAULT_LFW)
+    parser.add_argument("--lfw", type=Path, default=LFW().image_dir, help="lfw-deepfunneled folder")
     parser.add_argument("--count", type=int, default=300)
     parser.add_argument("--step", type=int, default=44)
     parser.add_argument("--size", type=int, default=150)
     parser.add_argument("--padding", type=float, default=0.25)
     parser.add_argument("--descriptors", action="store_true", help="compare dlib descriptors")
-    parser.add_argument("--dat", type=Path, default=DEFAULT_DAT)
+    parser.add_argument(
+        "--dat", type=Path, default=None, help="dlib's .dat (default: the preset's source file)"
+    )
     args = parser.parse_args(argv)
 
     import dlib
@@ -221,7 +220,8 @@ def report_chips(args, dlib, images, landmarks, maps, shapes, template, weights)
         f"/ (W, H): median {np.median(centres, axis=0)}"
     )
     if args.descriptors:
-        model = dlib.face_recognition_model_v1(str(args.dat))
+        dat = args.dat or find_source(get_preset("dlib_resnet").source, download=False)
+        model = dlib.face_recognition_model_v1(str(dat))
         ours_desc = np.array([model.compute_face_descriptor(c) for c in ours_chips])
         dlib_desc = np.array([model.compute_face_descriptor(c) for c in dlib_chips])
         distance = np.linalg.norm(ours_desc - dlib_desc, axis=1)

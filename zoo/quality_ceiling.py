@@ -15,38 +15,36 @@ never trained with:
 - "identity consistency": the Spearman of severity with the cosine of each training frame to
   its person's other images (`identity_consistency`), a label-free quality signal.
 
-    python zoo/quality_ceiling.py --data /work/shared/data/lfw --cache /work/scratch/sets \
-        --chips /work/scratch/chips
+The training frames are those of ``zoo/train_set_heads.py``'s defaults
+(`keras_faceset.data.devtrain_sets.MAX_IMAGES` images, `VERSIONS` degraded versions each), read
+from the same frame cache.
+
+    python zoo/quality_ceiling.py --data ../shared/data/lfw
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 from scipy.stats import spearmanr
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from evaluate_lfw_sets import pairs_spearman  # noqa: E402
-from train_set_heads import (  # noqa: E402
-    _short,
-    cached_embeddings,
-    held_out_embeddings,
+from keras_faceset.data import LFW
+from keras_faceset.data.devtrain_sets import (
+    MAX_IMAGES,
+    VERSIONS,
+    frame_index,
     sample_sets,
     training_people,
 )
-
-from keras_faceset.data import LFW  # noqa: E402
-from keras_faceset.eval.sets import (  # noqa: E402
-    pad_sets,
-    set_verification,
-    weight_severity_spearman,
+from keras_faceset.eval.pair_reports import SIDES, pairs_spearman, report_line
+from keras_faceset.eval.protocol_cache import (
+    default_cache_dir,
+    devtrain_embeddings,
+    held_out_embeddings,
 )
-
-VERSIONS = 4  # degraded versions per training image, as zoo/train_set_heads.py
+from keras_faceset.eval.sets import set_verification, weight_severity_spearman
+from keras_faceset.models import pad_sets
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -73,7 +71,7 @@ def identity_consistency(embeddings: np.ndarray, image: np.ndarray, person: np.n
 def attention_report(v: dict, score: np.ndarray, beta: float) -> dict:
     """Held-out verification and weight/severity Spearman of `softmax(β score)` pooling."""
     sides, weights, masks = [], [], []
-    for side in ("rows_a", "rows_b"):
+    for side in SIDES:
         index, mask = pad_sets(v[side])
         weights.append(softmax_weights(score, index, mask, beta))
         masks.append(mask)
@@ -85,12 +83,22 @@ def attention_report(v: dict, score: np.ndarray, beta: float) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="/work/shared/data/lfw")
-    parser.add_argument("--cache", default="/work/scratch/sets")
-    parser.add_argument("--chips", default="/work/scratch/chips")
+    parser.add_argument(
+        "--data", default=None, help="LFW data folder (default: $KERAS_FACESET_DATA)"
+    )
+    parser.add_argument(
+        "--cache",
+        default=default_cache_dir("sets"),
+        help="frame embedding cache (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--chips",
+        default=default_cache_dir("chips"),
+        help="aligned chip cache (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
-    lfw, cache = LFW(args.data), Path(args.cache)
-    images, frames, arrays = cached_embeddings(lfw, cache, args.chips, 2400, VERSIONS)
+    lfw = LFW(args.data)
+    images, frames, arrays = devtrain_embeddings(lfw, args.cache, args.chips, MAX_IMAGES, VERSIONS)
     train_names = training_people(images)
     person = images.identity.factorize()[0][frames.image.to_numpy()]
     train = images.identity.isin(train_names).to_numpy()[frames.image.to_numpy()]
@@ -101,16 +109,16 @@ def main(argv: list[str] | None = None) -> None:
     print(f"identity consistency vs severity (training frames): {rho:.3f}")
 
     f = unit(arrays["embedding"])
-    frame_index = frames.index.to_numpy().reshape(len(images), VERSIONS + 1)
-    damage = np.sum(f * f[frame_index[frames.image.to_numpy(), 0]], axis=1)
+    index_of = frame_index(frames)
+    damage = np.sum(f * f[index_of[frames.image.to_numpy(), 0]], axis=1)
     people = [np.flatnonzero(images.identity == n) for n in sorted(train_names)]
-    index, mask, _ = sample_sets(frame_index, people, 32, 40, np.random.default_rng(5))
+    index, mask, _ = sample_sets(index_of, people, 32, 40, np.random.default_rng(5))
     for beta in (5, 20, 50):
         weights = softmax_weights(damage, index, mask, beta)
         rho = weight_severity_spearman(weights, mask, severity[index])
         print(f"damage oracle, beta {beta}: spearman {rho:.3f}")
 
-    val = held_out_embeddings(lfw, cache, args.chips, train_names)["degraded"]
+    val = held_out_embeddings(lfw, args.cache, args.chips, train_names)["degraded"]
     sources = {
         "f": (f, unit(val["embedding"])),
         "pooled": (arrays["pooled"], val["pooled"]),
@@ -134,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
             report = attention_report(val, score, beta)
             print(
                 f"severity probe on {name}, beta {beta:g}: spearman {report['spearman']:.3f}; "
-                f"{_short(report)}"
+                f"{report_line(report)}"
             )
 
 

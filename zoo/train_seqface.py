@@ -2,13 +2,14 @@
 
 SeqFace (Hu et al. 2018) trains one frame embedding with a chief classification loss on
 labelled identities, LSR (uniform target) on images of unlabelled *sequences*, and the DSA loss
-pulling each frame to its identity or sequence agent. Here the embedding is
-`SeqFaceHead(128, projection_dim=128)`: a linear projection of the raw dlib descriptor,
-initialised to the identity (training starts from dlib's own embedding), then L2-normalised; a
-set is the mean of its normalised frame embeddings.
+pulling each frame to its identity or sequence agent. Here the embedding is the `seqface`
+preset's head (`SeqFaceHead(128, projection_dim=128)`): a linear projection of the raw dlib
+descriptor, initialised to the identity (training starts from dlib's own embedding), then
+L2-normalised; a set is the mean of its normalised frame embeddings.
 
-Data, as ``zoo/train_set_heads.py``: LFW View 1 DevTrain people with >= 2 images, <= 6 images
-each (3,943 images of 1,184 people), each image embedded clean and in 2 random degradations.
+Data, as ``zoo/train_set_heads.py`` (`keras_faceset.data.devtrain_sets`): LFW View 1 DevTrain
+people with >= 2 images, <= 6 images each (3,943 images of 1,184 people), each image embedded
+clean and in 2 random degradations.
 People are split (seed 0) into 20% held out (selection only), and the rest in halves, mirroring
 the paper's CASIA-WebFace A/B experiment: the *identity part* keeps its labels, the *sequence
 part* does not (each person's frames are one unlabelled sequence). Variants (the ablation):
@@ -27,9 +28,8 @@ DevTest and LFW View 2 with the project's evaluation (`keras_faceset.eval`), and
 writes the `seqface_dlib` rows (``--train-frames clean`` is the card's diagnostic run,
 training on the clean frames only)::
 
-    python zoo/train_seqface.py --data /work/shared/data/lfw --cache /work/scratch/seqface \
-        --chips /work/scratch/chips --sets-cache /work/scratch/sets \
-        --out keras_faceset/zoo/weights --evaluate --record zoo/results.csv --seed 0
+    python zoo/train_seqface.py --data ../shared/data/lfw --out keras_faceset/zoo/weights \
+        --evaluate --record keras_faceset/zoo/results.csv --seed 0
 """
 
 from __future__ import annotations
@@ -44,21 +44,24 @@ import keras
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from evaluate_lfw_sets import SIDES, WEIGHTS, head_features, protocol_embeddings  # noqa: E402
-from train_set_heads import _short, cached_embeddings, sample_sets  # noqa: E402
-
-from keras_faceset.data import LFW  # noqa: E402
-from keras_faceset.eval import evaluate_lfw  # noqa: E402
-from keras_faceset.eval.results import record_result  # noqa: E402
-from keras_faceset.eval.sets import head_sets, set_verification  # noqa: E402
-from keras_faceset.layers import L2SphereFace  # noqa: E402
-from keras_faceset.losses import LSRLoss  # noqa: E402
-from keras_faceset.models import SeqFaceHead  # noqa: E402
-from keras_faceset.models.seqface import lsr_targets  # noqa: E402
+from keras_faceset.data import LFW
+from keras_faceset.data.devtrain_sets import frame_index, sample_sets
+from keras_faceset.embedder import FaceEmbedder
+from keras_faceset.eval import evaluate_lfw
+from keras_faceset.eval.pair_reports import head_report, report_line
+from keras_faceset.eval.protocol_cache import (
+    default_cache_dir,
+    devtrain_embeddings,
+    lfw_sets_embeddings,
+)
+from keras_faceset.eval.results import record_result
+from keras_faceset.layers import L2SphereFace
+from keras_faceset.losses import LSRLoss
+from keras_faceset.models import SeqFaceHead, lsr_targets
+from keras_faceset.zoo.heads import build_head
 
 DIM = 128
+PRESET = "seqface"
 VARIANTS = {
     "softmax": {"classifier": "softmax", "sequences": False, "dsa": False},
     "l2_sphereface": {"classifier": "l2_sphereface", "sequences": False, "dsa": False},
@@ -109,8 +112,9 @@ def clean_image_pairs(frame_index, people: list[np.ndarray], impostors: int, rng
 
 
 def identity_head() -> SeqFaceHead:
-    """`SeqFaceHead(128, projection_dim=128)` whose projection is the identity map."""
-    head = SeqFaceHead(DIM, projection_dim=DIM)
+    """The `seqface` preset's head (`SeqFaceHead(128, projection_dim=128)`) whose projection is
+    the identity map."""
+    head = build_head(PRESET)
     head.get_layer("projection").set_weights(
         [np.eye(DIM, dtype="float32"), np.zeros(DIM, "float32")]
     )
@@ -158,11 +162,8 @@ def validation_pairs(frame_index, people, count: int, rng):
 def validate(head, arrays, pairs) -> dict:
     """`set_verification` (5 folds) of the head on held-out pairs (rows A, rows B, same)."""
     rows_a, rows_b, same = pairs
-    sides = [
-        head_sets(head, arrays["embedding"], r, head_features(head, arrays))[0]
-        for r in (rows_a, rows_b)
-    ]
-    return set_verification(*sides, same, folds=5)
+    variant = {**arrays, "rows_a": rows_a, "rows_b": rows_b, "same": same, "fold": 5}
+    return head_report(head, variant, spearman=False)
 
 
 def selection_score(head, arrays, held_out) -> tuple[float, dict, dict]:
@@ -197,8 +198,8 @@ def train_variant(variant: str, arrays, labels, num_identities, num_sequences, h
         loss = history.history["loss"][-1]
         log.append(_log_row(variant, epoch, loss, score, sets, images))
         print(
-            f"{variant} epoch {epoch}: loss {loss:.4f}, held-out sets {_short(sets)}; "
-            f"images {_short(images)}",
+            f"{variant} epoch {epoch}: loss {loss:.4f}, held-out sets {report_line(sets)}; "
+            f"images {report_line(images)}",
             flush=True,
         )
         if epoch > args.warmup_epochs and score > best:
@@ -227,9 +228,7 @@ class DlibThenHead:
     several heads are evaluated on one dlib pass (a callable for `eval.evaluate_lfw`)."""
 
     def __init__(self, chips: str, memo: dict | None = None):
-        from keras_faceset.embedder import FaceEmbedder
-
-        self.embedder = FaceEmbedder("dlib_resnet", chip_cache=chips)
+        self.embedder = FaceEmbedder("dlib_resnet", chip_cache=chips, batch_size=64, fold=False)
         self.memo = {} if memo is None else memo
         self.head = None
         self.__name__ = "dlib_resnet"
@@ -244,8 +243,8 @@ class DlibThenHead:
         ]
         todo = [i for i, key in enumerate(keys) if key not in self.memo]
         if todo:
-            chips = self.embedder.chips(images[todo]).astype("float32")
-            raw = self.embedder.model.predict(chips, batch_size=64, verbose=0)
+            chips = self.embedder.chips(images[todo])
+            raw = self.embedder.frame_outputs(chips)["frame_embeddings"]
             self.memo.update({keys[i]: raw[j] for j, i in enumerate(todo)})
         return np.stack([self.memo[key] for key in keys])
 
@@ -258,20 +257,23 @@ class DlibThenHead:
 
 def evaluate_heads(heads: dict, args) -> pd.DataFrame:
     """LFW-sets (clean, degraded) and LFW View 1 / View 2 rows for each head (None = the
-    frozen dlib embedding with mean pooling)."""
+    frozen dlib embedding with mean pooling, the `dlib_resnet` preset's head)."""
     lfw = LFW(args.data)
-    variants = protocol_embeddings(lfw, Path(args.sets_cache), args.chips)
+    variants = lfw_sets_embeddings(lfw, args.sets_cache, args.chips)
     rows = []
     for name, head in heads.items():
         for variant, v in variants.items():
-            same, folds = v["pairs"]["same"].to_numpy(), v["pairs"]["fold"].to_numpy()
-            model = head if head is not None else SeqFaceHead(DIM)  # mean pooling
-            set_a, set_b = (head_sets(model, v["embedding"], v[side])[0] for side in SIDES)
-            report = set_verification(set_a, set_b, same, folds)
+            model = head if head is not None else build_head("dlib_resnet")  # mean pooling
+            report = head_report(model, v, spearman=False)
             rows.append(
-                {"model": name, "protocol": f"lfw_sets_{variant}", "pairs": len(same), **report}
+                {
+                    "model": name,
+                    "protocol": f"lfw_sets_{variant}",
+                    "pairs": len(v["same"]),
+                    **report,
+                }
             )
-            print(name, variant, _short(report), flush=True)
+            print(name, variant, report_line(report), flush=True)
     memo_path = Path(args.cache) / "lfw_dlib_descriptors.npz"
     memo = {}
     if memo_path.is_file():
@@ -293,7 +295,7 @@ def evaluate_heads(heads: dict, args) -> pd.DataFrame:
                     },
                 }
             )
-            print(name, view, _short(report), flush=True)
+            print(name, view, report_line(report), flush=True)
             keys = list(embedder.memo)
             np.savez(
                 memo_path, keys=np.array(keys), descriptors=np.stack(list(embedder.memo.values()))
@@ -324,11 +326,19 @@ def record(table: pd.DataFrame, path: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="/work/shared/data/lfw")
-    parser.add_argument("--cache", default="/work/scratch/seqface", help="DevTrain embeddings")
-    parser.add_argument("--sets-cache", default="/work/scratch/sets", help="LFW-sets embeddings")
-    parser.add_argument("--chips", default="/work/scratch/chips")
-    parser.add_argument("--out", default=str(WEIGHTS))
+    parser.add_argument(
+        "--data", default=None, help="LFW data folder (default: $KERAS_FACESET_DATA)"
+    )
+    parser.add_argument("--cache", default=default_cache_dir("seqface"), help="DevTrain embeddings")
+    parser.add_argument(
+        "--sets-cache", default=default_cache_dir("sets"), help="LFW-sets embeddings"
+    )
+    parser.add_argument(
+        "--chips",
+        default=default_cache_dir("chips"),
+        help="aligned chip cache (default: %(default)s)",
+    )
+    parser.add_argument("--out", required=True, help="folder the seqface head weights go to")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--max-images", type=int, default=10**6)
     parser.add_argument("--versions", type=int, default=2)
@@ -342,17 +352,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dsa-weight", type=float, default=1.0)
     parser.add_argument("--train-frames", choices=("all", "clean"), default="all")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--logs", default="/work/scratch/seqface", help="training/eval CSVs")
+    parser.add_argument(
+        "--logs", default=None, help="folder of the training/eval CSVs (default: --cache)"
+    )
     parser.add_argument("--evaluate", action="store_true")
     parser.add_argument("--record", default=None, help="results CSV for the seqface_dlib rows")
     args = parser.parse_args(argv)
     lfw = LFW(args.data)
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
-    images, frames, arrays = cached_embeddings(
+    images, frames, arrays = devtrain_embeddings(
         lfw, cache, args.chips, args.max_images, args.versions
     )
-    frame_index = frames.index.to_numpy().reshape(len(images), args.versions + 1)
+    index_of = frame_index(frames)
     codes, names = pd.factorize(images.identity)
     held, identities, sequences = split_people(len(names), args.seed)
     labels = frame_labels(codes[frames.image.to_numpy()], identities, sequences)
@@ -361,15 +373,15 @@ def main(argv: list[str] | None = None) -> None:
     people = [np.flatnonzero(codes == p) for p in held]
     rng = np.random.default_rng([args.seed, 3])
     held_out = {
-        "sets": validation_pairs(frame_index, people, 400, rng),
-        "images": clean_image_pairs(frame_index, people, 20000, rng),
+        "sets": validation_pairs(index_of, people, 400, rng),
+        "images": clean_image_pairs(index_of, people, 20000, rng),
     }
     print(
         f"{len(images)} images, {len(frames)} frames; people: {len(identities)} identity part, "
         f"{len(sequences)} sequence part, {len(held)} held out",
         flush=True,
     )
-    logs = Path(args.logs)
+    logs = Path(args.logs if args.logs is not None else args.cache)
     logs.mkdir(parents=True, exist_ok=True)
     heads, log = {}, []
     for variant in args.variants.split(","):

@@ -5,37 +5,36 @@ then set B) with at least `--min-frames` frames, some clean and some degraded, a
 row each: the dlib chips the head saw (the degraded 250x250 frame warped with the clean
 image's five-point transform, clean alignment from the chip cache) sorted by weight, each
 labelled with its weight and its degradation kind and severity (one set per person). The
-sets are picked by that rule alone, not by how the head did on them.
+sets are picked by that rule alone, not by how the head did on them. `--heads` names set
+presets; each figure is ``--out/<preset>_weights.png``. Frames and their embeddings come from the
+cache of ``zoo/evaluate_lfw_sets.py`` (`keras_faceset.eval.protocol_cache`).
 
-    python zoo/figures/plot_set_weights.py --data /work/shared/data/lfw \
-        --cache /work/scratch/sets --chips /work/scratch/chips --out zoo/figures
+    python zoo/figures/plot_set_weights.py --data ../shared/data/lfw --out zoo/figures
 """
 
 from __future__ import annotations
 
 import argparse
 import io
-import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from evaluate_lfw_sets import (  # noqa: E402
-    WEIGHTS,
+from keras_faceset.data import LFW
+from keras_faceset.data.degrade import KINDS
+from keras_faceset.eval.protocol_cache import (
+    default_cache_dir,
     frame_chips,
     head_features,
-    load_head,
-    protocol_embeddings,
+    lfw_sets_embeddings,
 )
+from keras_faceset.models import head_sets
+from keras_faceset.zoo import get_preset
+from keras_faceset.zoo.heads import build_head
+from keras_faceset.zoo.registry import SHIPPED_WEIGHTS
 
-from keras_faceset.data import LFW  # noqa: E402
-from keras_faceset.data.degrade import KINDS  # noqa: E402
-from keras_faceset.eval.sets import head_sets  # noqa: E402
-
-TITLES = {"nan2_dlib": "NAN-2", "nan1_dlib": "NAN-1", "qan_dlib": "QAN"}
+TITLES = {"nan": "NAN-2", "nan1": "NAN-1", "qan": "QAN"}
 
 
 def pick_sets(variant: dict, count: int, min_frames: int) -> list[np.ndarray]:
@@ -104,22 +103,35 @@ def plot_head(name: str, head, variant: dict, sets: list, lfw: LFW, chips: str, 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="/work/shared/data/lfw", help="LFW data folder")
-    parser.add_argument("--cache", default="/work/scratch/sets", help="frame embedding cache")
-    parser.add_argument("--chips", default="/work/scratch/chips", help="aligned chip cache")
-    parser.add_argument("--weights", default=str(WEIGHTS), help="folder of the head weights")
-    parser.add_argument("--heads", default="nan2_dlib,qan_dlib")
+    parser.add_argument(
+        "--data", default=None, help="LFW data folder (default: $KERAS_FACESET_DATA)"
+    )
+    parser.add_argument(
+        "--cache",
+        default=default_cache_dir("sets"),
+        help="frame embedding cache (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--chips",
+        default=default_cache_dir("chips"),
+        help="aligned chip cache (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--weights", default=SHIPPED_WEIGHTS, help="folder of the head weights (default: shipped)"
+    )
+    parser.add_argument("--heads", default="nan,qan", help="set presets whose weights to plot")
     parser.add_argument("--sets", type=int, default=5)
     parser.add_argument("--min-frames", type=int, default=5)
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent))
     args = parser.parse_args(argv)
     lfw = LFW(args.data)
-    variant = protocol_embeddings(lfw, Path(args.cache), args.chips)["degraded"]
+    variant = lfw_sets_embeddings(lfw, args.cache, args.chips)["degraded"]
     sets = pick_sets(variant, args.sets, args.min_frames)
     for name in args.heads.split(","):
-        head = load_head(name, Path(args.weights))
-        if head is None:
-            raise ValueError(f"no weights for {name} in {args.weights}")
+        path = Path(args.weights) / get_preset(name).head.weights
+        if not path.is_file():
+            raise FileNotFoundError(f"no weights for {name}: {path} does not exist (see --weights)")
+        head = build_head(name, path)
         plot_head(name, head, variant, sets, lfw, args.chips, Path(args.out))
 
 
