@@ -261,7 +261,8 @@ class SphereFace(_AngularMarginHead):
             previous, chebyshev = chebyshev, 2.0 * cosine * chebyshev - previous
         angle = ops.arccos(ops.clip(ops.stop_gradient(cosine), -1.0, 1.0))
         k = ops.clip(ops.floor(self.margin * angle / math.pi), 0.0, self.margin - 1.0)
-        psi = (1.0 - 2.0 * ops.mod(k, 2.0)) * chebyshev - 2.0 * k
+        parity = ops.cast(ops.mod(k, 2.0), k.dtype)  # TF's mod returns float32 for bfloat16
+        psi = (1.0 - 2.0 * parity) * chebyshev - 2.0 * k
         lam = ops.cast(self.lambda_var, cosine.dtype)
         return (lam * cosine + psi) / (1.0 + lam)
 

@@ -79,16 +79,24 @@ class QualityHead(keras.layers.Layer):
         frame_shape = (None, *input_shape[(2 if self.per_frame else 1) :])
         if self.on_maps:
             self.hidden = keras.layers.Conv2D(
-                self.filters, self.kernel_size, padding="same", activation="relu", name="conv"
+                self.filters,
+                self.kernel_size,
+                padding="same",
+                activation="relu",
+                name="conv",
+                dtype=self.dtype_policy,
             )
         else:
-            self.hidden = keras.layers.Dense(self.filters, activation="relu", name="hidden")
+            self.hidden = keras.layers.Dense(
+                self.filters, activation="relu", name="hidden", dtype=self.dtype_policy
+            )
         self.score = keras.layers.Dense(
             1,
             activation="sigmoid",
             kernel_initializer="zeros",
             bias_initializer=keras.initializers.Constant(self.initial_bias),
             name="score",
+            dtype=self.dtype_policy,
         )
         self.hidden.build(frame_shape)
         self.score.build((None, self.filters))

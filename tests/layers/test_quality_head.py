@@ -6,13 +6,7 @@ import pytest
 from keras import ops
 
 from keras_faceset.layers import QualityHead, QualityPooling, TextureStatistics
-from tests.checks import (
-    assert_config_round_trip,
-    assert_fit_reduces_loss,
-    assert_jit_compile_matches,
-    assert_keras_file_round_trip,
-    gradients,
-)
+from tests.checks import assert_fit_reduces_loss, gradients
 from tests.layers.test_set_layers import DIM, noisy_sets
 
 SHAPES = {  # input shape -> output shape
@@ -122,22 +116,13 @@ def test_bad_inputs_raise_value_error(rng):
         QualityHead()(x, mask=np.ones((3, 5), bool))
 
 
-@pytest.mark.parametrize("kind", ["frames_of_vectors", "map"])
-def test_config_round_trip(kind, rng):
-    in_shape, _ = SHAPES[kind]
-    x = rng.normal(size=in_shape).astype("float32")
-    assert_config_round_trip(built_head(in_shape, rng), x)
-
-
-def test_keras_file_round_trip_dynamic_set_size_and_jit(rng, tmp_path):
+def test_dynamic_set_size_in_a_model(rng):
     head = built_head((None, None, 5, 5, 2), rng)
     frames = keras.Input((None, 5, 5, 2))
     model = keras.Model(frames, head(frames))
     for set_size in (2, 6):
         x = rng.normal(size=(3, set_size, 5, 5, 2)).astype("float32")
         np.testing.assert_allclose(model.predict(x, verbose=0), reference(head, x), atol=1e-5)
-    assert_keras_file_round_trip(model, x, tmp_path)
-    assert_jit_compile_matches(model, x)
 
 
 def test_qan_learns_high_quality_for_signal_frames(rng):
@@ -157,14 +142,13 @@ def test_qan_learns_high_quality_for_signal_frames(rng):
     assert learned[np.arange(len(x)), signal].mean() > 2 * uniform
 
 
-def test_texture_statistics_matches_numpy_and_round_trips(rng):
+def test_texture_statistics_matches_numpy(rng):
     maps = [rng.normal(size=(2, 5, 5, 3)), rng.normal(size=(2, 3, 4, 2))]
     maps = [m.astype("float32") for m in maps]
     layer = TextureStatistics()
     expected = np.concatenate([f(m, axis=(1, 2)) for m in maps for f in (np.mean, np.std)], 1)
     np.testing.assert_allclose(ops.convert_to_numpy(layer(maps)), expected, rtol=1e-5, atol=1e-6)
     assert layer.compute_output_shape([m.shape for m in maps]) == (2, 10)
-    assert_config_round_trip(layer, maps)
 
 
 @pytest.mark.parametrize("maps", [[], [np.zeros((2, 3), "float32")]])

@@ -125,16 +125,6 @@ def test_bad_inputs_raise():
         ContrastiveLoss(distance="l1")
 
 
-def test_config_round_trip():
-    loss = ContrastiveLoss(margin=0.7, distance="cosine", pairs="batch", reduction="sum")
-    clone = ContrastiveLoss.from_config(loss.get_config())
-    assert clone.get_config() == loss.get_config()
-    restored = keras.losses.deserialize(keras.losses.serialize(loss))
-    assert isinstance(restored, ContrastiveLoss) and restored.get_config() == loss.get_config()
-    labels, x = np.array([0, 0, 1, 2]), np.random.default_rng(0).normal(size=(4, 3))
-    assert numpy_value(clone(labels, x)) == numpy_value(loss(labels, x))
-
-
 def siamese_data(pairs=32, dim=8, classes=4, seed=0):
     """Pairs of Gaussian-blob points, (B, 2, dim), half same-class, half different-class."""
     rng = np.random.default_rng(seed)
@@ -151,21 +141,6 @@ def siamese_model(dim=8, embedding=4):
     return keras.Sequential([keras.Input((2, dim)), keras.layers.Dense(embedding)])
 
 
-@pytest.mark.filterwarnings("ignore:Skipping variable loading")
-def test_keras_file_round_trip_keeps_loss(tmp_path):
-    model = siamese_model()
-    loss = ContrastiveLoss(margin=1.5, distance="squared_l2")
-    model.compile(optimizer="adam", loss=loss)
-    model.save(tmp_path / "model.keras")
-    loaded = keras.saving.load_model(tmp_path / "model.keras")
-    assert isinstance(loaded.loss, ContrastiveLoss)
-    assert loaded.loss.get_config() == loss.get_config()
-
-
-def test_fit_reduces_loss_and_jit_matches():
+def test_fit_reduces_loss():
     x, same = siamese_data()
-    model = siamese_model()
-    assert_fit_reduces_loss(model, x, same, ContrastiveLoss(margin=2.0), epochs=15)
-    expected = numpy_value(ContrastiveLoss(margin=2.0)(same, model(x)))
-    model.compile(loss=ContrastiveLoss(margin=2.0), jit_compile=True)
-    np.testing.assert_allclose(model.evaluate(x, same, batch_size=32, verbose=0), expected, 1e-5)
+    assert_fit_reduces_loss(siamese_model(), x, same, ContrastiveLoss(margin=2.0), epochs=15)

@@ -4,11 +4,7 @@ import pytest
 
 from keras_faceset.losses.dsa import DSALoss, allowed_negatives, dsa_loss, sample_negative_mask
 from keras_faceset.losses.lsr import LSRLoss
-from tests.checks import (
-    assert_config_round_trip,
-    assert_fit_reduces_loss,
-    assert_keras_file_round_trip,
-)
+from tests.checks import assert_fit_reduces_loss
 
 NUM_IDS, NUM_SEQS, DIM = 4, 3, 6
 NUM_CENTERS = NUM_IDS + NUM_SEQS
@@ -159,7 +155,7 @@ def _dsa_model():
     return keras.Model([x_in, y_in], logits)
 
 
-def test_seqface_model_trains_and_round_trips(rng, tmp_path):
+def test_seqface_model_trains(rng):
     x, dsa_labels, lsr_labels = _seqface_data(rng)
     model = _dsa_model()
     centers_before = _np(model.get_layer("dsa").centers).copy()
@@ -167,15 +163,11 @@ def test_seqface_model_trains_and_round_trips(rng, tmp_path):
     centers = _np(model.get_layer("dsa").centers)
     assert not np.allclose(centers, centers_before)  # the agents are learnt
 
-    loaded = assert_keras_file_round_trip(model, [x, dsa_labels], tmp_path)
-    np.testing.assert_array_equal(_np(loaded.get_layer("dsa").centers), centers)
-    assert loaded.get_layer("dsa").get_config() == model.get_layer("dsa").get_config()
 
-
-def test_layer_loss_value_and_config_round_trip(rng):
+def test_layer_adds_weighted_loss(rng):
     labels, embeddings, centers = _batch(rng)
     layer = DSALoss(NUM_IDS, NUM_SEQS, p=1.0, weight=0.5, lambda_=0.3, seed=2)
-    assert_config_round_trip(layer, [embeddings, labels])
+    layer.build([embeddings.shape, labels.shape])
     layer.centers.assign(centers)
     layer([embeddings, labels])
     mask = _allowed_loop(labels)  # p = 1: every allowed negative
@@ -184,8 +176,6 @@ def test_layer_loss_value_and_config_round_trip(rng):
         0.5 * _dsa_loop(labels, embeddings, centers, mask, lambda_=0.3),
         rtol=1e-5,
     )
-    clone = DSALoss.from_config(layer.get_config())
-    assert clone.get_config() == layer.get_config()
 
 
 def test_bad_arguments_raise(rng):

@@ -262,19 +262,6 @@ def test_reduction_and_sample_weight():
     np.testing.assert_allclose(weighted, np.mean(weights * contributions), rtol=1e-5)
 
 
-def test_config_round_trip():
-    loss = TripletLoss(mining="hard", margin=0.5, distance="cosine", reduction="sum", name="t")
-    clone = TripletLoss.from_config(loss.get_config())
-    assert clone.get_config() == loss.get_config()
-    assert clone.get_config()["mining"] == "hard" and clone.reduction == "sum"
-    labels, x = random_batch(6)
-    assert keras.ops.convert_to_numpy(clone(labels, x)) == keras.ops.convert_to_numpy(
-        loss(labels, x)
-    )
-    restored = keras.losses.deserialize(keras.losses.serialize(loss))
-    assert isinstance(restored, TripletLoss) and restored.get_config() == loss.get_config()
-
-
 def blobs(classes=4, per_class=8, dim=8, seed=0):
     rng = np.random.default_rng(seed)
     centers = rng.normal(size=(classes, dim)) * 1.5
@@ -288,31 +275,9 @@ def embedding_model(dim=8, embedding=4):
     )
 
 
-@pytest.mark.filterwarnings("ignore:Skipping variable loading")
-def test_keras_file_round_trip_keeps_loss(tmp_path):
-    model = embedding_model()
-    loss = TripletLoss(mining="hard", margin=0.3, distance="l2")
-    model.compile(optimizer="adam", loss=loss)
-    model.save(tmp_path / "model.keras")
-    loaded = keras.saving.load_model(tmp_path / "model.keras")
-    assert isinstance(loaded.loss, TripletLoss)
-    assert loaded.loss.get_config() == loss.get_config()
-
-
 def test_fit_reduces_loss_on_blobs():
     x, labels = blobs()
     assert_fit_reduces_loss(embedding_model(), x, labels, TripletLoss(margin=0.5), epochs=15)
-
-
-def test_jit_compile_gives_same_loss():
-    x, labels = blobs()
-    model = embedding_model()
-    expected = loss_value(labels, model(x), mining="semi_hard", margin=0.5)
-    values = []
-    for jit_compile in (False, True):
-        model.compile(loss=TripletLoss(margin=0.5), jit_compile=jit_compile)
-        values.append(model.evaluate(x, labels, batch_size=len(x), verbose=0))
-    np.testing.assert_allclose(values, [expected, expected], rtol=1e-5)
 
 
 @pytest.mark.parametrize("mining", MINING)
