@@ -26,8 +26,7 @@ from keras_faceset.eval.pair_reports import head_report
 from keras_faceset.eval.protocol_cache import default_cache_dir, lfw_sets_embeddings
 from keras_faceset.eval.results import record_result
 from keras_faceset.eval.sets import POOLINGS, pool_sets, set_verification
-from keras_faceset.zoo import get_preset
-from keras_faceset.zoo.heads import build_head
+from keras_faceset.zoo import build_head, get_preset
 from keras_faceset.zoo.registry import SHIPPED_WEIGHTS
 
 HEADS = ("nan1", "nan", "qan", "seqface")

@@ -58,7 +58,7 @@ from keras_faceset.eval.results import record_result
 from keras_faceset.layers import L2SphereFace
 from keras_faceset.losses import LSRLoss
 from keras_faceset.models import SeqFaceHead, lsr_targets
-from keras_faceset.zoo.heads import build_head
+from keras_faceset.zoo import build_head
 
 DIM = 128
 PRESET = "seqface"

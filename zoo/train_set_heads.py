@@ -56,8 +56,7 @@ from keras_faceset.eval.protocol_cache import (
 )
 from keras_faceset.eval.sets import pool_sets, set_verification
 from keras_faceset.losses import ContrastiveLoss, TripletLoss
-from keras_faceset.zoo import get_preset
-from keras_faceset.zoo.heads import build_head
+from keras_faceset.zoo import build_head, get_preset
 
 HEADS = ("nan1", "nan", "qan")
 CLEAN_SETS = 0.25

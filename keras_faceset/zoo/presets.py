@@ -77,6 +77,7 @@ class Preset:
     Set models: on the LFW-sets set pairs, clean and degraded variants pooled (1,600 pairs, 800
     impostor: FAR 1e-2 only), printed by ``keras-faceset evaluate <name> sets --calibrate``
     (docs/lfw_sets.md)."""
+
     @property
     def crop_spec(self) -> CropSpec:
         """`crop` validated, with its defaults (`keras_faceset.align.CropSpec`)."""

@@ -136,19 +136,34 @@ def _load_backbone(preset: Preset, weights, cache_dir):
     return _call(preset.converter)(path)
 
 
-def _load_head(preset: Preset, weights):
-    """The preset's head; `weights`: "pretrained" (the shipped file), None or a path."""
-    spec = preset.head
-    head = _call(spec.builder)(**spec.kwargs)
-    if weights == "pretrained" and spec.weights is not None:
-        weights = SHIPPED_WEIGHTS / spec.weights
-        cache.verify_sha256(weights, spec.sha256, f"{preset.name} head weights")
-    if weights not in (None, "pretrained"):
+def build_head(name: str, weights: str | os.PathLike | None = None, **overrides):
+    """The head of preset `name`: ``builder(**{**kwargs, **overrides})`` of its `Preset.head`,
+    with random weights, or those of the `.weights.h5` file `weights`.
+
+    ``build_head("nan")`` is the architecture of ``zoo.load("nan", weights=None, form="head")``,
+    ``build_head("nan1", feature_shape=256)`` a NAN-1 head reading 256-d frame features and
+    ``build_head("dlib_resnet")`` an image preset's `MeanHead`.
+    """
+    spec = get_preset(name).head
+    head = _call(spec.builder)(**{**spec.kwargs, **overrides})
+    if weights is not None:
         path = Path(weights)
         if not path.is_file():
             raise FileNotFoundError(f"weights file {path} does not exist")
         head.load_weights(path)
     return head
+
+
+def _load_head(preset: Preset, weights):
+    """The preset's head; `weights`: "pretrained" (the shipped file, if it has one), None or a
+    path."""
+    if weights == "pretrained":
+        spec = preset.head
+        if spec.weights is None:
+            return build_head(preset.name)
+        weights = SHIPPED_WEIGHTS / spec.weights
+        cache.verify_sha256(weights, spec.sha256, f"{preset.name} head weights")
+    return build_head(preset.name, weights)
 
 
 def download(name: str, cache_dir: str | os.PathLike | None = None) -> Path:

@@ -12,7 +12,7 @@ from keras_faceset.data.held_out_sets import held_out_protocol
 from keras_faceset.data.lfw import LFW
 from keras_faceset.eval import protocol_cache as P
 from keras_faceset.eval.sets import lfw_sets_protocol_dir
-from keras_faceset.zoo.heads import build_head
+from keras_faceset.zoo import build_head
 from tests.conftest import LFW_DIR, require
 from tests.data.mini_devtrain import mini_devtrain
 

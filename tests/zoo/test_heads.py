@@ -1,4 +1,4 @@
-"""keras_faceset.zoo.heads.build_head: the presets' heads, with overrides and weights."""
+"""keras_faceset.zoo.build_head: the presets' heads, with overrides and weights."""
 
 import keras
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 
 from keras_faceset import zoo
 from keras_faceset.models import MeanHead, NANHead, QANHead, SeqFaceHead
-from keras_faceset.zoo.heads import build_head
+from keras_faceset.zoo import build_head
 from keras_faceset.zoo.registry import SHIPPED_WEIGHTS
 
 CLASSES = {"nan": NANHead, "nan1": NANHead, "qan": QANHead, "seqface": SeqFaceHead}

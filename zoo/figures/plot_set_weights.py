@@ -30,8 +30,7 @@ from keras_faceset.eval.protocol_cache import (
     lfw_sets_embeddings,
 )
 from keras_faceset.models import head_sets
-from keras_faceset.zoo import get_preset
-from keras_faceset.zoo.heads import build_head
+from keras_faceset.zoo import build_head, get_preset
 from keras_faceset.zoo.registry import SHIPPED_WEIGHTS
 
 TITLES = {"nan": "NAN-2", "nan1": "NAN-1", "qan": "QAN"}
