@@ -1,4 +1,5 @@
-"""The table of measured results, `zoo/results.csv`: one row per (model, protocol, alignment)."""
+"""The table of measured results, `keras_faceset/zoo/results.csv`: one row per (model,
+protocol, alignment)."""
 
 from __future__ import annotations
 
