@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -46,11 +46,12 @@ SEED_LIMIT = 2**31
 Spec = dict | None
 
 
-def _people(lfw: LFW, params: dict) -> pd.DataFrame:
-    """Eligible people: in the split with >= min_images images and not in DevTrain."""
+def _people(lfw: LFW, params: dict, exclude: Collection[str] | None) -> pd.DataFrame:
+    """Eligible people: in the split with >= min_images images and not in `exclude` (default:
+    the DevTrain people, on which heads are trained)."""
     people = lfw.people(params["split"])
-    train = set(lfw.people("dev_train")["name"])
-    keep = (people["count"] >= params["min_images"]) & ~people["name"].isin(train)
+    exclude = set(lfw.people("dev_train")["name"]) if exclude is None else set(exclude)
+    keep = (people["count"] >= params["min_images"]) & ~people["name"].isin(exclude)
     return people[keep].sort_values("name").reset_index(drop=True)[["name", "count"]]
 
 
@@ -140,13 +141,21 @@ def _degrade_specs(lengths: Sequence[int], params: dict, rng: np.random.Generato
     return specs
 
 
-def make_lfw_sets(lfw: LFW, seed: int = 0, degraded: bool = False, **params) -> pd.DataFrame:
+def make_lfw_sets(
+    lfw: LFW,
+    seed: int = 0,
+    degraded: bool = False,
+    exclude: Collection[str] | None = None,
+    streams: tuple[int, int] = (0, 1),
+    **params,
+) -> pd.DataFrame:
     """The LFW-sets pair list: columns fold, same, name_a, name_b, set_a, set_b (lists of paths
     relative to ``lfw.image_dir``), degrade_a, degrade_b (per frame None or a spec dict).
 
-    `params` override `DEFAULTS`. Only the people files are read. Pairs and folds come from
-    ``np.random.default_rng([seed, 0])`` and degradations from ``[seed, 1]``, so the degraded
-    variant has the same pairs as the clean one. ``df.attrs["protocol"]`` holds the parameters.
+    `params` override `DEFAULTS`; `exclude` names people left out (default: DevTrain's). Only
+    the people files are read. Pairs and folds come from ``np.random.default_rng([seed,
+    streams[0]])`` and degradations from ``[seed, streams[1]]``, so the degraded variant has the
+    same pairs as the clean one. ``df.attrs["protocol"]`` holds the parameters.
     """
     unknown = set(params) - set(DEFAULTS)
     if unknown:
@@ -156,9 +165,9 @@ def make_lfw_sets(lfw: LFW, seed: int = 0, degraded: bool = False, **params) -> 
         raise ValueError("need 1 <= min_frames <= max_frames")
     if params["min_images"] < 2 * params["min_frames"]:
         raise ValueError("min_images must be at least 2 * min_frames (two disjoint subsets)")
-    people = _people(lfw, params)
+    people = _people(lfw, params, exclude)
     names, counts = people["name"].tolist(), people["count"].to_numpy()
-    rng = np.random.default_rng([seed, 0])
+    rng = np.random.default_rng([seed, streams[0]])
     folds = _deal_folds(counts, params["num_folds"], rng)
     records = []
     for fold in range(params["num_folds"]):
@@ -181,7 +190,7 @@ def make_lfw_sets(lfw: LFW, seed: int = 0, degraded: bool = False, **params) -> 
     frame = pd.DataFrame.from_records(records, columns=COLUMNS[:6])
     lengths = [len(s) for pair in zip(frame["set_a"], frame["set_b"], strict=True) for s in pair]
     if degraded:
-        specs = _degrade_specs(lengths, params, np.random.default_rng([seed, 1]))
+        specs = _degrade_specs(lengths, params, np.random.default_rng([seed, streams[1]]))
     else:
         specs = [[None] * length for length in lengths]
     frame["degrade_a"], frame["degrade_b"] = specs[0::2], specs[1::2]

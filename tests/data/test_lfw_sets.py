@@ -9,7 +9,8 @@ from PIL import Image
 from keras_faceset.data import degrade
 from keras_faceset.data import lfw_sets as L
 from keras_faceset.data.lfw import LFW
-from tests.conftest import LFW_DIR, REPO, require
+from keras_faceset.eval.sets import lfw_sets_protocol_dir
+from tests.conftest import LFW_DIR, require
 
 MINI = {"num_folds": 3, "pairs_per_fold": 10}
 # 24 DevTest people with 2..14 images (3 too few), DevTrain disjoint except "Shared_Name"
@@ -155,7 +156,7 @@ def test_committed_protocols_equal_a_regeneration(tmp_path):
     lfw = LFW(require(LFW_DIR))
     written = L.write_protocols(lfw, tmp_path)
     for path in written:
-        committed = REPO / "zoo" / "protocols" / path.name
+        committed = lfw_sets_protocol_dir() / path.name
         assert path.read_bytes() == committed.read_bytes(), path.name
     clean, degraded = (L.load_protocol(p) for p in written)
     check_protocol(clean, lfw, 10, 40)
@@ -170,7 +171,7 @@ def test_committed_protocols_equal_a_regeneration(tmp_path):
 @pytest.mark.slow
 def test_committed_degraded_frames_are_reproducible():
     lfw = LFW(require(LFW_DIR))
-    degraded = L.load_protocol(REPO / "zoo" / "protocols" / "lfw_sets_degraded.jsonl")
+    degraded = L.load_protocol(lfw_sets_protocol_dir() / "lfw_sets_degraded.jsonl")
     frames, _, _ = L.protocol_frames(degraded.head(12))
     assert set(frames["kind_id"][frames["severity"] > 0]) == set(range(len(degrade.KINDS)))
     batches = L.frame_dataset(frames, lfw, batch_size=16)
