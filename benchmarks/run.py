@@ -17,6 +17,7 @@ BENCHMARKS = {
     "serving": "exported SavedModel latency p50/p99 vs the in-process Keras model",
     "alignment": "MTCNN detection + alignment images/s vs embedding images/s, same images",
     "precision": "folded backbones in bfloat16 vs float32: images/s and embedding agreement",
+    "default_path": "FaceEmbedder's default (folded) path vs the unfolded graph: images/s",
 }
 
 
