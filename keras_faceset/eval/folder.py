@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from keras_faceset.data.folders import VIDEO_EXTENSIONS, image_folder, set_folder
-from keras_faceset.eval.verification import verification_report
+from keras_faceset.eval.verification import TAR_FARS, measurable_fars, verification_report
 
 if TYPE_CHECKING:
     from keras_faceset.embedder import FaceEmbedder
@@ -83,7 +83,11 @@ def evaluate_folder(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Verify the pairs of a labelled folder (`folder_items`, `folder_pairs`) with cosine
     similarity of `embedder.embed_sets` embeddings: (one-row summary, per-pair scores with
-    columns a, b, item_a, item_b, same, fold, score, distance, split)."""
+    columns a, b, item_a, item_b, same, fold, score, distance, split).
+
+    TAR at a FAR its impostor pairs cannot measure (fewer than 1 / FAR of them,
+    `measurable_fars`) is NaN: e.g. 375 impostor pairs give TAR@FAR 1e-1 and 1e-2 only.
+    """
     items = folder_items(root, max_frames)
     pairs = folder_pairs(items["label"], max_pairs, seed, folds)
     used = np.unique(pairs[["a", "b"]].to_numpy())
@@ -96,6 +100,9 @@ def evaluate_folder(
     seconds = time.perf_counter() - start
     score = np.sum(embedded[pairs["a"]] * embedded[pairs["b"]], axis=1)
     report = verification_report(score, pairs["same"].to_numpy(), pairs["fold"].to_numpy())
+    impostor = int((~pairs["same"]).sum())
+    for far in set(TAR_FARS) - set(measurable_fars(impostor, TAR_FARS)):
+        report[f"tar@far={far:g}"] = float("nan")  # fewer than 1 / far impostor pairs
     layout = "images" if all(len(f) == 1 for f in items["frames"]) else "sets"
     summary = {
         "model": embedder.__name__,
@@ -104,6 +111,7 @@ def evaluate_folder(
         "metric": "cosine",
         "pairs": len(pairs),
         "genuine": int(pairs["same"].sum()),
+        "impostor": impostor,
         "items": len(used),
         "identities": int(items["label"].iloc[used].nunique()),
         "embedding_dim": embedded.shape[1],

@@ -1,12 +1,14 @@
 """Verification pairs of a labelled folder, against brute force."""
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from keras_faceset.eval.folder import folder_items, folder_pairs
+from keras_faceset.eval.folder import evaluate_folder, folder_items, folder_pairs
+from keras_faceset.eval.verification import tar_at_far
 
 LABELS = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 3])
 
@@ -65,3 +67,36 @@ def test_folder_items_reads_images_or_sets(tmp_path):
         folder_items(tmp_path / "sets")
     with pytest.raises(ValueError, match="not found"):
         folder_items(tmp_path / "nowhere")
+
+
+class TableEmbedder:
+    """An embedder stand-in: an image's embedding is a fixed vector looked up by
+    ``identity/file``; a set's is the normalised mean of its frames'."""
+
+    __name__ = "table"
+
+    def __init__(self, vectors: dict):
+        self.vectors = vectors
+
+    def embed_sets(self, sets):
+        key = lambda frame: "/".join(Path(frame).parts[-2:])  # noqa: E731
+        means = np.array([np.mean([self.vectors[key(f)] for f in s], axis=0) for s in sets])
+        return means / np.linalg.norm(means, axis=1, keepdims=True), [np.ones(1)] * len(sets)
+
+
+def test_evaluate_folder_reports_tar_only_at_measurable_fars(tmp_path, rng):
+    """12 identities x 2 images: 12 genuine and 264 impostor pairs measure FAR 1e-1 and 1e-2,
+    not 1e-3 (NaN there)."""
+    vectors = {}
+    for person in range(12):
+        centre = rng.normal(size=8)
+        for shot in range(2):
+            _image(tmp_path / f"p{person:02d}" / f"{shot}.png")
+            vectors[f"p{person:02d}/{shot}.png"] = centre + 0.8 * rng.normal(size=8)
+    summary, scores = evaluate_folder(TableEmbedder(vectors), tmp_path)
+    row = summary.iloc[0]
+    assert (row["genuine"], row["impostor"], row["pairs"]) == (12, 264, 276)
+    score, same = scores["score"].to_numpy(), scores["same"].to_numpy()
+    for far in (0.1, 0.01):
+        assert row[f"tar@far={far:g}"] == tar_at_far(score, same, far)
+    assert 0 < row["tar@far=0.01"] < 1 and np.isnan(row["tar@far=0.001"])
