@@ -692,18 +692,13 @@ def _save_report(args: argparse.Namespace, protocol: str, row, scores) -> None:
 
 
 def _frame_cache(args: argparse.Namespace, embedder):
-    """The LFW-sets frame cache file in --frame-cache: one per `FaceEmbedder.frame_key` (and
-    per --model file, whose backbone may have been fine-tuned)."""
+    """The LFW-sets frame cache file in --frame-cache: one per `FaceEmbedder.frame_key` (which
+    names a --model file's content: its backbone may have been fine-tuned)."""
     import hashlib
 
     if args.frame_cache is None:
         return None
-    key = embedder.frame_key
-    if args.model_file:
-        from keras_faceset.files import sha256_file
-
-        key += f" | {sha256_file(args.model_file)}"
-    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    digest = hashlib.sha256(embedder.frame_key.encode()).hexdigest()[:12]
     return Path(args.frame_cache) / f"lfw_sets_{embedder.frame_key.split()[0]}_{digest}.npz"
 
 

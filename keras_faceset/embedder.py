@@ -19,6 +19,7 @@ import numpy as np
 
 from keras_faceset import zoo
 from keras_faceset.align.pipeline import AlignedBatch, ImageInput, align_faces, crop_like
+from keras_faceset.files import sha256_file
 from keras_faceset.models import MeanSet, SetEmbeddingModel, fold_batch_norm, head_sets
 from keras_faceset.models.set_inference import consecutive_rows
 from keras_faceset.progress import progress
@@ -75,6 +76,7 @@ class FaceEmbedder:
         self.batch_size = batch_size
         self.flip = flip
         self.thresholds = dict(self.preset.thresholds)
+        self.model_file = None if model_file is None else Path(model_file)
         if model_file is None:
             self.task = zoo.load(model, weights=weights, form="task")
         else:
@@ -86,7 +88,8 @@ class FaceEmbedder:
             dtype = "mixed_bfloat16" if precision == "bfloat16" else None
             self.frame_model = fold_batch_norm(self.frame_model, dtype=dtype)
         self.fallbacks = 0
-        self.__name__ = f"{model}[{self.description}]"
+        name = model if model_file is None else f"{model}:{self.model_file.name}"
+        self.__name__ = f"{name}[{self.description}]"
 
     @property
     def takes_sets(self) -> bool:
@@ -99,10 +102,14 @@ class FaceEmbedder:
 
     @property
     def frame_key(self) -> str:
-        """What the frame outputs depend on: backbone preset, crop, flip and head features
-        (presets with the same key, e.g. nan and nan1, can share cached frame outputs)."""
+        """What the frame outputs depend on: backbone preset (or the model file's content), crop,
+        flip and head features (presets with the same key, e.g. nan and nan1, can share cached
+        frame outputs)."""
         features = self.head.feature_shape
-        key = f"{self.preset.backbone_preset} | {self.description}"
+        backbone = self.preset.backbone_preset
+        if self.model_file is not None:
+            backbone = f"{self.model_file.name} sha256 {sha256_file(self.model_file)[:16]}"
+        key = f"{backbone} | {self.description}"
         return key + (f" | features {features}" if features else "")
 
     @property
