@@ -23,7 +23,10 @@ import pandas as pd
 
 from keras_faceset.data import LFW
 from keras_faceset.eval.pair_reports import head_report
-from keras_faceset.eval.protocol_cache import default_cache_dir, lfw_sets_embeddings
+from keras_faceset.eval.protocol_cache import (
+    add_cache_options,
+    lfw_sets_embeddings,
+)
 from keras_faceset.eval.results import record_result
 from keras_faceset.eval.sets import POOLINGS, pool_sets, set_verification
 from keras_faceset.zoo import build_head, get_preset
@@ -70,19 +73,7 @@ def evaluate(variants: dict, heads: dict) -> tuple[pd.DataFrame, dict]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--data", default=None, help="LFW data folder (default: $KERAS_FACESET_DATA)"
-    )
-    parser.add_argument(
-        "--cache",
-        default=default_cache_dir("sets"),
-        help="frame embedding cache (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--chips",
-        default=default_cache_dir("chips"),
-        help="aligned chip cache (default: %(default)s)",
-    )
+    add_cache_options(parser)
     parser.add_argument(
         "--weights", default=SHIPPED_WEIGHTS, help="folder of the head weights (default: shipped)"
     )

@@ -39,7 +39,7 @@ from keras_faceset.data.devtrain_sets import (
 )
 from keras_faceset.eval.pair_reports import SIDES, pairs_spearman, report_line
 from keras_faceset.eval.protocol_cache import (
-    default_cache_dir,
+    add_cache_options,
     devtrain_embeddings,
     held_out_embeddings,
 )
@@ -83,19 +83,7 @@ def attention_report(v: dict, score: np.ndarray, beta: float) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--data", default=None, help="LFW data folder (default: $KERAS_FACESET_DATA)"
-    )
-    parser.add_argument(
-        "--cache",
-        default=default_cache_dir("sets"),
-        help="frame embedding cache (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--chips",
-        default=default_cache_dir("chips"),
-        help="aligned chip cache (default: %(default)s)",
-    )
+    add_cache_options(parser)
     args = parser.parse_args(argv)
     lfw = LFW(args.data)
     images, frames, arrays = devtrain_embeddings(lfw, args.cache, args.chips, MAX_IMAGES, VERSIONS)

@@ -49,7 +49,7 @@ from keras_faceset.data.devtrain_sets import (
 )
 from keras_faceset.eval.pair_reports import head_report, report_line
 from keras_faceset.eval.protocol_cache import (
-    default_cache_dir,
+    add_cache_options,
     devtrain_embeddings,
     head_features,
     held_out_embeddings,
@@ -104,19 +104,7 @@ def head_inputs(head, arrays, index, mask):
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--data", default=None, help="LFW data folder (default: $KERAS_FACESET_DATA)"
-    )
-    parser.add_argument(
-        "--cache",
-        default=default_cache_dir("sets"),
-        help="frame embedding cache (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--chips",
-        default=default_cache_dir("chips"),
-        help="aligned chip cache (default: %(default)s)",
-    )
+    add_cache_options(parser)
     parser.add_argument("--out", required=True, help="folder the head weights are written to")
     parser.add_argument("--heads", default=",".join(HEADS), help="set presets whose heads to train")
     parser.add_argument("--max-images", type=int, default=MAX_IMAGES)

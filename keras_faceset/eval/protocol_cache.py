@@ -16,6 +16,7 @@ sets, as rows into the frames), "same", "fold", the frames' `FEATURE_KEYS` array
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 import time
@@ -47,6 +48,24 @@ def default_cache_dir(kind: str) -> Path:
     """``~/.cache/keras_faceset/<kind>``: the default folder of a research cache (e.g. "sets"
     for frame embeddings, "chips" for aligned chips)."""
     return Path.home() / ".cache" / "keras_faceset" / kind
+
+
+def add_cache_options(parser: argparse.ArgumentParser) -> None:
+    """``--data`` (LFW, default ``$KERAS_FACESET_DATA``), ``--cache`` (frame embeddings) and
+    ``--chips`` (aligned chips) on a research script's parser, with `default_cache_dir`s."""
+    parser.add_argument(
+        "--data", default=None, help="LFW data folder (default: $KERAS_FACESET_DATA)"
+    )
+    parser.add_argument(
+        "--cache",
+        default=default_cache_dir("sets"),
+        help="frame embedding cache (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--chips",
+        default=default_cache_dir("chips"),
+        help="aligned chip cache (default: %(default)s)",
+    )
 
 
 def frame_chips(

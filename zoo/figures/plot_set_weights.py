@@ -24,7 +24,7 @@ from PIL import Image
 from keras_faceset.data import LFW
 from keras_faceset.data.degrade import KINDS
 from keras_faceset.eval.protocol_cache import (
-    default_cache_dir,
+    add_cache_options,
     frame_chips,
     head_features,
     lfw_sets_embeddings,
@@ -102,19 +102,7 @@ def plot_head(name: str, head, variant: dict, sets: list, lfw: LFW, chips: str, 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--data", default=None, help="LFW data folder (default: $KERAS_FACESET_DATA)"
-    )
-    parser.add_argument(
-        "--cache",
-        default=default_cache_dir("sets"),
-        help="frame embedding cache (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--chips",
-        default=default_cache_dir("chips"),
-        help="aligned chip cache (default: %(default)s)",
-    )
+    add_cache_options(parser)
     parser.add_argument(
         "--weights", default=SHIPPED_WEIGHTS, help="folder of the head weights (default: shipped)"
     )
