@@ -223,14 +223,14 @@ def _log_row(variant, epoch, loss, score, sets, images) -> dict:
 
 class DlibThenHead:
     """LFW images (N, 250, 250, 3) uint8 -> a head's normalised frame embeddings
-    `f = normalize(W x + b)` of dlib descriptors `x` (five-point chips), or the normalised
-    descriptors themselves with `head=None`. Descriptors are memoised by image content, so
+    `f = normalize(W x + b)` of dlib descriptors `x` (five-point chips); `MeanHead`'s are the
+    normalised descriptors themselves. Descriptors are memoised by image content, so
     several heads are evaluated on one dlib pass (a callable for `eval.evaluate_lfw`)."""
 
     def __init__(self, chips: str, memo: dict | None = None):
         self.embedder = FaceEmbedder("dlib_resnet", chip_cache=chips, batch_size=64, fold=False)
         self.memo = {} if memo is None else memo
-        self.head = None
+        self.head = build_head("dlib_resnet")
         self.__name__ = "dlib_resnet"
 
     def with_head(self, head, name: str) -> DlibThenHead:
@@ -250,21 +250,18 @@ class DlibThenHead:
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         raw = self.descriptors(np.asarray(images))
-        if self.head is None:
-            return raw / np.linalg.norm(raw, axis=1, keepdims=True)
         return keras.ops.convert_to_numpy(self.head.encode_frames(raw))
 
 
 def evaluate_heads(heads: dict, args) -> pd.DataFrame:
-    """LFW-sets (clean, degraded) and LFW View 1 / View 2 rows for each head (None = the
-    frozen dlib embedding with mean pooling, the `dlib_resnet` preset's head)."""
+    """LFW-sets (clean, degraded) and LFW View 1 / View 2 rows for each head (the
+    `dlib_resnet` preset's `MeanHead`: the frozen dlib embedding with mean pooling)."""
     lfw = LFW(args.data)
     variants = lfw_sets_embeddings(lfw, args.sets_cache, args.chips)
     rows = []
     for name, head in heads.items():
         for variant, v in variants.items():
-            model = head if head is not None else build_head("dlib_resnet")  # mean pooling
-            report = head_report(model, v, spearman=False)
+            report = head_report(head, v, spearman=False)
             rows.append(
                 {
                     "model": name,
@@ -395,7 +392,7 @@ def main(argv: list[str] | None = None) -> None:
             head.save_weights(Path(args.out) / f"{RESULTS_MODEL}.weights.h5")
     pd.DataFrame(log).to_csv(logs / "seqface_log.csv", index=False, float_format="%.6g")
     if args.evaluate:
-        named = {"dlib_resnet": None} | {
+        named = {"dlib_resnet": build_head("dlib_resnet")} | {
             RESULTS_MODEL if k == SHIPPED else f"seqface_{k}": h for k, h in heads.items()
         }
         table = evaluate_heads(named, args)
