@@ -7,7 +7,7 @@ from scipy.stats import spearmanr
 from keras_faceset.eval.pair_reports import head_report, pairs_spearman, report_line
 from keras_faceset.eval.sets import pool_sets, set_verification
 from keras_faceset.models import head_sets, pad_sets
-from keras_faceset.zoo.heads import build_head
+from keras_faceset.zoo import build_head
 
 
 def variant(seed: int = 0) -> dict:
