@@ -28,9 +28,12 @@ def assert_keras_file_round_trip(model: keras.Model, inputs, tmp_path: Path) -> 
     return loaded
 
 
-def assert_fit_reduces_loss(model: keras.Model, x, y, loss, epochs: int = 20, **compile_kwargs):
+def assert_fit_reduces_loss(
+    model: keras.Model, x, y, loss, epochs: int = 20, learning_rate: float = 1e-2, **compile_kwargs
+):
     """A few epochs of `model.fit` lower the training loss."""
-    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=loss, **compile_kwargs)
+    optimizer = keras.optimizers.Adam(learning_rate)
+    model.compile(optimizer=optimizer, loss=loss, **compile_kwargs)
     batch_size = len(_first(x))
     history = model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, shuffle=False)
     losses = history.history["loss"]

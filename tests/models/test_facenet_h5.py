@@ -255,7 +255,9 @@ def test_same_person_closer_than_different_people(facenet):
 @pytest.mark.slow
 def test_convert_script(facenet_h5, tmp_path, capsys):
     out = tmp_path / "facenet.weights.h5"
-    assert _load_script().main(["--h5", str(facenet_h5), "--out", str(out), "--images", "2"]) == 0
+    lfw = str(require(LFW_DIR / "lfw-deepfunneled"))
+    arguments = ["--h5", str(facenet_h5), "--out", str(out), "--images", "2", "--lfw", lfw]
+    assert _load_script().main(arguments) == 0
     printed = capsys.readouterr().out
     assert "parity: max abs diff" in printed and f"wrote {out} sha256" in printed
     assert [p.name for p in tmp_path.iterdir()] == ["facenet.weights.h5"]  # temp file renamed

@@ -180,4 +180,5 @@ def test_fit_reduces_loss(rng):
     assert model.output_shape == (None, 8)
     x = rng.integers(0, 256, size=(4, 160, 160, 3)).astype("float32")
     y = rng.normal(size=(4, 8)).astype("float32")
-    assert_fit_reduces_loss(model, x, y, loss="mse", epochs=10)
+    # 1e-3: at 1e-2 the deep random network's loss rose on some CPUs (oneDNN kernels differ)
+    assert_fit_reduces_loss(model, x, y, loss="mse", epochs=10, learning_rate=1e-3)

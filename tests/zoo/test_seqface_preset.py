@@ -136,6 +136,6 @@ def test_seqface_training_on_real_dlib_descriptors_lowers_the_loss():
     rows = table[table.identity.isin(people)].groupby("identity").head(4)
     embedder = FaceEmbedder("dlib_resnet")
     chips = embedder.chips(list(rows.path)).astype("float32")
-    frames = np.asarray(embedder.model.predict(chips, verbose=0))
+    frames = np.asarray(embedder.task.backbone.predict(chips, verbose=0))
     labels = rows.identity.map({p: i for i, p in enumerate(people)}).to_numpy()
     _train(frames, labels, 3, 3)
