@@ -77,10 +77,13 @@ class FaceEmbedder:
         self.flip = flip
         self.thresholds = dict(self.preset.thresholds)
         self.model_file = None if model_file is None else Path(model_file)
+        self._backbone_key = self.preset.backbone_preset
         if model_file is None:
             self.task = zoo.load(model, weights=weights, form="task")
         else:
             self.task = load_task_file(model_file, self.preset)
+            digest = sha256_file(self.model_file)[:16]
+            self._backbone_key = f"{self.model_file.name} sha256 {digest}"
             self.thresholds = {}
         self.head = self.task.head
         self.frame_model = self.task.frame_model
@@ -97,19 +100,12 @@ class FaceEmbedder:
         return self.preset.is_set_model
 
     @property
-    def embedding_dim(self) -> int:
-        return int(self.task.output["embedding"].shape[-1])
-
-    @property
     def frame_key(self) -> str:
         """What the frame outputs depend on: backbone preset (or the model file's content), crop,
         flip and head features (presets with the same key, e.g. nan and nan1, can share cached
         frame outputs)."""
         features = self.head.feature_shape
-        backbone = self.preset.backbone_preset
-        if self.model_file is not None:
-            backbone = f"{self.model_file.name} sha256 {sha256_file(self.model_file)[:16]}"
-        key = f"{backbone} | {self.description}"
+        key = f"{self._backbone_key} | {self.description}"
         return key + (f" | features {features}" if features else "")
 
     @property
