@@ -1,0 +1,448 @@
+"""The MTCNN cascade (Zhang et al. 2016) in TensorFlow ops, with the `mtcnn` package's rules.
+
+One compiled graph (`tf.function`, dynamic batch and image size) does, per image of true size
+``(h, w)`` inside a padded batch:
+
+1. Normalise ``(x - 127.5) / 128``. Pyramid: ``n = round(log(min(h, w) / 12) / log(1 / f) - 1)``
+   scales ``s_k = (12 / min_face_size) * f^k`` (``f`` = `scale_factor`), level k the image
+   resized to ``(floor(h s_k), floor(w s_k))`` (area filter); levels under 12 px are skipped.
+   A ``tf.while_loop`` runs over the levels, so their number follows the image (no retrace).
+2. P-Net on every level; each cell (i, j) with face probability > ``thresholds[0]`` gives the
+   box ``((2j + 1, 2i + 1, 2j + 12, 2i + 12) + 11 (dx1, dy1, dx2, dy2)) / s_k``. NMS per level (IoU
+   0.5), then over all levels (IoU 0.7), then each box is made square about its centre
+   (side ``max(w, h)``).
+3. R-Net on 24x24 crops (`tf.image.crop_and_resize` of the normalised image, box corners at
+   ``(x1 / w, y1 / h)``, samples outside the image 0): boxes move by ``(dx1, dy1, dx2, dy2)``
+   times ``(w + 1, h + 1, w + 1, h + 1)``, the score becomes R-Net's; score > ``thresholds[1]``,
+   NMS (IoU 0.7), squared.
+4. O-Net on 48x48 crops: the same regression, landmarks ``(w + 1) l_x + x1 - 1`` and
+   ``(h + 1) l_y + y1 - 1`` in the input box; score > ``thresholds[2]``; NMS by the
+   intersection over the smaller box ("Min", 0.7). Boxes are not clipped to the image.
+
+Every NMS is the package's: a box is dropped when a higher-scored box overlaps it by more than
+the threshold, whether or not that box was itself dropped (a "fast" NMS, in matrix form; greedy
+`tf.image.non_max_suppression` keeps more). At most `max_proposals` boxes enter each NMS (the
+highest scored); the package has no such bound.
+
+The networks run batched over every image's boxes at once; the pyramid and the NMS run per
+image (`tf.map_fn`), so an image in a padded batch gets exactly what it gets alone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from keras_faceset.detect.convert import mtcnn_network
+
+LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+"""MTCNN's five points in order; "left" is the image's left (the subject's right eye)."""
+
+PNET_WINDOW = 12
+"""P-Net's window side in pixels; its cells are 2 px apart."""
+
+NMS_PNET_LEVEL = 0.5
+NMS_PNET = 0.7
+NMS_RNET = 0.7
+NMS_ONET = 0.7
+"""The `mtcnn` package's NMS thresholds (IoU; O-Net's over the smaller box)."""
+
+
+class Mtcnn(tf.Module):
+    """MTCNN face detector: uint8 images in, boxes, scores and five landmarks out, in one graph.
+
+    The defaults are those `keras_faceset.align.MtcnnDetector` gives the `mtcnn` package
+    (davidsandberg/facenet's: min face 20 px, thresholds 0.6/0.7/0.7, pyramid factor 0.709).
+    `max_faces` faces per image are returned; when more are found the largest are kept.
+    `retry_padding`: an image where nothing was found is searched again with a border of that
+    fraction of its longer side on every side, filled with grey (a face that fills the frame
+    gives the detector no context); 0 turns the retry off. `max_proposals` bounds the boxes
+    that enter each NMS (and so memory). `weights_dir`: a folder holding the `mtcnn` package's
+    ``pnet.lz4``, ``rnet.lz4``, ``onet.lz4`` (default: the installed package's).
+    """
+
+    def __init__(
+        self,
+        min_face_size: float = 20,
+        thresholds: Sequence[float] = (0.6, 0.7, 0.7),
+        scale_factor: float = 0.709,
+        max_faces: int = 16,
+        retry_padding: float = 0.25,
+        max_proposals: int = 2000,
+        weights_dir: str | None = None,
+    ):
+        super().__init__(name="mtcnn")
+        thresholds = tuple(float(t) for t in thresholds)
+        if len(thresholds) != 3 or not all(0.0 <= t <= 1.0 for t in thresholds):
+            raise ValueError(f"thresholds must be 3 values in [0, 1], got {thresholds!r}")
+        if min_face_size < PNET_WINDOW:
+            raise ValueError(
+                f"min_face_size must be at least {PNET_WINDOW} (P-Net's window), "
+                f"got {min_face_size}"
+            )
+        if not 0.0 < scale_factor < 1.0:
+            raise ValueError(f"scale_factor must be in (0, 1), got {scale_factor}")
+        if max_faces < 1 or max_proposals < 1:
+            raise ValueError(
+                f"max_faces and max_proposals must be positive, got {max_faces}, {max_proposals}"
+            )
+        if retry_padding < 0:
+            raise ValueError(f"retry_padding must be >= 0, got {retry_padding}")
+        self.min_face_size = float(min_face_size)
+        self.thresholds = thresholds
+        self.scale_factor = float(scale_factor)
+        self.max_faces = int(max_faces)
+        self.retry_padding = float(retry_padding)
+        self.max_proposals = int(max_proposals)
+        self.pnet = mtcnn_network("pnet", weights_dir)
+        self.rnet = mtcnn_network("rnet", weights_dir)
+        self.onet = mtcnn_network("onet", weights_dir)
+        self.detect_graph = tf.function(
+            self._detect,
+            input_signature=[
+                tf.TensorSpec([None, None, None, 3], tf.uint8, name="images"),
+                tf.TensorSpec([None, 2], tf.int32, name="sizes"),
+            ],
+            autograph=False,
+        )
+
+    @property
+    def config(self) -> dict:
+        """The settings that change detections."""
+        return {
+            "min_face_size": self.min_face_size,
+            "thresholds": list(self.thresholds),
+            "scale_factor": self.scale_factor,
+            "max_faces": self.max_faces,
+            "retry_padding": self.retry_padding,
+            "max_proposals": self.max_proposals,
+        }
+
+    def detect(self, images, sizes=None) -> dict[str, tf.Tensor]:
+        """Faces in a batch of RGB images, uint8 ``(B, H, W, 3)``.
+
+        Gray ``(B, H, W, 1)`` images are repeated to RGB and RGBA ones lose their alpha; other
+        shapes and dtypes raise ValueError. For images of several sizes, pad them into one
+        batch (at the top left) and give their true ``(h, w)`` as `sizes` ``(B, 2)``: each image
+        then gets exactly what it gets alone. Returns a dict of tensors, faces in each image
+        sorted by score (padded slots 0): ``boxes`` (B, F, 4) x1, y1, x2, y2 in pixels (pixel
+        centres at integers), ``scores`` (B, F), ``landmarks`` (B, F, 5, 2) (x, y) in
+        `LANDMARK_NAMES` order, ``counts`` (B,) int32, ``found`` (B,) bool (False: no face,
+        the caller falls back to a centre crop) and ``retried`` (B,) bool (found only with the
+        border of `retry_padding`). F is `max_faces`. An image smaller than 20 px on its
+        shorter side has no face (count 0).
+        """
+        images = tf.convert_to_tensor(images)
+        if images.dtype != tf.uint8:
+            raise ValueError(
+                f"images must be uint8 pixels 0..255, got {images.dtype.name}: convert first "
+                "(e.g. tf.image.convert_image_dtype(images, tf.uint8, saturate=True))"
+            )
+        if images.shape.rank != 4 or images.shape[-1] not in (1, 3, 4):
+            raise ValueError(
+                f"images must be a batch (B, H, W, 3) of RGB (or 1-channel gray, RGBA) images, "
+                f"got shape {images.shape}; add a batch axis for one image"
+            )
+        if images.shape[-1] == 1:
+            images = tf.image.grayscale_to_rgb(images)
+        images = images[..., :3]
+        if sizes is None:
+            sizes = tf.tile(tf.shape(images)[None, 1:3], [tf.shape(images)[0], 1])
+        sizes = tf.convert_to_tensor(sizes, tf.int32)
+        if sizes.shape.rank != 2 or sizes.shape[-1] != 2:
+            raise ValueError(f"sizes must be (B, 2) true (h, w) per image, got {sizes.shape}")
+        return self.detect_graph(images, sizes)
+
+    def _detect(self, images: tf.Tensor, sizes: tf.Tensor) -> dict[str, tf.Tensor]:
+        batch = tf.shape(images)[0]
+        checks = [
+            tf.debugging.assert_equal(
+                tf.shape(sizes)[0], batch, message="sizes must have one (h, w) row per image"
+            ),
+            tf.debugging.assert_non_negative(sizes, message="sizes must be >= 0"),
+            tf.debugging.assert_less_equal(
+                sizes,
+                tf.shape(images)[1:3][None],
+                message="sizes must not exceed the padded images' (H, W)",
+            ),
+        ]
+        with tf.control_dependencies(checks):
+            images = tf.identity(images)
+        found = self._cascade(images, sizes)
+        found["retried"] = tf.zeros([batch], tf.bool)
+        if self.retry_padding > 0:
+            missing = (found["counts"] == 0) & (tf.reduce_min(sizes, axis=1) > 0)
+            found = tf.cond(
+                tf.reduce_any(missing),
+                lambda: self._retry(images, sizes, missing, found),
+                lambda: found,
+            )
+        found["found"] = found["counts"] > 0
+        return found
+
+    def _retry(self, images, sizes, missing, found) -> dict[str, tf.Tensor]:
+        """`found` with the images flagged `missing` searched again inside a grey border."""
+        index = tf.where(missing)[:, :1]
+        sizes = tf.gather_nd(sizes, index)
+        pads = tf.cast(
+            tf.round(self.retry_padding * tf.cast(tf.reduce_max(sizes, 1), tf.float32)), tf.int32
+        )
+        padded, padded_sizes = _pad_border(tf.gather_nd(images, index), sizes, pads)
+        again = self._cascade(padded, padded_sizes)
+        shift = tf.cast(pads, tf.float32)[:, None, None]
+        slots = tf.sequence_mask(again["counts"], self.max_faces)[..., None]
+        again["boxes"] = tf.where(slots, again["boxes"] - shift, 0.0)
+        again["landmarks"] = tf.where(slots[..., None], again["landmarks"] - shift[..., None], 0.0)
+        again["retried"] = again["counts"] > 0
+        return {key: tf.tensor_scatter_nd_update(found[key], index, again[key]) for key in found}
+
+    def _cascade(self, images: tf.Tensor, sizes: tf.Tensor) -> dict[str, tf.Tensor]:
+        x = (tf.cast(images, tf.float32) - 127.5) / 128.0
+        rows, counts = tf.map_fn(
+            self._proposals,
+            (x, sizes),
+            fn_output_signature=(
+                tf.TensorSpec([self.max_proposals, 5], tf.float32),
+                tf.TensorSpec([], tf.int32),
+            ),
+        )
+        rows, counts = self._refine(x, sizes, rows, counts)
+        rows, counts = self._output(x, sizes, rows, counts)
+        return self._largest(rows, counts)
+
+    def _scales(self, h: tf.Tensor, w: tf.Tensor) -> tf.Tensor:
+        """The package's pyramid scales (float64) for an h x w image, levels >= 12 px only."""
+        h, w = tf.cast(h, tf.float64), tf.cast(w, tf.float64)
+        shorter = tf.maximum(tf.minimum(h, w), 1.0)
+        count = tf.round(-(tf.math.log(shorter / PNET_WINDOW) / math.log(self.scale_factor) + 1))
+        steps = tf.range(tf.maximum(count, 0.0), dtype=tf.float64)
+        scales = (PNET_WINDOW / self.min_face_size) * tf.pow(
+            tf.constant(self.scale_factor, tf.float64), steps
+        )
+        large = tf.minimum(tf.floor(h * scales), tf.floor(w * scales)) >= PNET_WINDOW
+        return tf.boolean_mask(scales, large)
+
+    def _proposals(self, args) -> tuple[tf.Tensor, tf.Tensor]:
+        """P-Net stage of one image: (max_proposals, 5) rows x1, y1, x2, y2, score (squared
+        boxes, zero-padded) and their count."""
+        image, size = args
+        h, w = size[0], size[1]
+        image = image[None, :h, :w]
+        scales = self._scales(h, w)
+
+        def level(k, rows):
+            scale = scales[k]
+            shape = tf.cast(tf.floor(tf.cast(size, tf.float64) * scale), tf.int32)
+            regression, probability = self.pnet(
+                tf.image.resize(image, shape, method="area"), training=False
+            )
+            found = _pnet_boxes(
+                regression[0],
+                probability[0, :, :, 1],
+                tf.cast(scale, tf.float32),
+                self.thresholds[0],
+                self.max_proposals,
+            )
+            return k + 1, tf.concat([rows, _nms(found, NMS_PNET_LEVEL)], axis=0)
+
+        _, rows = tf.while_loop(
+            lambda k, _: k < tf.size(scales),
+            level,
+            (tf.constant(0), tf.zeros([0, 5])),
+            shape_invariants=(tf.TensorShape([]), tf.TensorShape([None, 5])),
+        )
+        rows = _nms(_top(rows, self.max_proposals), NMS_PNET)
+        rows = tf.concat([_square(rows[:, :4]), rows[:, 4:]], axis=1)
+        return _pad_rows(rows, self.max_proposals)
+
+    def _refine(self, x, sizes, rows, counts) -> tuple[tf.Tensor, tf.Tensor]:
+        """R-Net stage: rows (B, M, 5) of squared boxes and R-Net's scores."""
+
+        def decode(boxes, outputs):
+            regression, probability = outputs
+            return tf.concat([_regress(boxes, regression), probability[:, 1:]], axis=1)
+
+        rows, counts = _network_stage(
+            self.rnet, 24, decode, x, sizes, rows, counts, self.thresholds[1], NMS_RNET, "union"
+        )
+        return tf.concat([_square(rows[..., :4]), rows[..., 4:]], axis=-1), counts
+
+    def _output(self, x, sizes, rows, counts) -> tuple[tf.Tensor, tf.Tensor]:
+        """O-Net stage: rows (B, M, 15): box, score, the landmarks' 5 x's then 5 y's."""
+
+        def decode(boxes, outputs):
+            regression, landmarks, probability = outputs
+            x1, y1, x2, y2 = (v[:, None] for v in tf.unstack(boxes, axis=1))
+            points = [(x2 - x1 + 1) * landmarks[:, :5] + x1 - 1]
+            points.append((y2 - y1 + 1) * landmarks[:, 5:] + y1 - 1)
+            return tf.concat([_regress(boxes, regression), probability[:, 1:], *points], axis=1)
+
+        return _network_stage(
+            self.onet, 48, decode, x, sizes, rows, counts, self.thresholds[2], NMS_ONET, "min"
+        )
+
+    def _largest(self, rows: tf.Tensor, counts: tf.Tensor) -> dict[str, tf.Tensor]:
+        """The `max_faces` largest faces of each image, sorted by score, zero-padded."""
+        rows = tf.pad(
+            rows, [[0, 0], [0, tf.maximum(self.max_faces - tf.shape(rows)[1], 0)], [0, 0]]
+        )
+        valid = tf.sequence_mask(counts, tf.shape(rows)[1])
+        area = (rows[..., 2] - rows[..., 0]) * (rows[..., 3] - rows[..., 1])
+        _, pick = tf.math.top_k(tf.where(valid, area, -np.inf), self.max_faces)
+        rows = tf.gather(rows, pick, batch_dims=1)
+        valid = tf.gather(valid, pick, batch_dims=1)
+        order = tf.argsort(tf.where(valid, rows[..., 4], -1.0), direction="DESCENDING", stable=True)
+        rows = tf.where(
+            tf.gather(valid, order, batch_dims=1)[..., None],
+            tf.gather(rows, order, batch_dims=1),
+            0.0,
+        )
+        return {
+            "boxes": rows[..., :4],
+            "scores": rows[..., 4],
+            "landmarks": tf.stack([rows[..., 5:10], rows[..., 10:15]], axis=-1),
+            "counts": tf.minimum(counts, self.max_faces),
+        }
+
+
+def _network_stage(network, side, decode, x, sizes, rows, counts, threshold, overlap, method):
+    """Run `network` on the side x side crops of every image's boxes (rows (B, M, >=4), the
+    first `counts` valid), `decode` its outputs into rows (box, score, ...), then per image keep
+    those scoring above `threshold`, sorted by score and NMS'd: rows (B, M', C), counts (B,)."""
+    width = tf.reduce_max(tf.concat([counts, [0]], axis=0))
+    valid = tf.sequence_mask(counts, width)
+    where = tf.where(valid)
+    boxes = tf.ensure_shape(tf.gather_nd(rows[:, :width, :4], where), [None, 4])
+    crops = _crops(x, sizes, boxes, where[:, 0], side)
+    # one extra blank crop: TensorFlow's CPU convolution mishandles an empty batch (a tf.pad
+    # here would be folded into the convolution's padding by Grappler, and lost)
+    outputs = network(tf.concat([crops, tf.zeros([1, side, side, 3])], axis=0), training=False)
+    found = decode(boxes, [output[:-1] for output in outputs])
+    shape = tf.stack([tf.shape(rows)[0], width, tf.shape(found)[1]])
+    dense = tf.scatter_nd(where, found, tf.cast(shape, tf.int64))
+    keep = valid & (dense[..., 4] > threshold)
+
+    def one(args):
+        image_rows, image_keep = args
+        kept = tf.boolean_mask(image_rows, image_keep)
+        kept = tf.gather(kept, tf.argsort(kept[:, 4], direction="DESCENDING", stable=True))
+        return _pad_rows(_nms(kept, overlap, method), width)
+
+    return tf.map_fn(
+        one,
+        (dense, keep),
+        fn_output_signature=(
+            tf.TensorSpec([None, found.shape[1]], tf.float32),
+            tf.TensorSpec([], tf.int32),
+        ),
+    )
+
+
+def _pnet_boxes(regression, probability, scale, threshold, limit) -> tf.Tensor:
+    """Rows x1, y1, x2, y2, score (at most `limit`, sorted by score) of the P-Net cells of one
+    level whose face probability exceeds `threshold`, in image pixels."""
+    columns = tf.shape(probability)[1]
+    flat = tf.reshape(probability, [-1])
+    above = tf.reduce_sum(tf.cast(flat > threshold, tf.int32))
+    scores, index = tf.math.top_k(flat, tf.minimum(above, limit))
+    cell = tf.cast(tf.stack([index % columns, index // columns], axis=1), tf.float32) * 2.0
+    offsets = tf.gather(tf.reshape(regression, [-1, 4]), index) * (PNET_WINDOW - 1)
+    corners = tf.concat([cell + 1, cell + PNET_WINDOW], axis=1) + offsets
+    return tf.concat([corners / scale, scores[:, None]], axis=1)
+
+
+def _top(rows: tf.Tensor, limit: int) -> tf.Tensor:
+    """The (at most `limit`) highest-scored rows (score in column 4), sorted by score."""
+    _, index = tf.math.top_k(rows[:, 4], tf.minimum(tf.shape(rows)[0], limit))
+    return tf.gather(rows, index)
+
+
+def _nms(rows: tf.Tensor, threshold: float, method: str = "union") -> tf.Tensor:
+    """The rows (sorted by score) no higher-scored row overlaps by more than `threshold`:
+    IoU (``"union"``) or intersection over the smaller area (``"min"``), areas (x2-x1)(y2-y1)."""
+    x1, y1, x2, y2 = (rows[:, i] for i in range(4))
+    area = (x2 - x1) * (y2 - y1)
+    width = tf.maximum(0.0, tf.minimum(x2[:, None], x2) - tf.maximum(x1[:, None], x1))
+    height = tf.maximum(0.0, tf.minimum(y2[:, None], y2) - tf.maximum(y1[:, None], y1))
+    inter = width * height
+    if method == "union":
+        overlap = inter / (area[:, None] + area - inter)
+    else:
+        overlap = inter / tf.minimum(area[:, None], area)
+    n = tf.shape(rows)[0]
+    earlier = tf.range(n)[:, None] < tf.range(n)
+    suppressed = tf.reduce_any((overlap > threshold) & earlier, axis=0)
+    return tf.boolean_mask(rows, ~suppressed)
+
+
+def _square(boxes: tf.Tensor) -> tf.Tensor:
+    """Boxes (..., 4) made square about their centre, side max(w, h) with w = x2 - x1."""
+    x1, y1, x2, y2 = tf.unstack(boxes, axis=-1)
+    w, h = x2 - x1, y2 - y1
+    side = tf.maximum(w, h)
+    x1 = x1 + w * 0.5 - side * 0.5
+    y1 = y1 + h * 0.5 - side * 0.5
+    return tf.stack([x1, y1, x1 + side, y1 + side], axis=-1)
+
+
+def _regress(boxes: tf.Tensor, offsets: tf.Tensor) -> tf.Tensor:
+    """Boxes (N, 4) moved by R-Net's / O-Net's offsets times (w + 1, h + 1, w + 1, h + 1)."""
+    w = boxes[:, 2] - boxes[:, 0] + 1
+    h = boxes[:, 3] - boxes[:, 1] + 1
+    return boxes + offsets * tf.stack([w, h, w, h], axis=1)
+
+
+def _pad_rows(rows: tf.Tensor, length) -> tuple[tf.Tensor, tf.Tensor]:
+    """`rows` zero-padded to `length` rows, and how many there were."""
+    count = tf.shape(rows)[0]
+    return tf.pad(rows, [[0, length - count], [0, 0]]), count
+
+
+def _crops(x, sizes, boxes, image_index, side: int) -> tf.Tensor:
+    """side x side bilinear crops of `boxes` (N, 4) in the images `image_index` of the padded
+    batch `x`, sampled as `tf.image.crop_and_resize` samples an image of its true size alone:
+    corners at (y1 / h, x1 / w) of the true image, samples beyond it 0."""
+    true = tf.cast(tf.gather(sizes, image_index), tf.float32)
+    padded = tf.cast(tf.shape(x)[1:3], tf.float32)
+    h, w = true[:, :1], true[:, 1:]
+    x1, y1, x2, y2 = tf.split(boxes, 4, axis=1)
+    # a corner c of the true image is at c (h - 1) / h in pixels, c (h - 1) / (h (H - 1)) of H
+    ys = tf.concat([y1, y2], axis=1) * ((h - 1) / (padded[0] - 1)) / h
+    xs = tf.concat([x1, x2], axis=1) * ((w - 1) / (padded[1] - 1)) / w
+    crops = tf.image.crop_and_resize(
+        x,
+        tf.stack([ys[:, 0], xs[:, 0], ys[:, 1], xs[:, 1]], axis=1),
+        tf.cast(image_index, tf.int32),
+        [side, side],
+    )
+    steps = tf.range(side, dtype=tf.float32) / (side - 1)
+
+    def inside(lo, hi, extent):
+        """The samples (N, side) that fall in [0, extent - 1] of the true image."""
+        at = (lo * (extent - 1) / extent) + steps * ((hi - lo) * (extent - 1) / extent)
+        return tf.cast((at >= 0) & (at <= extent - 1), tf.float32)
+
+    mask = inside(y1, y2, h)[:, :, None, None] * inside(x1, x2, w)[:, None, :, None]
+    return crops * mask
+
+
+def _pad_border(images, sizes, pads) -> tuple[tf.Tensor, tf.Tensor]:
+    """Each image (true size `sizes`) inside a border of `pads` px of grey (127), top left of
+    a new padded batch; returns it and the new sizes."""
+    new_sizes = sizes + 2 * pads[:, None]
+    extent = tf.reduce_max(tf.concat([new_sizes, [[0, 0]]], axis=0), axis=0)
+
+    def source(axis):
+        at = tf.range(extent[axis])[None] - pads[:, None]
+        return at, (at >= 0) & (at < sizes[:, axis : axis + 1])
+
+    rows, row_ok = source(0)
+    cols, col_ok = source(1)
+    limit = tf.maximum(tf.shape(images)[1:3] - 1, 0)
+    out = tf.gather(images, tf.clip_by_value(rows, 0, limit[0]), axis=1, batch_dims=1)
+    out = tf.gather(out, tf.clip_by_value(cols, 0, limit[1]), axis=2, batch_dims=1)
+    ok = row_ok[:, :, None, None] & col_ok[:, None, :, None]
+    return tf.where(ok, out, tf.constant(127, tf.uint8)), new_sizes
