@@ -18,7 +18,14 @@ import keras
 import numpy as np
 
 from keras_faceset import zoo
-from keras_faceset.align.pipeline import AlignedBatch, ImageInput, align_faces, crop_like
+from keras_faceset.align.pipeline import (
+    AlignedBatch,
+    FoundFaces,
+    ImageInput,
+    align_faces,
+    crop_like,
+    find_faces,
+)
 from keras_faceset.files import sha256_file
 from keras_faceset.models import MeanSet, SetEmbeddingModel, fold_batch_norm, head_sets
 from keras_faceset.models.set_inference import consecutive_rows
@@ -130,6 +137,15 @@ class FaceEmbedder:
         )
         self.fallbacks += int(aligned.fallback.sum())
         return aligned
+
+    def find_faces(
+        self, images: Sequence[ImageInput] | np.ndarray, max_faces: int | None = None
+    ) -> FoundFaces:
+        """Every face of each image (`keras_faceset.align.find_faces`) cropped as the preset
+        says; embed them with `frame_outputs(found.chips)`."""
+        if self.align != "preset":
+            raise ValueError('finding faces needs detection: use align="preset", not "center"')
+        return find_faces(images, self.crop, max_faces=max_faces)
 
     def chips(
         self, images: Sequence[ImageInput] | np.ndarray, like: AlignedBatch | None = None

@@ -5,9 +5,11 @@ from keras_faceset.align.crop import box_crop, centre_crop, crop_face, five_poin
 from keras_faceset.align.detect import LANDMARK_NAMES, Detections, MtcnnDetector, select_face
 from keras_faceset.align.pipeline import (
     AlignedBatch,
+    FoundFaces,
     align_faces,
     crop_like,
     default_detector,
+    find_faces,
     to_rgb_uint8,
 )
 from keras_faceset.align.spec import CropSpec
@@ -29,6 +31,7 @@ __all__ = [
     "ChipCache",
     "CropSpec",
     "Detections",
+    "FoundFaces",
     "MtcnnDetector",
     "align_faces",
     "apply_affine",
@@ -39,6 +42,7 @@ __all__ = [
     "crop_like",
     "default_detector",
     "dlib_template",
+    "find_faces",
     "five_point_crop",
     "invert_affine",
     "select_face",

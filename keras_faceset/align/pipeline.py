@@ -1,4 +1,5 @@
-"""`align_faces`: detect, choose one face, crop it the way a backbone's weights expect."""
+"""`align_faces`: detect, choose one face, crop it the way a backbone's weights expect;
+`find_faces`: every face of each image, cropped the same way."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from keras_faceset.align.cache import ChipCache, settings_key
 from keras_faceset.align.crop import centre_box, crop_face
 from keras_faceset.align.detect import Detections, MtcnnDetector, select_face
 from keras_faceset.align.spec import CropSpec
+from keras_faceset.progress import progress
 
 CACHE_VERSION = 1
 """Part of every cache key: bump it when a change to the code changes the chips."""
@@ -134,6 +136,66 @@ def align_faces(
         fallback=np.array([r["fallback"] for r in records], dtype=bool),
         face_count=np.array([r["face_count"] for r in records], dtype=np.int32),
         names=names,
+    )
+
+
+@dataclass(frozen=True)
+class FoundFaces:
+    """Every face found in a list of images, one row per face, largest first within an image.
+
+    image: int64 (F,) which image each face is in. chips: uint8 (F, size, size, 3). boxes:
+    float32 (F, 4) x1, y1, x2, y2. landmarks: float32 (F, 5, 2). scores: float32 (F,) the
+    detector's. face_count: int32 (N,) the faces of each image (0: none found, no row)."""
+
+    image: np.ndarray
+    chips: np.ndarray
+    boxes: np.ndarray
+    landmarks: np.ndarray
+    scores: np.ndarray
+    face_count: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.image)
+
+
+def find_faces(
+    images: Sequence[ImageInput] | np.ndarray,
+    spec: CropSpec,
+    detector: MtcnnDetector | None = None,
+    max_faces: int | None = None,
+) -> FoundFaces:
+    """Detect every face of each image (the `max_faces` largest, if given) and crop each as
+    `spec` says (`crop_face`, as `align_faces` crops the chosen one). An image without a face
+    has no row; nothing is cropped from its centre."""
+    if max_faces is not None and (isinstance(max_faces, bool) or int(max_faces) < 1):
+        raise ValueError(f"max_faces must be a positive int or None, got {max_faces!r}")
+    detector = detector if detector is not None else default_detector()
+    items = _as_items(images)
+    rows: dict[str, list] = {key: [] for key in ("image", "chips", "boxes", "landmarks")}
+    rows["scores"], counts = [], []
+    starts = range(0, len(items), CHUNK)
+    for start in progress(starts, len(items), "detecting", lambda s: min(CHUNK, len(items) - s)):
+        chunk = range(start, min(start + CHUNK, len(items)))
+        decoded = [_decode(items[i], _name(items[i], i)) for i in chunk]
+        for index, image, found in zip(chunk, decoded, detector.detect(decoded), strict=True):
+            area = (found.boxes[:, 2] - found.boxes[:, 0]) * (found.boxes[:, 3] - found.boxes[:, 1])
+            keep = np.argsort(-area, kind="stable")[:max_faces]
+            counts.append(len(keep))
+            for face in keep:
+                box, landmarks = found.boxes[face], found.landmarks[face]
+                rows["image"].append(index)
+                rows["chips"].append(crop_face(image, spec, box, landmarks))
+                rows["boxes"].append(box)
+                rows["landmarks"].append(landmarks)
+                rows["scores"].append(found.scores[face])
+    size = spec.size
+    return FoundFaces(
+        image=np.array(rows["image"], np.int64),
+        chips=np.array(rows["chips"], np.uint8).reshape(-1, size, size, 3),
+        boxes=np.array(rows["boxes"], np.float32).reshape(-1, 4),
+        landmarks=np.array(rows["landmarks"], np.float32).reshape(-1, 5, 2),
+        scores=np.array(rows["scores"], np.float32),
+        face_count=np.array(counts, np.int32),
     )
 
 

@@ -242,3 +242,33 @@ def test_arcface_template_gives_112_px_chips():
         [ramp()], method="five_point", template="arcface", detector=FakeDetector(ONE_FACE)
     )
     assert batch.chips.shape == (1, 112, 112, 3) and not batch.fallback.any()
+
+
+def test_find_faces_returns_every_face_of_a_collage(mtcnn):
+    """Two photos side by side: both faces, each where it is in its own photo (shifted), cut
+    as `crop_face` cuts it; a noise image has none; `max_faces` keeps the largest."""
+    from keras_faceset.align import crop_face, find_faces
+    from keras_faceset.gallery.tracks import box_iou
+
+    left, right = (to_rgb_uint8(np.asarray(Image.open(p))) for p in EXAMPLES[:2])
+    collage = np.concatenate([left, right], axis=1)
+    noise = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    spec = PRESETS["dlib_resnet"].crop_spec
+    found = find_faces([collage, noise, left], spec, detector=mtcnn)
+    assert list(found.face_count) == [2, 0, 1] and list(found.image) == [0, 0, 2]
+    alone = [mtcnn.detect([image])[0] for image in (left, right)]
+    shift = np.array([0, 0, 0, 0], np.float32), np.array([left.shape[1], 0] * 2, np.float32)
+    expected = np.stack([alone[i].boxes[0] + shift[i] for i in (0, 1)])
+    iou = box_iou(found.boxes[:2], expected)  # each face near where its own photo put it
+    assert sorted(iou.argmax(axis=1)) == [0, 1] and np.all(iou.max(axis=1) > 0.7), iou
+    areas = (found.boxes[:2, 2] - found.boxes[:2, 0]) * (found.boxes[:2, 3] - found.boxes[:2, 1])
+    assert areas[0] >= areas[1]  # largest first
+    for face, image in enumerate((collage, collage, left)):
+        cut = crop_face(image, spec, found.boxes[face], found.landmarks[face])
+        np.testing.assert_array_equal(found.chips[face], cut)
+    single = align_faces([left], **PRESETS["dlib_resnet"].crop, detector=mtcnn)
+    np.testing.assert_array_equal(found.chips[2], single.chips[0])  # one face: as align_faces
+    largest = find_faces([collage], spec, detector=mtcnn, max_faces=1)
+    np.testing.assert_array_equal(largest.boxes, found.boxes[:1])
+    with pytest.raises(ValueError, match="max_faces"):
+        find_faces([collage], spec, detector=mtcnn, max_faces=0)
