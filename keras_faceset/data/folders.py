@@ -10,7 +10,7 @@ integer labels, the identity's index in sorted order) are the same on every mach
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -164,6 +164,22 @@ def read_video_frames(path: str | os.PathLike, indices: Sequence[int]) -> np.nda
     finally:
         capture.release()
     return np.stack([found[i] for i in indices])
+
+
+def video_frames(path: str | os.PathLike, step: int = 1) -> Iterator[tuple[int, np.ndarray]]:
+    """Every `step`-th frame of a video as (frame index, uint8 RGB (H, W, 3)), decoded one at a
+    time (memory holds one frame, whatever the video's length)."""
+    if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+        raise ValueError(f"step must be a positive int, got {step!r}")
+    cv2, capture = _open(path)
+    try:
+        index = 0
+        while capture.grab():
+            if index % step == 0:
+                yield index, cv2.cvtColor(capture.retrieve()[1], cv2.COLOR_BGR2RGB)
+            index += 1
+    finally:
+        capture.release()
 
 
 def load_frames(frames: Sequence[Frame]) -> np.ndarray:

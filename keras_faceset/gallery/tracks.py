@@ -7,9 +7,10 @@ A detection joins the live track that maximises ``IoU + cos`` among those it may
 detection is used once per frame, best pairs first (greedy matching, as in IOU trackers).
 A track ends after `max_missed` sampled frames without a detection.
 
-Memory per track is bounded: a running mean of its unit embeddings for linking, and at most
-`max_frames` frames kept for aggregation; when a track outgrows them every second kept frame
-is dropped, so the kept frames stay spread over the whole track.
+Memory per track is bounded: a running sum of its unit embeddings for linking, and at most
+`max_frames` frames (frame index, box, the embedding and features given) kept for the set
+head; when a track outgrows them every second kept frame is dropped, so the kept frames stay
+spread over the whole track.
 """
 
 from __future__ import annotations
@@ -36,33 +37,39 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Track:
-    """One face followed through a video: `frames` (frame indices), `boxes` and `rows` are the
-    kept detections (rows index the caller's per-detection arrays); `first_frame` and
-    `last_frame` span every detection it was given, `detections` counts them."""
+    """One face followed through a video. The kept detections: `frames` (frame indices),
+    `boxes`, `embeddings` and `features` (as given to `FaceTracker.update`; features None
+    when none were given); `first_frame` and `last_frame` span every detection the track was
+    given, `detections` counts them."""
 
     track_id: int
     first_frame: int
     last_frame: int
     frames: list[int] = field(default_factory=list)
     boxes: list[np.ndarray] = field(default_factory=list)
-    rows: list[int] = field(default_factory=list)
+    embeddings: list[np.ndarray] = field(default_factory=list)
+    features: list[np.ndarray] | None = None
     detections: int = 0
     missed: int = 0
-    mean: np.ndarray | None = None
+    total: np.ndarray | None = None
 
-    def add(self, frame: int, box: np.ndarray, row: int, embedding: np.ndarray, max_frames: int):
+    def add(self, frame: int, box, embedding, features, direction, max_frames: int) -> None:
         self.last_frame, self.detections, self.missed = frame, self.detections + 1, 0
-        self.mean = embedding if self.mean is None else self.mean + embedding
+        self.total = direction if self.total is None else self.total + direction
         self.frames.append(frame)
         self.boxes.append(np.asarray(box, np.float64))
-        self.rows.append(row)
+        self.embeddings.append(np.asarray(embedding, np.float32))
+        if features is not None:
+            self.features = [*(self.features or []), np.asarray(features, np.float32)]
         if len(self.frames) > max_frames:
-            self.frames, self.boxes, self.rows = self.frames[::2], self.boxes[::2], self.rows[::2]
+            self.frames, self.boxes = self.frames[::2], self.boxes[::2]
+            self.embeddings = self.embeddings[::2]
+            self.features = None if self.features is None else self.features[::2]
 
     @property
     def direction(self) -> np.ndarray:
-        """The unit mean of the track's embeddings (what a new detection is compared to)."""
-        return self.mean / max(np.linalg.norm(self.mean), 1e-12)
+        """The unit mean of the track's unit embeddings (what a new detection is compared to)."""
+        return self.total / max(np.linalg.norm(self.total), 1e-12)
 
 
 class FaceTracker:
@@ -74,9 +81,6 @@ class FaceTracker:
         for frame, (boxes, embeddings) in enumerate(detections):   # (n, 4), (n, dim)
             track_ids = tracker.update(frame, boxes, embeddings)  # one id per detection
         tracks = tracker.tracks()                                  # every track, by id
-
-    `rows` count the detections given so far, in order: row ``r`` is the ``r``-th detection
-    over all `update` calls, so callers index their own per-detection arrays with it.
     """
 
     def __init__(
@@ -101,32 +105,41 @@ class FaceTracker:
         self.min_iou, self.max_missed, self.max_frames = min_iou, max_missed, max_frames
         self._live: list[Track] = []
         self._ended: list[Track] = []
-        self._rows = 0
         self._last_frame = -1
 
-    def update(self, frame: int, boxes: np.ndarray, embeddings: np.ndarray) -> list[int]:
-        """Add one sampled frame's detections, boxes (n, 4) and embeddings (n, dim); returns
-        each detection's track id. Frames must come in increasing order."""
+    def update(self, frame: int, boxes, embeddings, features=None) -> list[int]:
+        """Add one sampled frame's detections: boxes (n, 4), embeddings (n, dim) and optional
+        per-face `features` (n, ...) kept for the set head; returns each detection's track id.
+        Frames must come in increasing order."""
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
         if frame <= self._last_frame:
             raise ValueError(f"frames must increase: got {frame} after {self._last_frame}")
-        if len(boxes) == 0:
-            embeddings = np.zeros((0, 1), np.float32)
-        else:
-            embeddings = unit_vectors(embeddings, np.shape(embeddings)[-1], "embeddings")
-            if len(embeddings) != len(boxes):
+        directions = np.zeros((0, 1), np.float32)
+        if len(boxes):
+            directions = unit_vectors(embeddings, np.shape(embeddings)[-1], "embeddings")
+            if len(directions) != len(boxes):
                 raise ValueError(
-                    f"got {len(boxes)} boxes and {len(embeddings)} embeddings for frame {frame}"
+                    f"got {len(boxes)} boxes and {len(directions)} embeddings for frame {frame}"
                 )
+        if features is not None and len(features) != len(boxes):
+            raise ValueError(f"got {len(boxes)} boxes and {len(features)} features")
         self._last_frame = frame
-        assigned = self._match(boxes, embeddings)
+        assigned = self._match(boxes, directions)
         ids = []
         for i, box in enumerate(boxes):
             track = assigned.get(i)
             if track is None:
                 track = Track(len(self._live) + len(self._ended), frame, frame)
                 self._live.append(track)
-            track.add(frame, box, self._rows + i, embeddings[i].astype(np.float64), self.max_frames)
+            face_features = None if features is None else features[i]
+            track.add(
+                frame,
+                box,
+                embeddings[i],
+                face_features,
+                directions[i].astype(np.float64),
+                self.max_frames,
+            )
             ids.append(track.track_id)
         matched = {id(track) for track in assigned.values()}
         for track in self._live:
@@ -134,7 +147,6 @@ class FaceTracker:
                 track.missed += 1
         self._ended += [t for t in self._live if t.missed >= self.max_missed]
         self._live = [t for t in self._live if t.missed < self.max_missed]
-        self._rows += len(boxes)
         return ids
 
     def _match(self, boxes: np.ndarray, embeddings: np.ndarray) -> dict[int, Track]:

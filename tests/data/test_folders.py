@@ -79,6 +79,19 @@ def test_set_folder_reads_videos_evenly(tmp_path):
         folders.read_video_frames(frames[0][0], [25])
 
 
+def test_video_frames_streams_every_step_th_frame(tmp_path):
+    path = tmp_path / "talk.avi"
+    write_video(path, 20)
+    streamed = list(folders.video_frames(path, step=6))
+    assert [index for index, _ in streamed] == [0, 6, 12, 18]
+    expected = folders.read_video_frames(path, [0, 6, 12, 18])
+    np.testing.assert_array_equal(np.stack([frame for _, frame in streamed]), expected)
+    with pytest.raises(ValueError, match="step must be a positive int"):
+        next(folders.video_frames(path, step=0))
+    with pytest.raises(ValueError, match="cannot open video"):
+        next(folders.video_frames(tmp_path / "missing.avi"))
+
+
 def test_load_frames_mixes_images_and_videos(tmp_path):
     write_video(tmp_path / "v.avi", 5, size=8)
     write_png(tmp_path / "a.png", 200)

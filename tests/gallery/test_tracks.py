@@ -83,13 +83,18 @@ def test_kept_frames_are_bounded_and_spread_over_the_track():
     rng = np.random.default_rng(4)
     (a,) = people(count=1)
     tracker = FaceTracker(link_similarity=0.5, reid_similarity=0.8, max_frames=8)
-    for frame in range(100):
-        tracker.update(frame, [[0, 0, 40, 40]], noisy(a, rng)[None])
+    given = [3 * noisy(a, rng) for _ in range(100)]  # raw (not unit) embeddings are kept as is
+    for frame, embedding in enumerate(given):
+        tracker.update(frame, [[0, 0, 40, 40]], embedding[None], features=[[frame, -frame]])
     (track,) = tracker.tracks()
     assert track.detections == 100 and len(track.frames) <= 8
     assert track.frames[0] == 0 and track.frames[-1] >= 100 - 100 // 8
-    assert track.rows == track.frames  # one detection per frame: row r is frame r
     assert np.all(np.diff(track.frames) > 0)
+    for frame, embedding, features in zip(
+        track.frames, track.embeddings, track.features, strict=True
+    ):
+        np.testing.assert_allclose(embedding, given[frame], rtol=1e-6)
+        assert list(features) == [frame, -frame]
 
 
 def test_bad_input_is_refused():
