@@ -36,6 +36,7 @@ DEFAULT_FAR = {"graph": "1e-03", "agglomerative": "1e-02"}
 """The preset threshold (`Preset.thresholds`, by false accept rate) each method uses when no
 `threshold` is given (docs/clustering.md: the measured choice)."""
 BLOCK_ELEMENTS = 1 << 23  # similarities per block of rows: 64 MB of float64
+COMPACT_ROWS = 256  # average linkage drops merged rows from matrices at least this large
 
 
 def cluster(
@@ -80,19 +81,28 @@ def _threshold(threshold: float | None, method: str, model: str | None) -> float
                 "give threshold= (a cosine distance, e.g. a preset's verification threshold) "
                 "or model= (the preset that made the embeddings, for its own threshold)"
             )
-        from keras_faceset.zoo import get_preset
-
-        thresholds = get_preset(model).thresholds
-        far = DEFAULT_FAR[method] if DEFAULT_FAR[method] in thresholds else "1e-02"
-        if far not in thresholds:
-            raise ValueError(
-                f"preset {model} has no verification threshold to cluster with: give "
-                "threshold= (calibrate one with `keras-faceset evaluate ... --calibrate`)"
-            )
-        return float(thresholds[far])
+        return default_threshold(model, method)
     if isinstance(threshold, bool) or not np.isfinite(threshold) or not 0 <= threshold <= 2:
         raise ValueError(f"threshold must be a cosine distance in [0, 2], got {threshold!r}")
     return float(threshold)
+
+
+def default_threshold(model: str, method: str = "agglomerative") -> float:
+    """The cosine distance `cluster` cuts at for preset `model`'s embeddings: its verification
+    threshold at FAR `DEFAULT_FAR[method]`, or at 1e-2 for a preset measured only there (the
+    set presets)."""
+    from keras_faceset.zoo import get_preset
+
+    if method not in METHODS:
+        raise ValueError(f"unknown clustering method {method!r}; expected one of {METHODS}")
+    thresholds = get_preset(model).thresholds
+    far = DEFAULT_FAR[method] if DEFAULT_FAR[method] in thresholds else "1e-02"
+    if far not in thresholds:
+        raise ValueError(
+            f"preset {model} has no verification threshold to cluster with: give threshold= "
+            "(calibrate one with `keras-faceset evaluate ... --calibrate`)"
+        )
+    return float(thresholds[far])
 
 
 def unit_embeddings(embeddings) -> np.ndarray:
@@ -173,7 +183,8 @@ def _average_linkage_cut(x: np.ndarray, components: np.ndarray, threshold: float
         if len(members) < 2:
             continue
         points = x[members]
-        a, b, height = _average_linkage(1.0 - points @ points.T)
+        distance = points @ points.T
+        a, b, height = _average_linkage(np.subtract(1.0, distance, out=distance))
         merged = height <= threshold
         _union(parent, members[a[merged]], members[b[merged]])
     return parent
@@ -186,35 +197,40 @@ def _average_linkage(distance: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.n
     Average linkage is reducible, so merging reciprocal nearest neighbours gives the same
     dendrogram as always merging the closest pair (Murtagh 1983); heights never decrease
     along a branch, so the clusters cut at t are the unions of the merges of height <= t.
+    The matrix is compacted to its live clusters whenever half of its rows are merged away.
     """
-    m = len(distance)
     np.fill_diagonal(distance, np.inf)
-    size = np.ones(m)
-    active = np.ones(m, dtype=bool)
+    ids = np.arange(len(distance))  # the item each row stands for
+    size = np.ones(len(distance))
+    active = np.ones(len(distance), dtype=bool)
     merges: list[tuple[int, int, float]] = []
     chain: list[int] = []
-    while len(merges) < m - 1:
-        if not chain:
-            chain.append(int(np.argmax(active)))
-        top = chain[-1]
-        row = distance[top]
-        nearest = int(np.argmin(row))
-        previous = chain[-2] if len(chain) > 1 else -1
-        if previous >= 0 and row[previous] <= row[nearest]:
-            nearest = previous  # ties keep the chain's own pair: no cycles
-        if nearest != previous:
+    for live in range(len(distance), 1, -1):
+        if 2 * live <= len(ids) >= COMPACT_ROWS:
+            keep = np.flatnonzero(active)
+            distance = distance[np.ix_(keep, keep)]
+            row_of = np.cumsum(active) - 1
+            chain = [int(row_of[c]) for c in chain]
+            ids, size, active = ids[keep], size[keep], np.ones(live, dtype=bool)
+        while True:
+            if not chain:
+                chain.append(int(np.argmax(active)))
+            top = chain[-1]
+            row = np.where(active, distance[top], np.inf)
+            nearest = int(np.argmin(row))
+            previous = chain[-2] if len(chain) > 1 else -1
+            if previous >= 0 and row[previous] <= row[nearest]:
+                break  # reciprocal nearest neighbours (ties keep the chain's pair: no cycles)
             chain.append(nearest)
-            continue
-        chain.pop()
-        chain.pop()
-        merges.append((top, nearest, float(row[nearest])))
-        joined = (size[top] * row + size[nearest] * distance[nearest]) / (size[top] + size[nearest])
-        size[top] += size[nearest]
-        active[nearest] = False
+        chain = chain[:-2]
+        merges.append((int(ids[top]), int(ids[previous]), float(row[previous])))
+        joined = (size[top] * distance[top] + size[previous] * distance[previous]) / (
+            size[top] + size[previous]
+        )
         joined[top] = np.inf
-        joined[nearest] = np.inf
+        size[top] += size[previous]
+        active[previous] = False  # its row and column are never read again
         distance[top], distance[:, top] = joined, joined
-        distance[nearest], distance[:, nearest] = np.inf, np.inf
     a, b, height = (np.array(column) for column in zip(*merges, strict=True))
     return a.astype(np.int64), b.astype(np.int64), height.astype(np.float64)
 

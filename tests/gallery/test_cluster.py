@@ -68,8 +68,12 @@ def test_graph_is_the_connected_components_of_the_threshold_graph(rng, block_row
         assert 1 < len(set(expected)) < len(x)
 
 
+@pytest.mark.parametrize("compact_rows", [256, 4])  # 4: the matrix is compacted as merges go
 @pytest.mark.parametrize("seed", range(4))
-def test_agglomerative_is_scipys_average_linkage_cut_at_the_threshold(seed):
+def test_agglomerative_is_scipys_average_linkage_cut_at_the_threshold(
+    seed, compact_rows, monkeypatch
+):
+    monkeypatch.setattr(C, "COMPACT_ROWS", compact_rows)
     rng = np.random.default_rng(seed)
     x = _units(rng, 60, 4)
     tree = linkage(pdist(x, "cosine"), method="average")
@@ -81,11 +85,15 @@ def test_agglomerative_is_scipys_average_linkage_cut_at_the_threshold(seed):
         assert _partition(labels) == _partition(expected), threshold
 
 
-def test_average_linkage_merge_heights_are_scipys(rng):
-    x = _units(rng, 40, 5)
-    _, _, heights = C._average_linkage(1.0 - x @ x.T)
-    reference = linkage(pdist(x, "cosine"), method="average")[:, 2]
-    np.testing.assert_allclose(np.sort(heights), np.sort(reference), atol=1e-12)
+@pytest.mark.parametrize("compact_rows", [256, 2])  # 2: compacted at every halving
+@pytest.mark.parametrize("n, dim", [(40, 5), (200, 3)])
+def test_average_linkage_merge_heights_are_scipys(n, dim, compact_rows, monkeypatch):
+    monkeypatch.setattr(C, "COMPACT_ROWS", compact_rows)
+    for seed in range(5):
+        x = _units(np.random.default_rng(seed), n, dim)
+        _, _, heights = C._average_linkage(1.0 - x @ x.T)
+        reference = linkage(pdist(x, "cosine"), method="average")[:, 2]
+        np.testing.assert_allclose(np.sort(heights), np.sort(reference), atol=1e-12)
 
 
 def test_agglomerative_runs_the_linkage_per_graph_component(rng, monkeypatch):
