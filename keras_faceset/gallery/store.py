@@ -115,7 +115,7 @@ def read_table(path: Path) -> Table:
     except (OSError, pa.ArrowException) as err:
         raise GalleryFileError(
             f"gallery table {path} is truncated or corrupt ({err}). The gallery's earlier "
-            "versions may be intact: Gallery.repair() lists them"
+            "versions may be intact: Gallery.repair(path) lists them"
         ) from err
     return Table(frame, {key: np.asarray(value, np.float32) for key, value in vectors.items()})
 
