@@ -170,8 +170,17 @@ class Mtcnn(tf.Module):
             ),
         ]
         with tf.control_dependencies(checks):
-            images = tf.identity(images)
-        found = self._cascade(images, sizes)
+            # at least 1 x 1 (crop_and_resize refuses an empty image, even with no box)
+            grow = tf.maximum(1 - tf.shape(images)[1:3], 0)
+            images = tf.pad(images, [[0, 0], [0, grow[0]], [0, grow[1]], [0, 0]])
+        nothing = {
+            "boxes": tf.zeros([batch, self.max_faces, 4]),
+            "scores": tf.zeros([batch, self.max_faces]),
+            "landmarks": tf.zeros([batch, self.max_faces, 5, 2]),
+            "counts": tf.zeros([batch], tf.int32),
+        }
+        # tf.map_fn cannot stack zero results of a dynamic shape: an empty batch skips it
+        found = tf.cond(batch > 0, lambda: self._cascade(images, sizes), lambda: nothing)
         found["retried"] = tf.zeros([batch], tf.bool)
         if self.retry_padding > 0:
             missing = (found["counts"] == 0) & (tf.reduce_min(sizes, axis=1) > 0)

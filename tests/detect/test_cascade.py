@@ -1,0 +1,201 @@
+"""The in-graph cascade against the `mtcnn` package (through `MtcnnDetector`, the package path
+the project uses), and its own contract: padded batches, max_faces, retry, bad input."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from mtcnn.utils.bboxes import iou as package_iou
+from mtcnn.utils.bboxes import nms as package_nms
+
+from keras_faceset.align import MtcnnDetector
+from keras_faceset.data.images import load_image
+from keras_faceset.detect import Mtcnn
+from keras_faceset.detect.cascade import _nms
+from tests.conftest import REPO
+
+EXAMPLES = sorted((REPO / "examples" / "images").glob("*.jpg"))
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return Mtcnn()
+
+
+@pytest.fixture(scope="module")
+def photos():
+    """Colin Powell, Serena Williams (twice): 250x250, one face each."""
+    return [load_image(path).numpy() for path in EXAMPLES]
+
+
+@pytest.fixture(scope="module")
+def collage(photos):
+    """2x2 collage (500x500) of the three photos and Colin Powell mirrored: four faces."""
+    top = np.concatenate([photos[0], photos[1]], axis=1)
+    bottom = np.concatenate([photos[2], photos[0][:, ::-1]], axis=1)
+    return np.concatenate([top, bottom], axis=0)
+
+
+def resized(image, height, width):
+    return tf.cast(tf.image.resize(image, [height, width], antialias=True), tf.uint8).numpy()
+
+
+def box_iou(a, b):
+    """IoU matrix of boxes a (n, 4) and b (m, 4)."""
+    lo = np.maximum(a[:, None, :2], b[None, :, :2])
+    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(hi - lo, 0, None), axis=-1)
+    area = lambda x: np.prod(x[:, 2:] - x[:, :2], axis=-1)  # noqa: E731
+    return inter / (area(a)[:, None] + area(b)[None] - inter)
+
+
+def faces(found, index=0):
+    """(boxes, scores, landmarks) of image `index`, its valid slots only."""
+    count = int(found["counts"][index])
+    return tuple(np.asarray(found[key][index][:count]) for key in ("boxes", "scores", "landmarks"))
+
+
+def test_fast_nms_equals_the_package_nms(rng):
+    for method in ("union", "min"):
+        corners = rng.uniform(0, 100, (300, 2))
+        boxes = np.concatenate([corners, corners + rng.uniform(5, 40, (300, 2))], axis=1)
+        scores = np.sort(rng.uniform(0, 1, 300))[::-1]
+        rows = np.concatenate([boxes, scores[:, None]], axis=1).astype(np.float32)
+        expected = package_nms(package_iou(rows[:, :4], method=method), 0.5)
+        kept = _nms(tf.constant(rows), 0.5, method).numpy()
+        assert 10 < len(kept) < 290
+        np.testing.assert_array_equal(kept, rows[expected])
+
+
+def test_cascade_equals_the_package(detector, photos, collage):
+    reference = MtcnnDetector()
+    images = [*photos, collage, resized(collage, 333, 417)]
+    for image, theirs in zip(images, reference.detect(images), strict=True):
+        boxes, scores, landmarks = faces(detector.detect(image[None]))
+        assert len(scores) == len(theirs) >= 1
+        match = np.argmax(box_iou(theirs.boxes, boxes), axis=1)
+        assert sorted(match) == list(range(len(scores)))
+        np.testing.assert_allclose(boxes[match], theirs.boxes, atol=0.01)
+        np.testing.assert_allclose(scores[match], theirs.scores, atol=1e-5)
+        np.testing.assert_allclose(landmarks[match], theirs.landmarks, atol=0.01)
+    assert len(reference.detect([collage])[0]) == 4
+
+
+def test_padded_batch_of_mixed_sizes_equals_each_image_alone(detector, photos, collage):
+    items = [
+        photos[0],
+        photos[2][20:220, 30:210],
+        collage,
+        resized(photos[1], 311, 257),
+        np.full((40, 30, 3), 90, np.uint8),
+    ]
+    height, width = collage.shape[:2]
+    batch = np.zeros((len(items), height, width, 3), np.uint8)
+    for index, image in enumerate(items):
+        batch[index, : image.shape[0], : image.shape[1]] = image
+    sizes = np.array([image.shape[:2] for image in items], np.int32)
+    together = detector.detect(batch, sizes)
+    assert together["counts"].numpy().tolist() == [1, 1, 4, 1, 0]
+    for index, image in enumerate(items):
+        alone = detector.detect(image[None])
+        for key in ("counts", "found", "retried"):
+            assert together[key][index] == alone[key][0]
+        for key, tolerance in (("boxes", 1e-3), ("scores", 1e-5), ("landmarks", 1e-3)):
+            np.testing.assert_allclose(together[key][index], alone[key][0], atol=tolerance)
+
+
+def test_faces_are_sorted_by_score_and_padded_with_zeros(detector, collage):
+    found = detector.detect(collage[None])
+    scores = found["scores"][0].numpy()
+    assert found["boxes"].shape == (1, 16, 4) and found["landmarks"].shape == (1, 16, 5, 2)
+    assert np.all(np.diff(scores[:4]) <= 0)
+    for key in ("boxes", "scores", "landmarks"):
+        assert not np.any(found[key][0][4:])
+
+
+def test_max_faces_keeps_the_largest(photos):
+    """An 11x11 grid of photos (121 faces, some of them 1.5x larger than the others)."""
+    tiles = [resized(photos[i % 3], 64, 64) for i in range(121)]
+    for index in (7, 50, 93):
+        tiles[index] = resized(photos[index % 3], 96, 96)[16:80, 16:80]  # a larger face, cut
+    grid = np.concatenate(
+        [np.concatenate(tiles[row * 11 : row * 11 + 11], axis=1) for row in range(11)], axis=0
+    )
+    every = Mtcnn(max_faces=200).detect(grid[None])
+    assert int(every["counts"][0]) >= 100
+    few = Mtcnn(max_faces=5).detect(grid[None])
+    assert int(few["counts"][0]) == 5
+    boxes, scores, _ = faces(every)
+    largest = np.argsort(-np.prod(boxes[:, 2:] - boxes[:, :2], axis=1))[:5]
+    kept = faces(few)[0]
+    assert box_iou(kept, boxes[largest]).max(axis=1).min() > 0.999
+    assert np.all(np.diff(faces(few)[1]) <= 0)
+
+
+def test_no_face_gives_zero_count_and_finite_zeros(detector, rng):
+    images = np.stack(
+        [np.full((120, 160, 3), 128, np.uint8), rng.integers(0, 256, (120, 160, 3), np.uint8)]
+    )
+    found = detector.detect(images)
+    assert found["counts"].numpy().tolist() == [0, 0]
+    assert not np.any(found["found"]) and not np.any(found["retried"])
+    for key in ("boxes", "scores", "landmarks"):
+        assert np.all(np.asarray(found[key]) == 0)
+
+
+def test_a_face_filling_the_frame_is_found_with_the_retry(detector, photos):
+    image = photos[1]
+    x1, y1, x2, y2 = faces(detector.detect(image[None]))[0][0]
+    w, h = x2 - x1, y2 - y1
+    crop = image[int(y1 + 0.1 * h) : int(y2 - 0.1 * h), int(x1 + 0.1 * w) : int(x2 - 0.1 * w)]
+    without = Mtcnn(retry_padding=0)
+    assert int(without.detect(crop[None])["counts"][0]) == 0
+    found = detector.detect(crop[None])
+    assert bool(found["found"][0]) and bool(found["retried"][0])
+    pad = round(0.25 * max(crop.shape[:2]))
+    grey = np.pad(crop, [(pad, pad), (pad, pad), (0, 0)], constant_values=127)
+    boxes, scores, landmarks = faces(without.detect(grey[None]))
+    np.testing.assert_allclose(faces(found)[0], boxes - pad, atol=1e-3)
+    np.testing.assert_allclose(faces(found)[1], scores, atol=1e-6)
+    np.testing.assert_allclose(faces(found)[2], landmarks - pad, atol=1e-3)
+
+
+def test_gray_and_rgba_images_are_handled(detector, photos):
+    gray = np.asarray(tf.image.rgb_to_grayscale(photos[0]))
+    rgb = np.repeat(gray, 3, axis=-1)
+    expected = detector.detect(rgb[None])
+    np.testing.assert_array_equal(detector.detect(gray[None])["boxes"], expected["boxes"])
+    rgba = np.concatenate([photos[0], np.zeros_like(photos[0][..., :1])], axis=-1)
+    np.testing.assert_array_equal(
+        detector.detect(rgba[None])["boxes"], detector.detect(photos[0][None])["boxes"]
+    )
+
+
+def test_tiny_and_empty_images_have_no_face(detector):
+    for shape in [(1, 0, 0, 3), (1, 1, 1, 3), (2, 19, 300, 3), (0, 50, 50, 3)]:
+        found = detector.detect(np.full(shape, 100, np.uint8))
+        assert found["boxes"].shape == (shape[0], 16, 4)
+        assert not np.any(found["counts"])
+    found = detector.detect(np.full((2, 64, 64, 3), 100, np.uint8), [[0, 0], [64, 0]])
+    assert found["counts"].numpy().tolist() == [0, 0]
+
+
+def test_bad_input_raises_naming_the_problem(detector, photos):
+    with pytest.raises(ValueError, match="uint8"):
+        detector.detect(photos[0][None].astype(np.float32))
+    with pytest.raises(ValueError, match="add a batch axis"):
+        detector.detect(photos[0])
+    with pytest.raises(ValueError, match="RGB"):
+        detector.detect(photos[0][None, :, :, :2])
+    with pytest.raises(ValueError, match="sizes must be \\(B, 2\\)"):
+        detector.detect(photos[0][None], [250, 250])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="sizes must not exceed"):
+        detector.detect(photos[0][None], [[251, 250]])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="one \\(h, w\\) row per image"):
+        detector.detect(photos[0][None], [[250, 250], [250, 250]])
+
+
+def test_one_graph_for_every_batch_and_image_size(photos):
+    detector = Mtcnn()
+    for shape in [(1, 250, 250), (3, 250, 250), (2, 137, 301)]:
+        detector.detect(resized(np.stack(photos)[: shape[0]], *shape[1:]))
+    assert detector.detect_graph.experimental_get_tracing_count() == 1
