@@ -62,7 +62,9 @@ def similarity_to_template(
     return tf.cast(tf.concat([rotation, shift[..., None]], axis=-1), dtype)
 
 
-def margin_rects(boxes: tf.Tensor, margin: float, heights: tf.Tensor, widths: tf.Tensor):
+def margin_rects(
+    boxes: tf.Tensor, margin: float, heights: tf.Tensor, widths: tf.Tensor
+) -> tf.Tensor:
     """`keras_faceset.align.crop.margin_box` of (N, 4) x1, y1, x2, y2 `boxes` in images of
     `heights` x `widths` (N,): int32 (N, 4) x0, y0, x1, y1 (empty where a box misses its image)."""
     boxes = tf.cast(boxes, tf.float64)
@@ -108,22 +110,30 @@ def _windows(images, image_index, sizes, x0, y0, width, height) -> tf.Tensor:
     return tf.where(inside, pixels, 0.0)
 
 
-def _resize_weights(lengths: tf.Tensor, window: tf.Tensor, size: int) -> tf.Tensor:
-    """PIL's bilinear resampling weights (N, size, window) from `lengths` (N,) source pixels:
-    output i is centred at ``(i + 0.5) s`` (``s = length / size``) and weighs source pixel j by
-    the triangle ``max(0, 1 - |j + 0.5 - (i + 0.5) s| / max(s, 1))``, normalised over the
-    pixels ``j < length`` (``Resample.c``'s ``precompute_coeffs``)."""
+def _resample(values: tf.Tensor, lengths: tf.Tensor, size: int) -> tf.Tensor:
+    """Axis 1 of float32 `values` (N, L, M) resampled from its first `lengths` (N,) entries
+    to `size` (N, size, M) by PIL's bilinear filter (``Resample.c``'s ``precompute_coeffs``).
+
+    Output i is centred at ``c = (i + 0.5) s`` (``s = length / size``) and weighs source j by
+    the triangle ``max(0, 1 - |j + 0.5 - c| / max(s, 1))``, normalised over ``j < length``, in
+    PIL's 8-bit fixed point (units of 2^-22, exact in float32); only the ``2 ceil(max(s, 1)) + 1``
+    taps from ``floor(c - max(s, 1) + 0.5)`` can be non-zero, so they are gathered as rows.
+    """
     lengths = tf.cast(lengths, tf.float64)
     scale = lengths / size
-    support = tf.maximum(scale, 1.0)
-    centre = (tf.range(size, dtype=tf.float64)[None] + 0.5) * scale[:, None]
-    source = tf.range(tf.cast(window, tf.float64), dtype=tf.float64) + 0.5
-    distance = tf.abs(source[None, None] - centre[:, :, None]) / support[:, None, None]
-    inside = source[None, None] < lengths[:, None, None]
-    weights = tf.where(inside, tf.maximum(1.0 - distance, 0.0), 0.0)
+    support = tf.maximum(scale, 1.0)[:, None, None]
+    widest = tf.maximum(tf.reduce_max(support), 1.0)  # 1 for no faces
+    taps = 2 * tf.cast(tf.math.ceil(widest), tf.int32) + 1
+    centre = ((tf.range(size, dtype=tf.float64) + 0.5)[None] * scale[:, None])[..., None]
+    first = tf.maximum(tf.floor(centre - support + 0.5), 0.0)
+    source = first + tf.cast(tf.range(taps), tf.float64)
+    weights = tf.maximum(1.0 - tf.abs(source + 0.5 - centre) / support, 0.0)
+    weights = tf.where(source < lengths[:, None, None], weights, 0.0)
     weights = weights / tf.reduce_sum(weights, axis=-1, keepdims=True)
-    # PIL's 8-bit fixed point: weights in units of 2^-22 (exact in float32)
-    return tf.cast(tf.floor(weights * 2.0**22 + 0.5) / 2.0**22, tf.float32)
+    weights = tf.cast(tf.floor(weights * 2.0**22 + 0.5) / 2.0**22, tf.float32)
+    last = tf.cast(tf.shape(values)[1] - 1, tf.float64)
+    rows = tf.gather(values, tf.cast(tf.minimum(source, last), tf.int32), axis=1, batch_dims=1)
+    return tf.einsum("nsk,nskm->nsm", weights, rows)
 
 
 def _to_levels(values: tf.Tensor) -> tf.Tensor:
@@ -131,28 +141,34 @@ def _to_levels(values: tf.Tensor) -> tf.Tensor:
     return tf.clip_by_value(tf.floor(values + 0.5), 0.0, 255.0)
 
 
-def resize_rects(images, image_index, rects, size: int, sizes) -> tf.Tensor:
+def resize_rects(
+    images: tf.Tensor, image_index: tf.Tensor, rects: tf.Tensor, size: int, sizes: tf.Tensor
+) -> tf.Tensor:
     """`keras_faceset.align.crop.resize_bilinear` of each face's int32 rectangle `rects`
-    (N, 4) x0, y0, x1, y1 (non-empty, inside its image): float32 (N, size, size, C) levels."""
+    (N, 4) x0, y0, x1, y1 (non-empty, inside its image of true height, width `sizes` (B, 2)):
+    float32 (N, size, size, C) levels."""
     x0, y0 = rects[:, 0], rects[:, 1]
     widths, heights = rects[:, 2] - x0, rects[:, 3] - y0
     window_w = tf.maximum(tf.reduce_max(widths), 1)
     window_h = tf.maximum(tf.reduce_max(heights), 1)
     pixels = _windows(images, image_index, sizes, x0, y0, window_w, window_h)
     faces, channels = tf.shape(pixels)[0], tf.shape(pixels)[3]
-    # both passes as batched matmuls: (size, w) @ (w, h C), then (size, h) @ (h, size C)
+    # horizontal pass first (as PIL), each on whole rows of a (N, length, rest) layout
     columns = tf.reshape(tf.transpose(pixels, [0, 2, 1, 3]), (faces, window_w, -1))
-    across = _to_levels(tf.matmul(_resize_weights(widths, window_w, size), columns))
+    across = _to_levels(_resample(columns, widths, size))
     across = tf.reshape(across, (faces, size, window_h, channels))
     across = tf.reshape(tf.transpose(across, [0, 2, 1, 3]), (faces, window_h, -1))
-    chips = _to_levels(tf.matmul(_resize_weights(heights, window_h, size), across))
+    chips = _to_levels(_resample(across, heights, size))
     return tf.reshape(chips, (faces, size, size, channels))
 
 
-def warp_similarities(images, image_index, matrices, size: int, sizes) -> tf.Tensor:
+def warp_similarities(
+    images: tf.Tensor, image_index: tf.Tensor, matrices: tf.Tensor, size: int, sizes: tf.Tensor
+) -> tf.Tensor:
     """`keras_faceset.align.warp_affine` of each face by its (N, 2, 3) image-to-chip
-    `matrices`: ``chip[y, x] = image[M^-1 (x, y)]``, bilinear, 0 outside the image; float32
-    (N, size, size, C) levels. Only the window of the image the chip covers is read."""
+    `matrices`: ``chip[y, x] = image[M^-1 (x, y)]``, bilinear, 0 outside the image's true
+    height, width `sizes` (B, 2); float32 (N, size, size, C) levels. Only the window of the
+    image the chip covers is read."""
     matrices = tf.cast(matrices, tf.float64)
     p, q = matrices[:, 0, 0], matrices[:, 1, 0]
     norm = p**2 + q**2
