@@ -26,6 +26,8 @@ AUTO_EXACT_MAX = 100_000
 """``index="auto"``: exact search up to this many templates, HNSW beyond."""
 BLOCK_ELEMENTS = 1 << 22
 """Scores per block of the exact search (16 MB of float32)."""
+QUERY_BLOCK = 256
+"""Queries per block: each block of templates is read once for this many queries."""
 REPAIR = "rebuild it from the stored templates: Gallery.repair(path) (keras-faceset gallery repair)"
 
 
@@ -151,19 +153,19 @@ class ExactIndex(VectorIndex):
         self._ids, self._vectors = self._ids[keep], self._vectors[keep]
 
     def _search(self, queries, k):
-        n = len(self._ids)
-        rows = max(1, BLOCK_ELEMENTS // n)
-        cols = max(k, min(n, BLOCK_ELEMENTS // rows))
+        rows = min(len(queries), QUERY_BLOCK)
+        cols = max(k, BLOCK_ELEMENTS // rows)
         scores = np.empty((len(queries), k), np.float32)
         found = np.empty((len(queries), k), np.int64)
         for q in range(0, len(queries), rows):
-            best_s = np.full((min(rows, len(queries) - q), 0), -np.inf, np.float32)
+            best_s = np.zeros((min(rows, len(queries) - q), 0), np.float32)
             best_i = np.zeros(best_s.shape, np.int64)
-            for g in range(0, n, cols):
-                block = queries[q : q + rows] @ self._vectors[g : g + cols].T
-                index = np.broadcast_to(np.arange(g, g + block.shape[1]), block.shape)
-                best_s, best_i = _top_k(
-                    np.concatenate([best_s, block], 1), np.concatenate([best_i, index], 1), k
+            for g in range(0, len(self._ids), cols):
+                block_s, block_i = top_k(queries[q : q + rows] @ self._vectors[g : g + cols].T, k)
+                best_s, best_i = top_k(
+                    np.concatenate([best_s, block_s], 1),
+                    k,
+                    np.concatenate([best_i, block_i + g], 1),
                 )
             order = np.argsort(-best_s, axis=1, kind="stable")
             scores[q : q + rows] = np.take_along_axis(best_s, order, 1)
@@ -191,7 +193,7 @@ class HnswIndex(VectorIndex):
     kind = "hnsw"
     REBUILD_SHARE = 0.25
 
-    def __init__(self, dim: int, m: int = 32, ef_construction: int = 80, ef_search: int = 64):
+    def __init__(self, dim: int, m: int = 32, ef_construction: int = 80, ef_search: int = 128):
         super().__init__(dim)
         self.m, self.ef_construction, self.ef_search = int(m), int(ef_construction), int(ef_search)
         self._graph = self._new_graph()
@@ -298,12 +300,17 @@ def _ids(ids) -> np.ndarray:
     return ids.astype(np.int64)
 
 
-def _top_k(scores: np.ndarray, index: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The `k` highest `scores` of each row (unordered) and their `index`."""
-    if scores.shape[1] <= k:
-        return scores, index
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    return np.take_along_axis(scores, part, 1), np.take_along_axis(index, part, 1)
+def top_k(scores: np.ndarray, k: int, index: np.ndarray | None = None):
+    """The `k` highest of each row of `scores` (unordered) and their columns (or `index` at
+    them)."""
+    cols = scores.shape[1]
+    if cols <= k:
+        columns = np.broadcast_to(np.arange(cols), scores.shape)
+    else:
+        columns = np.argpartition(scores, cols - k, axis=1)[:, cols - k :]
+    if index is None:
+        return np.take_along_axis(scores, columns, 1), columns
+    return np.take_along_axis(scores, columns, 1), np.take_along_axis(index, columns, 1)
 
 
 def _faiss():

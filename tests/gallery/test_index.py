@@ -11,6 +11,7 @@ from keras_faceset.gallery.index import (
     VectorIndex,
     index_kind,
     make_index,
+    top_k,
 )
 
 
@@ -34,9 +35,12 @@ def brute_force(queries, ids, vectors, k):
     return np.take_along_axis(scores, order, 1), ids[order]
 
 
-@pytest.mark.parametrize("block", [1 << 22, 7, 50])  # one block; 1 query x 7 templates; 2 x 25
-def test_exact_index_equals_brute_force_in_any_block_size(rng, monkeypatch, block):
+@pytest.mark.parametrize(
+    "block, queries", [(1 << 22, 256), (7, 1), (50, 2), (1000, 10)]
+)  # one block; 1 query x 7 templates; 2 x 25; 10 x 100
+def test_exact_index_equals_brute_force_in_any_block_size(rng, monkeypatch, block, queries):
     monkeypatch.setattr(index_module, "BLOCK_ELEMENTS", block)
+    monkeypatch.setattr(index_module, "QUERY_BLOCK", queries)
     vectors = unit(rng, 300)
     ids = rng.permutation(10_000)[:300]
     queries = 3.0 * unit(rng, 23)  # not unit: normalised on the way in
@@ -48,6 +52,21 @@ def test_exact_index_equals_brute_force_in_any_block_size(rng, monkeypatch, bloc
     np.testing.assert_array_equal(found, want_ids)
     np.testing.assert_allclose(scores, want_scores, atol=1e-6)
     assert len(index) == 300 and index.search(queries, 1000)[1].shape == (23, 300)
+
+
+@pytest.mark.parametrize("cols", [3, 5, 40])
+def test_top_k_keeps_the_k_highest_of_each_row_ties_included(rng, cols):
+    scores = rng.normal(size=(20, cols)).astype(np.float32)
+    scores[3] = 1.0  # a row of ties
+    scores[4, :7] = 9.0  # more ties at the top than k
+    values, columns = top_k(scores, 5)
+    assert values.shape == (20, min(5, cols))
+    np.testing.assert_array_equal(np.take_along_axis(scores, columns, 1), values)
+    assert (np.diff(np.sort(columns, axis=1), axis=1) > 0).all()  # distinct columns
+    want = -np.sort(-scores, axis=1)[:, :5]
+    np.testing.assert_array_equal(-np.sort(-values, axis=1), want)
+    _, moved = top_k(scores, 5, index=np.broadcast_to(np.arange(cols) + 100, scores.shape))
+    np.testing.assert_array_equal(moved, columns + 100)
 
 
 def test_remove_then_search_equals_brute_force_on_the_rest(rng):
