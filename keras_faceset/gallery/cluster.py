@@ -32,9 +32,12 @@ import numpy as np
 from keras_faceset.losses.distances import l2_normalize
 
 METHODS = ("graph", "agglomerative")
-DEFAULT_FAR = {"graph": "1e-03", "agglomerative": "1e-02"}
-"""The preset threshold (`Preset.thresholds`, by false accept rate) each method uses when no
-`threshold` is given (docs/clustering.md: the measured choice)."""
+DEFAULT_FAR = "1e-03"
+"""The false accept rate whose preset threshold (`Preset.thresholds`) average linkage cuts at
+when no `threshold` is given. Measured on LFW (docs/clustering.md): BCubed F peaks at 0.6-0.8
+of the FAR 1e-2 threshold for facenet and dlib_resnet; their FAR 1e-3 threshold is 0.80-0.84
+of it. The threshold graph has no default: it peaks near half the FAR 1e-2 threshold, and
+moves with the number of faces (more faces, more chance of one wrong edge)."""
 BLOCK_ELEMENTS = 1 << 23  # similarities per block of rows: 64 MB of float64
 COMPACT_ROWS = 256  # average linkage drops merged rows from matrices at least this large
 
@@ -55,7 +58,7 @@ def cluster(
 
     Args:
         threshold: the cosine distance at which faces are the same person (`method`'s cut).
-            None: `model`'s verification threshold at FAR `DEFAULT_FAR[method]`.
+            None (agglomerative only): `default_threshold(model)`.
         method: "agglomerative" (average linkage, the default) or "graph".
         model: the preset whose embeddings these are (for the default threshold).
         block_rows: rows of similarities computed at a time (default: ~8M similarities).
@@ -76,27 +79,31 @@ def cluster(
 
 def _threshold(threshold: float | None, method: str, model: str | None) -> float:
     if threshold is None:
+        if method == "graph":
+            raise ValueError(
+                "the graph method needs threshold= (a cosine distance): at a verification "
+                "threshold one wrong edge chains people together; on LFW its best cut was about "
+                "half the FAR 1e-2 threshold. Or use method='agglomerative' with model="
+            )
         if model is None:
             raise ValueError(
                 "give threshold= (a cosine distance, e.g. a preset's verification threshold) "
                 "or model= (the preset that made the embeddings, for its own threshold)"
             )
-        return default_threshold(model, method)
+        return default_threshold(model)
     if isinstance(threshold, bool) or not np.isfinite(threshold) or not 0 <= threshold <= 2:
         raise ValueError(f"threshold must be a cosine distance in [0, 2], got {threshold!r}")
     return float(threshold)
 
 
-def default_threshold(model: str, method: str = "agglomerative") -> float:
-    """The cosine distance `cluster` cuts at for preset `model`'s embeddings: its verification
-    threshold at FAR `DEFAULT_FAR[method]`, or at 1e-2 for a preset measured only there (the
-    set presets)."""
+def default_threshold(model: str) -> float:
+    """The cosine distance average linkage cuts at for preset `model`'s embeddings: its
+    verification threshold at FAR `DEFAULT_FAR`, or at 1e-2 for a preset measured only there
+    (the set presets)."""
     from keras_faceset.zoo import get_preset
 
-    if method not in METHODS:
-        raise ValueError(f"unknown clustering method {method!r}; expected one of {METHODS}")
     thresholds = get_preset(model).thresholds
-    far = DEFAULT_FAR[method] if DEFAULT_FAR[method] in thresholds else "1e-02"
+    far = DEFAULT_FAR if DEFAULT_FAR in thresholds else "1e-02"
     if far not in thresholds:
         raise ValueError(
             f"preset {model} has no verification threshold to cluster with: give threshold= "

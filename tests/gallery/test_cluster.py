@@ -118,15 +118,17 @@ def test_labels_count_from_the_largest_cluster_and_min_size_sets_singletons_apar
     assert cluster(x, threshold=0.1, min_size=2).tolist() == [-1, 0, 0, -1, 0, 1, 1]
 
 
-def test_the_default_threshold_is_the_presets_at_the_methods_far():
+def test_the_default_threshold_is_the_presets_at_the_default_far():
     from keras_faceset.zoo import get_preset
 
-    rng = np.random.default_rng(1)
-    x = _units(rng, 200, 3)
-    for method, far in C.DEFAULT_FAR.items():
-        threshold = get_preset("dlib_resnet").thresholds[far]
-        expected = cluster(x, threshold=threshold, method=method)
-        assert cluster(x, method=method, model="dlib_resnet").tolist() == expected.tolist()
+    x = _units(np.random.default_rng(1), 200, 3)
+    for model, far in (("dlib_resnet", C.DEFAULT_FAR), ("nan", "1e-02")):  # nan: 1e-02 only
+        threshold = get_preset(model).thresholds[far]
+        assert C.default_threshold(model) == threshold
+        expected = cluster(x, threshold=threshold).tolist()
+        assert cluster(x, model=model).tolist() == expected
+    with pytest.raises(ValueError, match="graph method needs threshold="):
+        cluster(x, method="graph", model="dlib_resnet")
 
 
 def test_edge_cases_and_bad_input():
