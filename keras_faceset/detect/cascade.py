@@ -210,13 +210,20 @@ class Mtcnn(tf.Module):
 
     def _cascade(self, images: tf.Tensor, sizes: tf.Tensor) -> dict[str, tf.Tensor]:
         x = (tf.cast(images, tf.float32) - 127.5) / 128.0
-        rows, counts = tf.map_fn(
-            self._proposals,
-            (x, sizes),
-            fn_output_signature=(
-                tf.TensorSpec([self.max_proposals, 5], tf.float32),
-                tf.TensorSpec([], tf.int32),
-            ),
+        extent = tf.shape(x)[1:3]
+
+        def one(args):
+            image, size = args
+            rows, counts = self._proposals(image[None, : size[0], : size[1]], size)
+            return _pad_rows(rows[0], self.max_proposals)[0], counts[0]
+
+        def each():
+            spec = tf.TensorSpec([self.max_proposals, 5], tf.float32)
+            return tf.map_fn(one, (x, sizes), fn_output_signature=(spec, tf.int32))
+
+        # images of the padded size go through P-Net together; the others one at a time
+        rows, counts = tf.cond(
+            tf.reduce_all(sizes == extent), lambda: self._proposals(x, extent), each
         )
         rows, counts = self._refine(x, sizes, rows, counts)
         rows, counts = self._output(x, sizes, rows, counts)
@@ -234,38 +241,38 @@ class Mtcnn(tf.Module):
         large = tf.minimum(tf.floor(h * scales), tf.floor(w * scales)) >= PNET_WINDOW
         return tf.boolean_mask(scales, large)
 
-    def _proposals(self, args) -> tuple[tf.Tensor, tf.Tensor]:
-        """P-Net stage of one image: (max_proposals, 5) rows x1, y1, x2, y2, score (squared
-        boxes, zero-padded) and their count."""
-        image, size = args
-        h, w = size[0], size[1]
-        image = image[None, :h, :w]
-        scales = self._scales(h, w)
+    def _proposals(self, x: tf.Tensor, size: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """P-Net stage of images `x` (B, h, w, 3) of true size `size` (h, w): rows (B, M, 5)
+        x1, y1, x2, y2, score of squared boxes (at most `max_proposals`), and their counts."""
+        scales = self._scales(size[0], size[1])
 
         def level(k, rows):
             scale = scales[k]
             shape = tf.cast(tf.floor(tf.cast(size, tf.float64) * scale), tf.int32)
             regression, probability = self.pnet(
-                tf.image.resize(image, shape, method="area"), training=False
+                tf.image.resize(x, shape, method="area"), training=False
             )
             found = _pnet_boxes(
-                regression[0],
-                probability[0, :, :, 1],
+                regression,
+                probability[..., 1],
                 tf.cast(scale, tf.float32),
                 self.thresholds[0],
                 self.max_proposals,
             )
-            return k + 1, tf.concat([rows, _nms(found, NMS_PNET_LEVEL)], axis=0)
+            keep = _suppress(found, found[..., 4] >= 0, NMS_PNET_LEVEL)
+            return k + 1, tf.concat([rows, tf.where(keep[..., None], found, _empty(5))], axis=1)
 
         _, rows = tf.while_loop(
             lambda k, _: k < tf.size(scales),
             level,
-            (tf.constant(0), tf.zeros([0, 5])),
-            shape_invariants=(tf.TensorShape([]), tf.TensorShape([None, 5])),
+            (tf.constant(0), tf.zeros([tf.shape(x)[0], 0, 5])),
+            shape_invariants=(tf.TensorShape([]), tf.TensorShape([None, None, 5])),
         )
-        rows = _nms(_top(rows, self.max_proposals), NMS_PNET)
-        rows = tf.concat([_square(rows[:, :4]), rows[:, 4:]], axis=1)
-        return _pad_rows(rows, self.max_proposals)
+        counts = tf.reduce_sum(tf.cast(rows[..., 4] >= 0, tf.int32), axis=1)
+        width = tf.minimum(tf.reduce_max(counts), self.max_proposals)
+        rows, counts = _compact(rows, rows[..., 4] >= 0, width)
+        rows, counts = _compact(rows, _suppress(rows, rows[..., 4] >= 0, NMS_PNET), width)
+        return tf.concat([_square(rows[..., :4]), rows[..., 4:]], axis=-1), counts
 
     def _refine(self, x, sizes, rows, counts) -> tuple[tf.Tensor, tf.Tensor]:
         """R-Net stage: rows (B, M, 5) of squared boxes and R-Net's scores."""
@@ -335,10 +342,9 @@ def _network_stage(network, side, decode, x, sizes, rows, counts, threshold, ove
     keep = valid & (dense[..., 4] > threshold)
 
     def one(args):
-        image_rows, image_keep = args
-        kept = tf.boolean_mask(image_rows, image_keep)
-        kept = tf.gather(kept, tf.argsort(kept[:, 4], direction="DESCENDING", stable=True))
-        return _pad_rows(_nms(kept, overlap, method), width)
+        image_rows, count = _compact(*args, width)
+        valid = tf.range(width) < count
+        return _compact(image_rows, _suppress(image_rows, valid, overlap, method), width)
 
     return tf.map_fn(
         one,
@@ -351,40 +357,54 @@ def _network_stage(network, side, decode, x, sizes, rows, counts, threshold, ove
 
 
 def _pnet_boxes(regression, probability, scale, threshold, limit) -> tf.Tensor:
-    """Rows x1, y1, x2, y2, score (at most `limit`, sorted by score) of the P-Net cells of one
-    level whose face probability exceeds `threshold`, in image pixels."""
-    columns = tf.shape(probability)[1]
-    flat = tf.reshape(probability, [-1])
-    above = tf.reduce_sum(tf.cast(flat > threshold, tf.int32))
+    """Rows x1, y1, x2, y2, score (B, n, 5), n <= `limit`, sorted by score, of each image's P-Net
+    cells of one level whose face probability exceeds `threshold`, in image pixels; an image
+    with fewer than n such cells gets empty rows (`_empty`)."""
+    batch, columns = tf.shape(probability)[0], tf.shape(probability)[2]
+    flat = tf.reshape(probability, [batch, -1])
+    above = tf.reduce_max(tf.reduce_sum(tf.cast(flat > threshold, tf.int32), axis=1))
     scores, index = tf.math.top_k(flat, tf.minimum(above, limit))
-    cell = tf.cast(tf.stack([index % columns, index // columns], axis=1), tf.float32) * 2.0
-    offsets = tf.gather(tf.reshape(regression, [-1, 4]), index) * (PNET_WINDOW - 1)
-    corners = tf.concat([cell + 1, cell + PNET_WINDOW], axis=1) + offsets
-    return tf.concat([corners / scale, scores[:, None]], axis=1)
+    cell = tf.cast(tf.stack([index % columns, index // columns], axis=-1), tf.float32) * 2.0
+    offsets = tf.gather(tf.reshape(regression, [batch, -1, 4]), index, batch_dims=1)
+    corners = tf.concat([cell + 1, cell + PNET_WINDOW], axis=-1) + offsets * (PNET_WINDOW - 1)
+    rows = tf.concat([corners / scale, scores[..., None]], axis=-1)
+    return tf.where((scores > threshold)[..., None], rows, _empty(5))
 
 
-def _top(rows: tf.Tensor, limit: int) -> tf.Tensor:
-    """The (at most `limit`) highest-scored rows (score in column 4), sorted by score."""
-    _, index = tf.math.top_k(rows[:, 4], tf.minimum(tf.shape(rows)[0], limit))
-    return tf.gather(rows, index)
+def _empty(columns) -> tf.Tensor:
+    """An empty row: zeros, score (column 4) -1 (scores are probabilities, valid ones >= 0)."""
+    return tf.one_hot(4, columns, on_value=-1.0, off_value=0.0)
 
 
-def _nms(rows: tf.Tensor, threshold: float, method: str = "union") -> tf.Tensor:
-    """The rows (sorted by score) no higher-scored row overlaps by more than `threshold`:
-    IoU (``"union"``) or intersection over the smaller area (``"min"``), areas (x2-x1)(y2-y1)."""
-    x1, y1, x2, y2 = (rows[:, i] for i in range(4))
+def _compact(rows: tf.Tensor, keep: tf.Tensor, width) -> tuple[tf.Tensor, tf.Tensor]:
+    """The kept rows (..., n, C) first, sorted by score (column 4), then empty rows, `width`
+    rows in all (at least the kept count); and how many were kept (...)."""
+    _, index = tf.math.top_k(tf.where(keep, rows[..., 4], -1.0), width)
+    rows = tf.gather(rows, index, batch_dims=index.shape.rank - 1)
+    kept = tf.gather(keep, index, batch_dims=index.shape.rank - 1)
+    empty = _empty(tf.shape(rows)[-1])
+    return tf.where(kept[..., None], rows, empty), tf.reduce_sum(tf.cast(keep, tf.int32), -1)
+
+
+def _suppress(rows: tf.Tensor, valid: tf.Tensor, threshold: float, method="union") -> tf.Tensor:
+    """Which `valid` rows (..., n, >=4), sorted by score, no higher-scored valid row overlaps by
+    more than `threshold`: IoU (``"union"``) or intersection over the smaller area (``"min"``),
+    areas (x2 - x1)(y2 - y1). A row is dropped even when the one that overlaps it is dropped
+    too (the `mtcnn` package's rule)."""
+    x1, y1, x2, y2 = (rows[..., i] for i in range(4))
     area = (x2 - x1) * (y2 - y1)
-    width = tf.maximum(0.0, tf.minimum(x2[:, None], x2) - tf.maximum(x1[:, None], x1))
-    height = tf.maximum(0.0, tf.minimum(y2[:, None], y2) - tf.maximum(y1[:, None], y1))
-    inter = width * height
+    width = tf.minimum(x2[..., :, None], x2[..., None, :])
+    width -= tf.maximum(x1[..., :, None], x1[..., None, :])
+    height = tf.minimum(y2[..., :, None], y2[..., None, :])
+    height -= tf.maximum(y1[..., :, None], y1[..., None, :])
+    inter = tf.maximum(width, 0.0) * tf.maximum(height, 0.0)
     if method == "union":
-        overlap = inter / (area[:, None] + area - inter)
+        overlap = inter / (area[..., :, None] + area[..., None, :] - inter)
     else:
-        overlap = inter / tf.minimum(area[:, None], area)
-    n = tf.shape(rows)[0]
-    earlier = tf.range(n)[:, None] < tf.range(n)
-    suppressed = tf.reduce_any((overlap > threshold) & earlier, axis=0)
-    return tf.boolean_mask(rows, ~suppressed)
+        overlap = inter / tf.minimum(area[..., :, None], area[..., None, :])
+    n = tf.shape(rows)[-2]
+    earlier = (tf.range(n)[:, None] < tf.range(n)) & valid[..., :, None]
+    return valid & ~tf.reduce_any((overlap > threshold) & earlier, axis=-2)
 
 
 def _square(boxes: tf.Tensor) -> tf.Tensor:

@@ -10,7 +10,7 @@ from mtcnn.utils.bboxes import nms as package_nms
 from keras_faceset.align import MtcnnDetector
 from keras_faceset.data.images import load_image
 from keras_faceset.detect import Mtcnn
-from keras_faceset.detect.cascade import _nms
+from keras_faceset.detect.cascade import _suppress
 from tests.conftest import REPO
 
 EXAMPLES = sorted((REPO / "examples" / "images").glob("*.jpg"))
@@ -61,7 +61,8 @@ def test_fast_nms_equals_the_package_nms(rng):
         scores = np.sort(rng.uniform(0, 1, 300))[::-1]
         rows = np.concatenate([boxes, scores[:, None]], axis=1).astype(np.float32)
         expected = package_nms(package_iou(rows[:, :4], method=method), 0.5)
-        kept = _nms(tf.constant(rows), 0.5, method).numpy()
+        valid = tf.ones([len(rows)], tf.bool)
+        kept = rows[_suppress(tf.constant(rows), valid, 0.5, method).numpy()]
         assert 10 < len(kept) < 290
         np.testing.assert_array_equal(kept, rows[expected])
 
@@ -101,6 +102,17 @@ def test_padded_batch_of_mixed_sizes_equals_each_image_alone(detector, photos, c
             assert together[key][index] == alone[key][0]
         for key, tolerance in (("boxes", 1e-3), ("scores", 1e-5), ("landmarks", 1e-3)):
             np.testing.assert_allclose(together[key][index], alone[key][0], atol=tolerance)
+
+
+def test_batch_of_one_size_equals_each_image_alone(detector, photos, collage):
+    """A batch of one size goes through P-Net together; each image gets what it gets alone."""
+    quarters = np.stack([collage[:250, :250], collage[250:, 250:], *photos])
+    together = detector.detect(quarters)
+    for index, image in enumerate(quarters):
+        alone = detector.detect(image[None])
+        assert together["counts"][index] == alone["counts"][0] == 1
+        for key in ("boxes", "scores", "landmarks"):
+            np.testing.assert_allclose(together[key][index], alone[key][0], atol=1e-4)
 
 
 def test_faces_are_sorted_by_score_and_padded_with_zeros(detector, collage):
