@@ -41,12 +41,27 @@ def head_sets(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A set head's (`MeanHead`, `NANHead`, `QANHead`, ...) unit set embeddings (N, D),
     per-frame weights (N, T) and mask (N, T) of the sets `rows` of frame embeddings
-    `embeddings` (F, dim); `features` (F, ...) feed ``"frame_features"``."""
-    index, mask = pad_sets(rows)
-    inputs = {"frame_embeddings": np.asarray(embeddings, np.float32)[index], "mask": mask}
+    `embeddings` (F, dim); `features` (F, ...) feed ``"frame_features"``.
+
+    Sets go through the head `batch_size` at a time in order of length, each batch padded
+    only to its own longest set: one long set does not pad every other one."""
+    _, mask = pad_sets(rows)
+    embeddings = np.asarray(embeddings, np.float32)
     if "frame_features" in head.input:
         if features is None:
             raise ValueError(f"{head.name} takes frame_features; pass features")
-        inputs["frame_features"] = np.asarray(features, np.float32)[index]
-    outputs = head.predict(inputs, batch_size=batch_size, verbose=0)
-    return np.asarray(outputs["embedding"]), np.asarray(outputs["weights"]), mask
+        features = np.asarray(features, np.float32)
+    order = np.argsort(mask.sum(axis=1), kind="stable")
+    out, weights = None, np.zeros(mask.shape, np.float32)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        index, chunk_mask = pad_sets([rows[i] for i in chunk])
+        inputs = {"frame_embeddings": embeddings[index], "mask": chunk_mask}
+        if "frame_features" in head.input:
+            inputs["frame_features"] = features[index]
+        outputs = head.predict_on_batch(inputs)
+        if out is None:
+            out = np.empty((len(rows), outputs["embedding"].shape[-1]), np.float32)
+        out[chunk] = np.asarray(outputs["embedding"])
+        weights[chunk, : chunk_mask.shape[1]] = np.asarray(outputs["weights"])
+    return out, weights, mask
