@@ -47,6 +47,16 @@ def atomic_path(dest: Path, suffix: str = "") -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def remove_parts(folder: Path) -> list[Path]:
+    """Delete the temporaries that `atomic_path` writers killed mid-write (SIGKILL, power loss)
+    left in `folder`, and return them. Call it only while holding the lock that every writer
+    of `folder` takes: a live writer's temporary would go too."""
+    leftovers = sorted(p for p in folder.glob(".*.part*") if p.is_file())
+    for path in leftovers:
+        path.unlink(missing_ok=True)
+    return leftovers
+
+
 @contextlib.contextmanager
 def file_lock(path: Path) -> Iterator[None]:
     """An exclusive lock between processes (POSIX `flock`); a no-op where unavailable."""

@@ -5,11 +5,17 @@ Resolution of an original source file, in order: the directories in `KERAS_FACES
 download from its published URL into the first of those directories (created if needed; an
 archive is deleted once the file is extracted), with sha256 checks. Converted weights are cached
 under `KERAS_FACESET_HOME` (default `~/.keras/keras_faceset`).
+
+Writes there go through `file_lock` and `atomic_path`: a writer killed mid-write leaves no
+entry (its temporary is deleted by the next one to take the lock), and a full or read-only
+folder is an `OSError` naming the folder and the remedy. A read-only cache that already holds
+the converted weights loads without writing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib.util
 import os
 import shutil
@@ -18,7 +24,8 @@ import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from keras_faceset.files import atomic_path, file_lock, sha256_file, verify_sha256
+from keras_faceset import files
+from keras_faceset.files import sha256_file, verify_sha256
 from keras_faceset.zoo.presets import Source
 
 __all__ = [
@@ -46,6 +53,58 @@ def sources_dirs() -> list[Path]:
     if value:
         return [Path(part) for part in value.split(os.pathsep) if part]
     return [Path.home() / ".cache" / "keras_faceset_sources"]
+
+
+NOT_WRITABLE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+"""The errors of a folder that cannot take a file: full (or over quota), read-only, not ours."""
+
+
+def _not_writable(folder: Path, error: OSError) -> OSError:
+    """`error` (one of `NOT_WRITABLE`) said with the folder and the remedy; same errno."""
+    in_sources = any(folder == d or d in folder.parents for d in sources_dirs())
+    variable = "KERAS_FACESET_SOURCES" if in_sources else "KERAS_FACESET_HOME"
+    full = error.errno in (errno.ENOSPC, errno.EDQUOT)
+    problem = "the disk is full" if full else "the folder is read-only or not writable"
+    message = (
+        f"cannot write to {folder}: {problem} ({error.strerror or error}). Free space there, "
+        f"make it writable, or set {variable} to another folder"
+    )
+    if not in_sources:
+        message += (
+            " (a read-only cache works once it holds the converted weights: fill it with "
+            "keras_faceset.zoo.download(name) where it is writable)"
+        )
+    return OSError(error.errno, message + ".")
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """`files.file_lock` on `path`, the lock that every writer of its folder holds; once it is
+    held, temporaries left there by a writer that was killed are deleted. A folder that cannot
+    be written is an OSError naming it and the remedy."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        open(path, "a").close()
+    except OSError as error:
+        if error.errno not in NOT_WRITABLE:
+            raise
+        raise _not_writable(path.parent, error) from error
+    with files.file_lock(path):
+        files.remove_parts(path.parent)
+        yield
+
+
+@contextlib.contextmanager
+def atomic_path(dest: Path, suffix: str = "") -> Iterator[Path]:
+    """`files.atomic_path` for the weights folders: a full disk or a read-only folder while
+    writing is an OSError naming the folder and the remedy (nothing is left behind)."""
+    try:
+        with files.atomic_path(dest, suffix) as tmp:
+            yield tmp
+    except OSError as error:
+        if error.errno not in NOT_WRITABLE:
+            raise
+        raise _not_writable(dest.parent, error) from error
 
 
 def find_source(source: Source, download: bool = True) -> Path:

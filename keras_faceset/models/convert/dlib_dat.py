@@ -346,7 +346,8 @@ def read_dlib_dat(path: str | os.PathLike, sha256: str | None = None) -> list[Dl
 def load_dlib_weights(
     model: DlibResNet, path: str | os.PathLike, sha256: str | None = None
 ) -> None:
-    """Set `model`'s weights from a dlib .dat file; every parsed tensor is used exactly once."""
+    """Set `model`'s weights from a dlib .dat file; every parsed tensor is used exactly once.
+    Every record is checked against its layer first: on a mismatch nothing is assigned."""
     if not isinstance(model, DlibResNet):
         raise ValueError(f"load_dlib_weights needs a DlibResNet, got {type(model).__name__}")
     records = read_dlib_dat(path, sha256)
@@ -363,10 +364,9 @@ def load_dlib_weights(
     if len(weighted) != len(layers):
         raise ValueError(f"{path}: {len(weighted)} weighted records for {len(layers)} layers")
     kinds = {"Conv2D": "con", "Affine": "affine", "Dense": "fc"}
-    used = 0
     for layer, record in zip(layers, weighted, strict=True):
         shapes = [tuple(weight.shape) for weight in layer.weights]
-        if kinds[type(layer).__name__] != record.kind or shapes != [
+        if kinds.get(type(layer).__name__) != record.kind or shapes != [
             w.shape for w in record.weights
         ]:
             raise ValueError(
@@ -374,8 +374,9 @@ def load_dlib_weights(
                 f"{[w.shape for w in record.weights]}) does not fit layer "
                 f"{layer.name} {shapes}"
             )
+    for layer, record in zip(layers, weighted, strict=True):
         layer.set_weights(list(record.weights))
-        used += sum(w.size for w in record.weights)
+    used = sum(w.size for record in weighted for w in record.weights)
     assert used == model.count_params(), (used, model.count_params())
 
 
