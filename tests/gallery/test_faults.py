@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from keras_faceset.gallery import Gallery, GalleryFileError, IndexFileError
+from keras_faceset.gallery import Gallery, GalleryFileError, IndexFileError, store
 from tests.conftest import REPO
 from tests.gallery.conftest import synthetic_people
 
@@ -135,3 +135,25 @@ def test_two_writers_at_once_are_serialised_and_both_adds_kept(gallery, tmp_path
     final = Gallery.open(gallery.path)
     assert {"writer a", "writer b"} <= set(final.list()["person"]) and len(final) == 14
     assert len(final.index) == 14 and int(final.version[1:]) == int(gallery.version[1:]) + 2
+
+
+def test_readers_keep_their_version_while_writers_prune_it(gallery, monkeypatch):
+    gallery, people = gallery
+    reader, before = Gallery.open(gallery.path), answers(gallery, people)
+    for i in range(store.KEEP_VERSIONS):
+        gallery.add_frames({f"new {i}": synthetic_people(1, seed=i)["person000"]})
+    assert not (gallery.path / reader.version).exists()  # pruned: the reader holds it in memory
+    assert answers(reader, people) == before
+    reader.refresh()
+    assert reader.version == gallery.version and len(reader) == 12 + store.KEEP_VERSIONS
+    calls = []
+    read = store.GalleryStore._read
+
+    def pruned_once(self, name):  # the version read is deleted under the reader, once
+        calls.append(name)
+        if len(calls) == 1:
+            raise FileNotFoundError(name)
+        return read(self, name)
+
+    monkeypatch.setattr(store.GalleryStore, "_read", pruned_once)
+    assert Gallery.open(gallery.path).version == gallery.version and len(calls) == 2

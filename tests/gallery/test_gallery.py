@@ -200,3 +200,20 @@ def test_hnsw_gallery_answers_as_the_exact_one_and_auto_switches(enrolled, monke
     assert auto.index.kind == "exact" and sorted(auto.index.ids) == sorted(
         auto._version.people.frame["person_id"]
     )
+
+
+def test_a_set_preset_keeps_frame_features_and_rebuilds_its_template_on_append(tmp_path):
+    nan = FaceEmbedder("nan")
+    gallery = Gallery.create(tmp_path / "nan", nan)
+    gallery.add("Serena Williams", variants(SERENA_1)[:2])
+    gallery.add("Colin Powell", POWELL)
+    gallery.add("Serena Williams", SERENA_2, append=True)
+    faces = gallery._store.table(gallery.version, "embeddings")
+    assert faces.vectors["frame_features"].shape == (4, 448)
+    want, _ = nan.embed_sets([[*variants(SERENA_1)[:2], SERENA_2], [POWELL]])
+    people = gallery._version.people
+    order = [people.frame["name"].tolist().index(n) for n in ("Serena Williams", "Colin Powell")]
+    np.testing.assert_allclose(people.vectors["template"][order], want, atol=1e-5)
+    (answer,) = Gallery.open(gallery.path, model=nan).search(variants(SERENA_1)[2])
+    assert answer.candidates[0][0] == "Serena Williams"
+    assert "nan's LFW threshold" in answer.threshold_source
