@@ -211,3 +211,13 @@ def test_one_graph_for_every_batch_and_image_size(photos):
     for shape in [(1, 250, 250), (3, 250, 250), (2, 137, 301)]:
         detector.detect(resized(np.stack(photos)[: shape[0]], *shape[1:]))
     assert detector.detect_graph.experimental_get_tracing_count() == 1
+
+
+def test_saved_model_serves_the_same_detections(detector, collage, tmp_path):
+    tf.saved_model.save(detector, str(tmp_path), signatures={"detect": detector.detect_graph})
+    served = tf.saved_model.load(str(tmp_path)).signatures["detect"]
+    got = served(images=tf.constant(collage[None]), sizes=tf.constant([[500, 500]]))
+    expected = detector.detect(collage[None])
+    assert int(got["counts"][0]) == 4
+    for key in expected:
+        np.testing.assert_array_equal(got[key], expected[key])
