@@ -1,4 +1,4 @@
-"""The four endpoints of a `keras.export.ExportArchive`: the SavedModel's serving signatures.
+"""The endpoints (four; seven for a zoo preset) of a `keras.export.ExportArchive`: the SavedModel's serving signatures.
 
 Batch and set sizes and image sizes are dynamic; images are uint8 RGB, cast to float32 and
 resized in the graph (bilinear, antialiased) to the backbone's input size when they differ.
@@ -16,14 +16,19 @@ import os
 import keras
 import tensorflow as tf
 
+from keras_faceset.export.pipeline import PipelineEndpoints, preset_crop
 from keras_faceset.export.spec import ExportSpec
 from keras_faceset.layers import L2Normalize
+from keras_faceset.models.face_pipeline import FacePipeline
 from keras_faceset.models.fold import fold_batch_norm
 
 SIGNATURES = ("serving_default", "embed_images", "aggregate", "embed_encoded")
 """Signature names, in the order they are documented and warmed up."""
 
 MASK_MISMATCH = "mask must have shape [batch, set_size] matching the first two axes of"
+NOT_FINITE = (
+    "embeddings hold NaN or Inf in an unmasked frame: drop that frame or set its mask to False"
+)
 
 
 class ServingModule:
@@ -32,7 +37,9 @@ class ServingModule:
     `keras.export.ExportArchive` (`write_out` saves them). `embed_images` and `embed_encoded`
     return `embedding`, each image's embedding as a set of one frame (for the mean head and
     heads without a projection, its L2-normalised frame embedding), and `frame_features`, the
-    per-frame input of `aggregate`.
+    per-frame input of `aggregate`. The export of a zoo preset (`preset_crop`) also serves
+    photos: `detect`, `embed_faces` and `embed_set` (`keras_faceset.export.pipeline`, run by
+    `pipeline`, a `FacePipeline`; None for other models). `signatures` names every endpoint.
 
     `fold=True` (the default) serves `fold_batch_norm` of the per-frame model: every batch norm
     (and dlib's `Affine`) after a convolution or dense layer folded into it, the same outputs up
@@ -95,7 +102,13 @@ class ServingModule:
         # `archive.track(model)` would add the Keras variables a second time (dlib_resnet's
         # variables/ grows from 22 MB to 45 MB) and is needed only for lookup tables.
         self.archive = keras.export.ExportArchive()
-        for name in SIGNATURES:
+        # a zoo preset's export also serves photos: detect, align and embed in the graph
+        crop = preset_crop(spec)
+        self.pipeline = None if crop is None else FacePipeline(self.frames, self.head, crop)
+        if self.pipeline is not None:
+            endpoints.update(PipelineEndpoints(self.pipeline).endpoints)
+        self.signatures = tuple(endpoints)
+        for name in self.signatures:
             fn, *specs = endpoints[name]
             function = self.archive.add_endpoint(name, _checked(fn, specs), input_signature=specs)
             setattr(self, name, function)
@@ -123,10 +136,15 @@ class ServingModule:
         return self._single_frame_sets(self._embed_uint8(images))
 
     def _aggregate(self, embeddings, mask):
-        """frame features `[B, T, F]` + mask `[B, T]` -> embedding `[B, E]`, weights `[B, T]`."""
+        """frame features `[B, T, F]` + mask `[B, T]` -> embedding `[B, E]`, weights `[B, T]`.
+
+        A NaN or Inf in an unmasked frame fails the request (InvalidArgument, `NOT_FINITE`);
+        masked frames may hold anything (they get weight 0)."""
         with tf.control_dependencies(
             [_assert_mask(mask, tf.shape(embeddings), "embeddings [B, T, F]")]
         ):
+            unmasked = tf.boolean_mask(embeddings, mask)
+        with tf.control_dependencies([tf.debugging.assert_all_finite(unmasked, NOT_FINITE)]):
             embeddings = tf.identity(embeddings)
         return self._pool(embeddings, mask)
 

@@ -2,7 +2,9 @@
 
 A version is written into a hidden temporary directory beside it and renamed only when complete,
 so a crash never leaves a half-written version for the server to load; an existing version is
-never overwritten. Beside the versions go an example `models.config` and a
+never overwritten. Exports of one model take a lock (`<base_dir>/.<name>.lock`), so concurrent
+ones get distinct versions, and the temporary directory of an export that was killed is deleted
+by the next one. Beside the versions go an example `models.config` and a
 `batching_parameters.txt`, which TF Serving ignores when scanning for versions.
 """
 
@@ -17,8 +19,12 @@ from pathlib import Path
 from keras_faceset.export import warmup
 from keras_faceset.export.module import ServingModule
 from keras_faceset.export.spec import ExportSpec
+from keras_faceset.files import file_lock
 
 logger = logging.getLogger(__name__)
+
+TMP_PREFIX = ".tmp-"
+"""Start of the hidden directory a version is written into (TF Serving loads integer names)."""
 
 BATCHING_PARAMETERS = """\
 # Server-side batching for `tensorflow_model_server --enable_batching
@@ -63,32 +69,42 @@ def export_saved_model(
         raise ValueError(f"version must be a positive integer, got {version!r}.")
     if version is not None and version < 1:
         raise ValueError(f"version must be a positive integer, got {version!r}.")
-    model_dir = Path(base_dir) / spec.name
-    model_dir.mkdir(parents=True, exist_ok=True)
-    version = next_version(model_dir) if version is None else version
-    target = model_dir / str(version)
-    if target.exists():
-        raise FileExistsError(f"{target} already exists; versions are never overwritten.")
+    model_dir = _model_dir(Path(base_dir), spec.name)
+    with file_lock(model_dir.parent / f".{spec.name}.lock"):
+        for leftover in model_dir.glob(f"{TMP_PREFIX}*"):  # of exports killed mid-write
+            shutil.rmtree(leftover, ignore_errors=True)
+        version = next_version(model_dir) if version is None else version
+        target = model_dir / str(version)
+        if target.exists():
+            raise FileExistsError(f"{target} already exists; versions are never overwritten.")
 
-    module = ServingModule(spec, float16=float16, xla=xla, fold=fold)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_dir))
-    try:
-        module.write_out(tmp)
-        if warmup_requests:
-            warmup.write_warmup_requests(tmp, spec.name, module)
-        os.chmod(tmp, 0o755)  # mkdtemp makes it owner-only; the server may run as another user
+        module = ServingModule(spec, float16=float16, xla=xla, fold=fold)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{version}-", dir=model_dir))
         try:
+            module.write_out(tmp)
+            if warmup_requests:
+                warmup.write_warmup_requests(tmp, spec.name, module)
+            os.chmod(tmp, 0o755)  # mkdtemp: owner-only; the server may be another user
             tmp.rename(target)
-        except OSError as error:  # another process wrote this version meanwhile
-            raise FileExistsError(
-                f"{target} already exists; versions are never overwritten."
-            ) from error
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    write_serving_configs(model_dir, spec.name)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        write_serving_configs(model_dir, spec.name)
     logger.info("exported %s version %d to %s", spec.name, version, target)
     return target
+
+
+def _model_dir(base_dir: Path, name: str) -> Path:
+    """`base_dir/name`, created; a file in the way is a NotADirectoryError saying so."""
+    model_dir = base_dir / name
+    for path in (model_dir, *model_dir.parents):
+        if path.exists() and not path.is_dir():
+            raise NotADirectoryError(
+                f"cannot export to {model_dir}: {path} is a file. Give base_dir a folder (or a "
+                f"path to create); versions go in <base_dir>/{name}/<version>/."
+            )
+    model_dir.mkdir(parents=True, exist_ok=True)
+    return model_dir
 
 
 def next_version(model_dir: str | os.PathLike) -> int:
