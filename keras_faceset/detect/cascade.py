@@ -8,8 +8,8 @@ One compiled graph (`tf.function`, dynamic batch and image size) does, per image
    resized to ``(floor(h s_k), floor(w s_k))`` (area filter); levels under 12 px are skipped.
    A ``tf.while_loop`` runs over the levels, so their number follows the image (no retrace).
 2. P-Net on every level; each cell (i, j) with face probability > ``thresholds[0]`` gives the
-   box ``((2j + 1, 2i + 1, 2j + 12, 2i + 12) + 11 (dx1, dy1, dx2, dy2)) / s_k``. NMS per level (IoU
-   0.5), then over all levels (IoU 0.7), then each box is made square about its centre
+   box ``((2j + 1, 2i + 1, 2j + 12, 2i + 12) + 11 (dx1, dy1, dx2, dy2)) / s_k``. NMS per level
+   (IoU 0.5), then over all levels (IoU 0.7), then each box is made square about its centre
    (side ``max(w, h)``).
 3. R-Net on 24x24 crops (`tf.image.crop_and_resize` of the normalised image, box corners at
    ``(x1 / w, y1 / h)``, samples outside the image 0): boxes move by ``(dx1, dy1, dx2, dy2)``
@@ -24,13 +24,15 @@ the threshold, whether or not that box was itself dropped (a "fast" NMS, in matr
 `tf.image.non_max_suppression` keeps more). At most `max_proposals` boxes enter each NMS (the
 highest scored); the package has no such bound.
 
-The networks run batched over every image's boxes at once; the pyramid and the NMS run per
-image (`tf.map_fn`), so an image in a padded batch gets exactly what it gets alone.
+R-Net and O-Net run once over the boxes of every image; P-Net runs batched when every image
+has the padded size, else one image at a time (`tf.map_fn`), and each image's NMS sees only
+its own boxes: an image in a padded batch gets exactly what it gets alone.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -72,7 +74,7 @@ class Mtcnn(tf.Module):
         max_faces: int = 16,
         retry_padding: float = 0.25,
         max_proposals: int = 2000,
-        weights_dir: str | None = None,
+        weights_dir: str | os.PathLike | None = None,
     ):
         super().__init__(name="mtcnn")
         thresholds = tuple(float(t) for t in thresholds)
@@ -268,9 +270,10 @@ class Mtcnn(tf.Module):
             (tf.constant(0), tf.zeros([tf.shape(x)[0], 0, 5])),
             shape_invariants=(tf.TensorShape([]), tf.TensorShape([None, None, 5])),
         )
-        counts = tf.reduce_sum(tf.cast(rows[..., 4] >= 0, tf.int32), axis=1)
-        width = tf.minimum(tf.reduce_max(counts), self.max_proposals)
-        rows, counts = _compact(rows, rows[..., 4] >= 0, width)
+        valid = rows[..., 4] >= 0
+        width = tf.reduce_max(tf.reduce_sum(tf.cast(valid, tf.int32), axis=1))
+        width = tf.minimum(width, self.max_proposals)
+        rows, counts = _compact(rows, valid, width)
         rows, counts = _compact(rows, _suppress(rows, rows[..., 4] >= 0, NMS_PNET), width)
         return tf.concat([_square(rows[..., :4]), rows[..., 4:]], axis=-1), counts
 
