@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -23,25 +24,75 @@ def _decode(data: tf.Tensor) -> tf.Tensor:
     return image
 
 
-def load_image(path: str | os.PathLike | tf.Tensor) -> tf.Tensor:
-    """Decode a JPEG/PNG/BMP/GIF file to a uint8 RGB tensor of shape (H, W, 3).
+def _exif_orientation(data: bytes) -> int:
+    """The EXIF orientation tag (1-8) of encoded image bytes; 1 (as stored) without one. Only
+    the EXIF block read with the header is looked at (JPEG APP1, PNG eXIf before the pixels),
+    so nothing is decoded twice."""
+    from PIL import Image
 
-    Grayscale is repeated to 3 channels, an alpha channel is dropped, and a GIF gives its first
-    frame. JPEGs use the accurate integer IDCT, so pixels equal PIL's (TensorFlow's default fast
-    IDCT is off by a few levels, tens on noisy images). A Python path raises `FileNotFoundError`
-    or `ValueError` naming the file when it is missing or cannot be decoded (e.g. a truncated
-    JPEG); a string tensor (inside `tf.data`) raises TensorFlow's errors.
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            block = image.info.get("exif")
+            if not block:
+                return 1
+            exif = Image.Exif()
+            exif.load(block)
+            orientation = int(exif.get(0x0112, 1))
+    except Exception:  # not an image PIL reads, or a damaged EXIF block: pixels as stored
+        return 1
+    return orientation if 1 <= orientation <= 8 else 1
+
+
+def _turns(image: tf.Tensor) -> list:
+    """The 8 EXIF orientations (1-8) undone, as `PIL.ImageOps.exif_transpose` does: 2 mirrored,
+    3 rotated 180, 4 flipped, 5 transposed, 6 turned 90 clockwise, 7 transversed, 8 turned 90
+    counter-clockwise."""
+    return [
+        lambda: image,
+        lambda: tf.image.flip_left_right(image),
+        lambda: tf.image.rot90(image, 2),
+        lambda: tf.image.flip_up_down(image),
+        lambda: tf.image.transpose(image),
+        lambda: tf.image.rot90(image, 3),
+        lambda: tf.image.rot90(tf.image.transpose(image), 2),
+        lambda: tf.image.rot90(image, 1),
+    ]
+
+
+def load_image(path: str | os.PathLike | tf.Tensor) -> tf.Tensor:
+    """Decode a JPEG/PNG/BMP/GIF file to a uint8 RGB tensor of shape (H, W, 3), upright.
+
+    Grayscale is repeated to 3 channels, CMYK converted to RGB, an alpha channel is dropped, and
+    a GIF gives its first frame. An EXIF orientation tag (a phone photo taken sideways) is
+    applied, as `PIL.ImageOps.exif_transpose` and image viewers do. JPEGs use the accurate
+    integer IDCT, so pixels equal PIL's (TensorFlow's default fast IDCT is off by a few levels,
+    tens on noisy images). A Python path raises `FileNotFoundError`, `PermissionError` or
+    `ValueError` naming the file when it is missing, unreadable or cannot be decoded (e.g. a
+    truncated JPEG); a string tensor (inside `tf.data`) raises TensorFlow's errors.
     """
     if isinstance(path, tf.Tensor):
-        return _decode(tf.io.read_file(path))
+        data = tf.io.read_file(path)
+        orientation = tf.numpy_function(
+            lambda encoded: np.int32(_exif_orientation(encoded)), [data], tf.int32, stateful=False
+        )
+        upright = tf.switch_case(orientation - 1, _turns(_decode(data)))
+        upright.set_shape([None, None, 3])
+        return upright
     name = os.fspath(path)
     if not os.path.isfile(name):
         raise FileNotFoundError(f"image file not found: {name}")
     try:
-        return _decode(tf.io.read_file(name))
+        data = Path(name).read_bytes()
+    except PermissionError as err:
+        raise PermissionError(
+            err.errno, f"cannot read image {name}: permission denied; make it readable"
+        ) from err
+    try:
+        image = _decode(tf.constant(data))
     except tf.errors.OpError as err:
         reason = re.sub(r"\{\{function_node [^}]*\}\}|\[Op:.*$", "", err.message).strip()
         raise ValueError(f"cannot decode image {name}: {reason}") from err
+    return _turns(image)[_exif_orientation(data) - 1]()
 
 
 def _crop_side(crop_size: int | float, height, width):
