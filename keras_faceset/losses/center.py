@@ -8,12 +8,20 @@ the paper's lambda = 0.003 then weighs a per-sample term). The centers are not l
 gradient descent but moved towards the class means with rate alpha (eq. 4):
 
     dc_j = sum_i delta(y_i = j) (c_j - x_i) / (1 + sum_i delta(y_i = j)),  c_j <- c_j - alpha dc_j
+
+Under `tf.distribute` the sums run over the global batch: every replica gathers the labels and
+embeddings of all replicas (B x D values, fewer than the C x D class sums when C > B) and
+computes the same update, which `CenterLoss` writes to a variable aggregated as
+``only_first_replica``, so the replicas' centers never drift apart.
 """
+
+import threading
 
 import keras
 from keras import ops
 
 from keras_faceset.losses._validation import validate_embeddings, validate_labels
+from keras_faceset.losses.distribute import all_gather
 
 
 def center_loss(labels, embeddings, centers):
@@ -28,9 +36,11 @@ def center_loss(labels, embeddings, centers):
 def updated_centers(labels, embeddings, centers, alpha: float):
     """The paper's update c_j - alpha * sum_i [y_i=j](c_j - x_i) / (1 + sum_i [y_i=j]).
 
-    Classes absent from the batch keep their center. No gradient flows through the result."""
-    labels = validate_labels(labels)
+    Classes absent from the batch keep their center. No gradient flows through the result.
+    Under `tf.distribute` the sums run over the global batch (every replica's rows)."""
+    labels = all_gather(validate_labels(labels))
     embeddings = ops.stop_gradient(ops.cast(validate_embeddings(embeddings), centers.dtype))
+    embeddings = all_gather(embeddings)
     num_classes = ops.shape(centers)[0]
     ones = ops.ones_like(embeddings[:, :1])
     counts = ops.segment_sum(ones, labels, num_segments=num_classes)  # (C, 1)
@@ -39,9 +49,48 @@ def updated_centers(labels, embeddings, centers, alpha: float):
     return centers - alpha * delta
 
 
+class ReplicaLosses:
+    """A layer's `add_loss` list, one list per thread.
+
+    `MirroredStrategy` traces each replica's step in its own thread, and the threads take
+    turns at every cross-replica synchronisation. `CenterLoss` synchronises inside `call`, so
+    with Keras' single list per layer a replica would clear or sum the losses that another
+    replica added (the model's loss would then count one replica twice, another not at all).
+    """
+
+    def __init__(self):
+        self._local = threading.local()
+
+    @property
+    def _items(self) -> list:
+        if not hasattr(self._local, "items"):
+            self._local.items = []
+        return self._local.items
+
+    def extend(self, losses) -> None:
+        self._items.extend(losses)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+    def __getitem__(self, index):
+        return self._items[index]
+
+    def __iter__(self):
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 class EmbeddingLossLayer(keras.layers.Layer):
     """Base of the layers called on `[embeddings (B, D), labels]` that add a loss with
-    `add_loss` and return the embeddings unchanged (shape checks, output spec)."""
+    `add_loss` and return the embeddings unchanged (shape checks, output spec). Their losses
+    are kept per replica thread (`ReplicaLosses`)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._losses = ReplicaLosses()
 
     def _embeddings_dim(self, input_shape, dim: int | None) -> int:
         if not isinstance(input_shape, (list, tuple)) or len(input_shape) != 2:
@@ -67,6 +116,9 @@ class CenterLoss(EmbeddingLossLayer):
     `(num_classes, dim)` variable (zeros at start, as in the paper), updated with the paper's
     rule when `training=True`; they are saved with the model. Use it next to a softmax or margin
     head: `L = L_S + weight * L_C` (the paper's face models use weight 0.003, alpha 0.5).
+
+    Under `tf.distribute` the loss is each replica's batch mean (Keras averages the replicas)
+    and the update uses the global batch's class sums and counts on every replica.
     """
 
     def __init__(
@@ -93,6 +145,7 @@ class CenterLoss(EmbeddingLossLayer):
             shape=(self.num_classes, self.dim),
             initializer="zeros",
             trainable=False,
+            aggregation="only_first_replica",  # every replica computes the same update
             name="centers",
         )
 

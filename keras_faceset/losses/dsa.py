@@ -14,6 +14,10 @@ Labels index `num_identities + num_sequences` agents: `[0, num_identities)` are 
 classes, `[num_identities, num_identities + num_sequences)` are sequence classes (a sequence
 of unknown identity). An identity sample is pushed from every other agent; a sequence sample
 only from the identity agents, since two sequences may show the same person.
+
+Under `tf.distribute` the agents are trainable weights, kept in sync by the optimizer's
+all-reduced gradients; each replica draws the negatives of its own rows with its own random
+stream (the seed folded with the replica id).
 """
 
 import keras
@@ -22,6 +26,7 @@ from keras import ops
 from keras_faceset.losses._validation import validate_embeddings, validate_labels
 from keras_faceset.losses.center import EmbeddingLossLayer
 from keras_faceset.losses.distances import l2_normalize
+from keras_faceset.losses.distribute import uniform as replica_uniform
 
 
 def allowed_negatives(labels, num_centers: int, num_identities: int):
@@ -46,11 +51,12 @@ def sample_negative_mask(
     """(B, C) float mask of the negatives drawn for one step.
 
     Each allowed negative is kept with probability p; a sample that keeps none gets one
-    allowed negative drawn uniformly. So p=1 gives all allowed negatives, p=0 exactly one."""
+    allowed negative drawn uniformly. So p=1 gives all allowed negatives, p=0 exactly one.
+    Under `tf.distribute` each replica draws from its own stream (see `distribute.uniform`)."""
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"p must be in [0, 1], got {p}")
     allowed = allowed_negatives(labels, num_centers, num_identities)
-    uniform = keras.random.uniform((2, *ops.shape(allowed)), seed=seed)  # one draw: two fields
+    uniform = replica_uniform((2, *ops.shape(allowed)), seed)  # one draw: two fields
     drawn = ops.logical_and(allowed, uniform[0] < p)
     # A uniform pick among the allowed agents: argmax of iid uniform scores over them.
     scores = ops.where(allowed, uniform[1], -1.0)

@@ -15,6 +15,7 @@ from keras_faceset.losses._validation import validate_labels
 
 MINING = ("semi_hard", "hard", "all")
 AVERAGES = ("mined", "all_anchors")
+MINING_BATCHES = ("replica", "global")
 
 
 def check_mining(mining: str) -> str:
@@ -34,6 +35,16 @@ def check_average(average: str, mining: str) -> str:
             f"use it with mining='hard', not mining={mining!r}"
         )
     return average
+
+
+def check_mining_batch(mining_batch: str) -> str:
+    """Return `mining_batch` if it names a known batch to mine in, else raise `ValueError`."""
+    if mining_batch not in MINING_BATCHES:
+        raise ValueError(
+            f"Unknown mining_batch {mining_batch!r}; expected one of {MINING_BATCHES} (mine in "
+            "each replica's share of the batch, or in the batch gathered from all replicas)"
+        )
+    return mining_batch
 
 
 def identity_adjacency(labels):
