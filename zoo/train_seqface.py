@@ -26,7 +26,11 @@ same of their clean single-image pairs). Only held-out DevTrain people pick anyt
 every variant (and the frozen dlib embedding) on LFW-sets (clean, degraded), LFW View 1
 DevTest and LFW View 2 with the project's evaluation (`keras_faceset.eval`), and ``--record``
 writes the `seqface_dlib` rows (``--train-frames clean`` is the card's diagnostic run,
-training on the clean frames only)::
+training on the clean frames only). ``--strategy mirrored|multi_worker`` trains under
+`tf.distribute` (`keras_faceset.models.distribute`): each batch is split over the replicas, the
+center and DSA updates use the global batch, each replica draws its own DSA negatives; on a
+multi-worker run (one process per worker, `TF_CONFIG`) only the chief writes files or
+evaluates::
 
     python zoo/train_seqface.py --data ../shared/data/lfw --out keras_faceset/zoo/weights \
         --evaluate --record keras_faceset/zoo/results.csv --seed 0
@@ -58,6 +62,7 @@ from keras_faceset.eval.results import record_result
 from keras_faceset.layers import L2SphereFace
 from keras_faceset.losses import LSRLoss
 from keras_faceset.models import SeqFaceHead, lsr_targets
+from keras_faceset.models.distribute import add_strategy_option, fit, is_chief, make_strategy
 from keras_faceset.zoo import build_head
 
 DIM = 128
@@ -174,15 +179,19 @@ def selection_score(head, arrays, held_out) -> tuple[float, dict, dict]:
     return score, sets, images
 
 
-def train_variant(variant: str, arrays, labels, num_identities, num_sequences, held_out, args):
-    """Train `variant`; return its head at the best held-out epoch and the log rows."""
+def train_variant(
+    variant: str, arrays, labels, num_identities, num_sequences, held_out, args, strategy
+):
+    """Train `variant` under `strategy`; return its head at the best held-out epoch and the
+    log rows."""
     keras.utils.set_random_seed(args.seed)
-    head = identity_head()
     spec = VARIANTS[variant]
     keep = (labels >= 0) & ((labels < num_identities) | spec["sequences"])
     x = {"frame_embeddings": arrays["embedding"][keep], "labels": labels[keep].astype("int32")}
     y = {"logits": lsr_targets(x["labels"], num_identities)}
-    train = build_training(variant, num_identities, num_sequences, head, args)
+    with strategy.scope():
+        head = identity_head()
+        train = build_training(variant, num_identities, num_sequences, head, args)
     score, sets, images = selection_score(head, arrays, held_out)
     log = [_log_row(variant, 0, float("nan"), score, sets, images)]
     best, best_weights = -np.inf, None
@@ -190,12 +199,14 @@ def train_variant(variant: str, arrays, labels, num_identities, num_sequences, h
         if epoch in (1, args.warmup_epochs + 1):
             # The projection stays frozen while the classifier (and agents) warm up.
             head.get_layer("projection").trainable = epoch > args.warmup_epochs
-            train.compile(
-                optimizer=keras.optimizers.Adam(args.learning_rate), loss={"logits": LSRLoss()}
-            )
-        history = train.fit(x, y, batch_size=args.batch_size, shuffle=True, verbose=0)
+            with strategy.scope():
+                train.compile(
+                    optimizer=keras.optimizers.Adam(args.learning_rate),
+                    loss={"logits": LSRLoss()},
+                )
+        history = fit(train, x, y, batch_size=args.batch_size, shuffle=True, seed=args.seed + epoch)
         score, sets, images = selection_score(head, arrays, held_out)
-        loss = history.history["loss"][-1]
+        loss = history["loss"][-1]
         log.append(_log_row(variant, epoch, loss, score, sets, images))
         print(
             f"{variant} epoch {epoch}: loss {loss:.4f}, held-out sets {report_line(sets)}; "
@@ -354,7 +365,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--evaluate", action="store_true")
     parser.add_argument("--record", default=None, help="results CSV for the seqface_dlib rows")
+    add_strategy_option(parser)
     args = parser.parse_args(argv)
+    strategy = make_strategy(args.strategy, args.cpu_replicas)  # before any TensorFlow work
+    chief = is_chief(strategy)
     lfw = LFW(args.data)
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
@@ -383,13 +397,15 @@ def main(argv: list[str] | None = None) -> None:
     heads, log = {}, []
     for variant in args.variants.split(","):
         head, rows = train_variant(
-            variant, arrays, labels, len(identities), len(sequences), held_out, args
+            variant, arrays, labels, len(identities), len(sequences), held_out, args, strategy
         )
         heads[variant] = head
         log += rows
-        if variant == SHIPPED:
+        if variant == SHIPPED and chief:
             Path(args.out).mkdir(parents=True, exist_ok=True)
             head.save_weights(Path(args.out) / f"{RESULTS_MODEL}.weights.h5")
+    if not chief:
+        return
     pd.DataFrame(log).to_csv(logs / "seqface_log.csv", index=False, float_format="%.6g")
     if args.evaluate:
         named = {"dlib_resnet": build_head("dlib_resnet")} | {

@@ -26,6 +26,12 @@ built from DevTest, is not used). Each head has its own random streams (seeded b
 `LEARNING_RATES`; the kept epoch also rewards the held-out weight/severity Spearman
 (`--spearman-weight 1`; severity never enters the loss).
 
+`--strategy mirrored|multi_worker` trains under `tf.distribute`
+(`keras_faceset.models.distribute`): each batch of `2 * --people-per-batch` sets is split over
+the replicas; QAN's triplets are mined in the global batch (``mining_batch="global"``), NAN's
+contrastive pairs within each replica's share; on a multi-worker run (one process per worker,
+`TF_CONFIG`) only the chief writes the weights.
+
     python zoo/train_set_heads.py --data ../shared/data/lfw --out keras_faceset/zoo/weights
 """
 
@@ -56,6 +62,7 @@ from keras_faceset.eval.protocol_cache import (
 )
 from keras_faceset.eval.sets import pool_sets, set_verification
 from keras_faceset.losses import ContrastiveLoss, TripletLoss
+from keras_faceset.models.distribute import add_strategy_option, fit, is_chief, make_strategy
 from keras_faceset.zoo import build_head, get_preset
 
 HEADS = ("nan1", "nan", "qan")
@@ -70,10 +77,11 @@ SPEARMAN_WEIGHT = 1.0
 def head_and_loss(name: str, overrides: dict | None = None):
     """A fresh head of preset `name` (`build_head`, kwargs `overrides`) and its set-embedding
     loss: QAN (a head with a "quality" output) with the set triplet loss (trained with
-    `quality_anchor`), NAN with the contrastive loss."""
+    `quality_anchor`; triplets mined in the global batch under `tf.distribute`), NAN with the
+    contrastive loss."""
     head = build_head(name, **(overrides or {}))
     if "quality" in head.output:
-        return head, TripletLoss(margin=0.2)
+        return head, TripletLoss(margin=0.2, mining_batch="global")
     return head, ContrastiveLoss(margin=1.0, pairs="batch")
 
 
@@ -140,7 +148,9 @@ def main(argv: list[str] | None = None) -> None:
         default=SPEARMAN_WEIGHT,
         help="epoch choice: weight of the held-out Spearman(weight, severity) in the score",
     )
+    add_strategy_option(parser)
     args = parser.parse_args(argv)
+    strategy = make_strategy(args.strategy, args.cpu_replicas)  # before any TensorFlow work
     overrides = None if args.head_kwargs is None else json.loads(args.head_kwargs)
     keras.utils.set_random_seed(args.seed)
     lfw = LFW(args.data)
@@ -174,34 +184,34 @@ def main(argv: list[str] | None = None) -> None:
         # each head its own streams, so that it trains the same alone or after others
         keras.utils.set_random_seed(args.seed)
         rng = np.random.default_rng([args.seed, 2, zlib.crc32(spec.results_model.encode())])
-        head, loss = head_and_loss(name, overrides)
-        losses, loss_weights = {"embedding": loss}, {"embedding": 1.0}
-        if "quality" in head.output:
-            losses["quality"] = quality_anchor(args.anchor_quality)
-            loss_weights["quality"] = args.quality_anchor
-        head.compile(
-            optimizer=keras.optimizers.Adam(args.learning_rate or LEARNING_RATES[name]),
-            loss=losses,
-            loss_weights=loss_weights,
-        )
+        with strategy.scope():
+            head, loss = head_and_loss(name, overrides)
+            losses, loss_weights = {"embedding": loss}, {"embedding": 1.0}
+            if "quality" in head.output:
+                losses["quality"] = quality_anchor(args.anchor_quality)
+                loss_weights["quality"] = args.quality_anchor
+            head.compile(
+                optimizer=keras.optimizers.Adam(args.learning_rate or LEARNING_RATES[name]),
+                loss=losses,
+                loss_weights=loss_weights,
+            )
         epochs = []
         for epoch in range(args.epochs):
             index, mask, labels = sample_sets(
                 index_of, train_people, args.people_per_batch, args.steps, rng, args.clean_sets
             )
             targets = {"embedding": labels, "quality": np.zeros(len(labels), np.float32)}
-            history = head.fit(
+            history = fit(
+                head,
                 head_inputs(head, arrays, index, mask),
                 {key: targets[key] for key in losses},
                 batch_size=2 * args.people_per_batch,
-                shuffle=False,
-                verbose=0,
             )
             reports = {variant: head_report(head, v) for variant, v in val.items()}
             epochs.append((reports, head.get_weights()))
             print(
                 f"{spec.results_model} epoch {epoch + 1}: loss "
-                f"{history.history['loss'][-1]:.4f}, held out degraded "
+                f"{history['loss'][-1]:.4f}, held out degraded "
                 f"{report_line(reports['degraded'])}, spearman "
                 f"{reports['degraded']['spearman']:.3f}; clean {report_line(reports['clean'])}",
                 flush=True,
@@ -212,7 +222,8 @@ def main(argv: list[str] | None = None) -> None:
             args.spearman_weight,
         )
         head.set_weights(epochs[best][1])
-        head.save_weights(out / spec.weights)
+        if is_chief(strategy):
+            head.save_weights(out / spec.weights)
         print(f"{spec.results_model}: kept epoch {best + 1}", flush=True)
 
 
