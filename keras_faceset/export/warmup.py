@@ -2,7 +2,8 @@
 
 The server replays them when it loads a version (before marking it available), so the first real
 request does not pay for kernel set-up. One small request per signature; the `embed_encoded`
-one is a PNG of another size, so the resize branch is warmed up too.
+one is a PNG of another size, so the resize branch is warmed up too; a preset's pipeline
+signatures get photos of drawn faces that the detector finds (`export.pipeline.warmup_inputs`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from keras_faceset.export.module import SIGNATURES, ServingModule
+from keras_faceset.export.module import ServingModule
+from keras_faceset.export.pipeline import warmup_inputs
 
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 
@@ -55,8 +57,10 @@ def write_warmup_requests(
     path = Path(version_dir) / WARMUP_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     inputs = example_inputs(module.height, module.width, module.frame_dim)
+    if module.pipeline is not None:
+        inputs.update(warmup_inputs())
     with tf.io.TFRecordWriter(str(path)) as writer:
-        for signature in SIGNATURES:
+        for signature in module.signatures:
             request = predict_pb2.PredictRequest()
             request.model_spec.name = model_name
             request.model_spec.signature_name = signature
