@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"no LFW images under {args.lfw}")
     images = [load_image(path).numpy() for path in paths]
     start = time.perf_counter()
-    detections = MtcnnDetector().detect(images)
+    detections = MtcnnDetector(backend="package").detect(images)
     print(f"MTCNN: {len(paths)} images in {time.perf_counter() - start:.1f} s (batched)")
 
     detector = dlib.get_frontal_face_detector()

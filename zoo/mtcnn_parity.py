@@ -202,7 +202,7 @@ def main(argv=None) -> None:
     paths = sorted(lfw.image_dir.glob("*/*.jpg"))
     if not paths:
         raise SystemExit(f"no LFW images under {lfw.image_dir}; pass --data the LFW folder")
-    reference = MtcnnDetector(batch_size=BATCH)
+    reference = MtcnnDetector(batch_size=BATCH, backend="package")
     detector = Mtcnn(retry_padding=0)
     retrying = Mtcnn()
     images = [load_image(path).numpy() for path in paths[: args.images]]

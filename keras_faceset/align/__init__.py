@@ -2,7 +2,7 @@
 
 from keras_faceset.align.cache import ChipCache
 from keras_faceset.align.crop import box_crop, centre_crop, crop_face, five_point_crop
-from keras_faceset.align.detect import LANDMARK_NAMES, Detections, MtcnnDetector, select_face
+from keras_faceset.align.detect import Detections, MtcnnDetector, select_face
 from keras_faceset.align.pipeline import (
     AlignedBatch,
     FoundFaces,
@@ -21,6 +21,7 @@ from keras_faceset.align.templates import (
     dlib_template,
 )
 from keras_faceset.align.transform import apply_affine, invert_affine, umeyama, warp_affine
+from keras_faceset.detect import LANDMARK_NAMES
 
 __all__ = [
     "ARCFACE_112",

@@ -69,9 +69,10 @@ class AlignedBatch:
 
 
 @functools.cache
-def default_detector() -> MtcnnDetector:
-    """The process-wide detector `align_faces` uses when none is passed (built once)."""
-    return MtcnnDetector()
+def default_detector(backend: str = "graph") -> MtcnnDetector:
+    """The process-wide detector of `backend` that `align_faces` and `find_faces` use when none
+    is passed (built once)."""
+    return MtcnnDetector(backend=backend)
 
 
 def align_faces(

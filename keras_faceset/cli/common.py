@@ -23,8 +23,8 @@ faces detected in the image."""
 
 
 def add_model_options(command: argparse.ArgumentParser) -> None:
-    """MODEL, --model PATH, --align, --chip-cache, --flip, --precision, --max-frames, -q: the
-    options of every command that embeds."""
+    """MODEL, --model PATH, --align, --detector, --chip-cache, --flip, --precision,
+    --max-frames, -q: the options of every command that embeds."""
     command.add_argument("model", help="a preset name (see `keras-faceset list`)")
     command.add_argument(
         "--model",
@@ -41,6 +41,13 @@ def add_model_options(command: argparse.ArgumentParser) -> None:
         default="preset",
         help="preset: detect with MTCNN and crop as the weights expect; center: fixed "
         "central crop, no detection",
+    )
+    command.add_argument(
+        "--detector",
+        choices=("graph", "package"),
+        default="graph",
+        help="graph: MTCNN in one TensorFlow graph (default); package: the mtcnn package "
+        "(the same faces, slower)",
     )
     command.add_argument("--chip-cache", default=None, help="folder caching aligned chips")
     command.add_argument(
@@ -84,6 +91,7 @@ def make_embedder(args: argparse.Namespace):
         flip=args.flip,
         precision=args.precision,
         model_file=args.model_file,
+        detector=args.detector,
     )
 
 

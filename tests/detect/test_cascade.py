@@ -68,7 +68,7 @@ def test_fast_nms_equals_the_package_nms(rng):
 
 
 def test_cascade_equals_the_package(detector, photos, collage):
-    reference = MtcnnDetector()
+    reference = MtcnnDetector(backend="package")
     images = [*photos, collage, resized(collage, 333, 417)]
     for image, theirs in zip(images, reference.detect(images), strict=True):
         boxes, scores, landmarks = faces(detector.detect(image[None]))

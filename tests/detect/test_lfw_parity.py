@@ -58,7 +58,7 @@ def test_parity_with_the_package_on_lfw():
         tiles = [load_image(paths[i]).numpy() for i in row]
         top, bottom = np.concatenate(tiles[:2], axis=1), np.concatenate(tiles[2:], axis=1)
         collages.append(np.concatenate([top, bottom], axis=0))
-    reference, detector = MtcnnDetector(), Mtcnn(retry_padding=0)
+    reference, detector = MtcnnDetector(backend="package"), Mtcnn(retry_padding=0)
     for images in (photos, np.stack(collages)):
         figures = parity(reference.detect(list(images)), detect(detector, images))
         assert figures["recall"] >= 0.995 and figures["extra"] <= 0.005, figures
