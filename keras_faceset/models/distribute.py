@@ -176,12 +176,9 @@ def fit(
         dataset = dataset.shuffle(len(dataset), seed=seed, reshuffle_each_iteration=True)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    batches = strategy.experimental_distribute_dataset(
-        dataset.batch(batch_size).with_options(options)
-    )
-    with strategy.scope():
-        if not model.optimizer.built:
-            model.optimizer.build(model.trainable_variables)
+    dataset = dataset.batch(batch_size).with_options(options)
+    build_for_replicas(model, next(iter(dataset)))
+    batches = strategy.experimental_distribute_dataset(dataset)
 
     @tf.function
     @tf.autograph.experimental.do_not_convert
@@ -205,3 +202,21 @@ def fit(
             history.setdefault(key, []).append(value)
     callbacks.on_train_end(logs)
     return history
+
+
+def build_for_replicas(model: keras.Model, batch) -> None:
+    """Create, before the replicas run, the variables Keras makes on a model's first training
+    step (the compiled losses' and metrics' trackers, the optimizer's slots): created by the
+    replicas inside the step, they fail under `MirroredStrategy`. One eager forward pass and
+    loss on `batch` (a global batch) builds them; the model's non-trainable state (seed
+    generators) is put back after."""
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
+    state = [(v, v.numpy()) for v in model.non_trainable_variables]
+    with model.distribute_strategy.scope():
+        y_pred = model(x, training=False)
+        model.compute_loss(x, y, y_pred, sample_weight, training=False)
+        model.compute_metrics(x, y, y_pred, sample_weight)
+        if not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+    for variable, value in state:
+        variable.assign(value)

@@ -71,11 +71,26 @@ def triplet_model(mining_batch: str):
     return build
 
 
+def two_outputs_model():
+    """Global batch-hard triplets on one output, a mean squared error on another (Keras then
+    tracks a loss per output: variables that must exist before the replicas run)."""
+    features = keras.Input((DIM,))
+    outputs = {
+        "embedding": keras.layers.Dense(4, name="embedding")(features),
+        "score": keras.layers.Dense(1, name="score")(features),
+    }
+    model = keras.Model(features, outputs)
+    loss = {"embedding": TripletLoss(mining="hard", mining_batch="global"), "score": "mse"}
+    model.compile(keras.optimizers.SGD(0.1), loss)
+    return model, lambda x, y: (x, {"embedding": y, "score": x[:, :1]})
+
+
 CASES = {
     "center": center_model,
     "seqface": seqface_model,
     "triplet_global": triplet_model("global"),
     "triplet_replica": triplet_model("replica"),
+    "two_outputs": two_outputs_model,
 }
 
 

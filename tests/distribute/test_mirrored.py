@@ -11,7 +11,7 @@ import pytest
 from tests.distribute.processes import run_script
 
 CASES = Path(__file__).with_name("mirrored_cases.py")
-FIT_CASES = ("center", "seqface", "triplet_global")
+FIT_CASES = ("center", "seqface", "triplet_global", "two_outputs")
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,8 @@ def test_two_replicas(results):
 def test_fit_matches_one_device(results, case, run):
     """Loss per epoch and every weight after 6 steps, by Keras' `fit` and by
     `distribute.fit`'s loop: the center loss (centers updated by the paper's rule), SeqFace's
-    graph (DSA agents, then a center loss) and batch-hard triplets mined in the global batch."""
+    graph (DSA agents, then a center loss), batch-hard triplets mined in the global batch, and
+    those next to a second output's loss."""
     np.testing.assert_allclose(
         results[f"{case}|{run}|loss"], results[f"{case}|default|loss"], rtol=0, atol=1e-5
     )
