@@ -26,6 +26,7 @@ from keras_faceset.align.pipeline import (
     crop_like,
     default_detector,
     find_faces,
+    image_list,
 )
 from keras_faceset.files import sha256_file
 from keras_faceset.models import MeanSet, SetEmbeddingModel, fold_batch_norm, head_sets
@@ -171,7 +172,7 @@ class FaceEmbedder:
         if self.align == "preset" and like is None:
             aligned = self.align_faces(images)
             return aligned.chips, aligned
-        decoded = [_decode(item) for item in images]
+        decoded = [_decode(item) for item in image_list(images)]
         return crop_like(decoded, like, self.crop), like
 
     def frame_outputs(self, chips: np.ndarray) -> dict[str, np.ndarray]:
@@ -210,6 +211,12 @@ class FaceEmbedder:
         which sum to 1. All frames are aligned and embedded together. With `return_faces`,
         also the `AlignedBatch` of every frame in order (None with ``align="center"``, which
         detects nothing)."""
+        for i, frames in enumerate(sets):
+            if isinstance(frames, (str, os.PathLike)):
+                raise ValueError(
+                    f"set {i} is the path {os.fspath(frames)!r}: a set is a list of frames "
+                    f"(e.g. [{os.fspath(frames)!r}])"
+                )
         sizes = [len(frames) for frames in sets]
         if not sets or min(sizes) < 1:
             raise ValueError("give at least one set, each of at least one frame")

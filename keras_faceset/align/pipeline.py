@@ -17,7 +17,7 @@ from keras_faceset.align.detect import Detections, MtcnnDetector, select_face
 from keras_faceset.align.spec import CropSpec
 from keras_faceset.progress import progress
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 """Part of every cache key: bump it when a change to the code changes the chips."""
 
 CHUNK = 256
@@ -113,7 +113,7 @@ def align_faces(
     detector = detector if detector is not None else default_detector()
     if cache is not None and not isinstance(cache, ChipCache):
         cache = ChipCache(cache)
-    items = _as_items(images)
+    items = image_list(images)
     names = [_name(item, index) for index, item in enumerate(items)]
     key_settings = {**spec.as_dict(), "detector": detector.config, "version": CACHE_VERSION}
     key = settings_key(key_settings)
@@ -171,7 +171,7 @@ def find_faces(
     if max_faces is not None and (isinstance(max_faces, bool) or int(max_faces) < 1):
         raise ValueError(f"max_faces must be a positive int or None, got {max_faces!r}")
     detector = detector if detector is not None else default_detector()
-    items = _as_items(images)
+    items = image_list(images)
     rows: dict[str, list] = {key: [] for key in ("image", "chips", "boxes", "landmarks")}
     rows["scores"], counts = [], []
     starts = range(0, len(items), CHUNK)
@@ -237,7 +237,9 @@ def crop_like(
     return np.stack(chips).astype(np.uint8)
 
 
-def _as_items(images) -> list:
+def image_list(images) -> list:
+    """`images` (a list of paths and/or arrays, or an (N, H, W, C) array) as a list; a single
+    path or image is a ValueError saying to pass a list."""
     if isinstance(images, (str, os.PathLike)):
         raise ValueError("images must be a list of paths or arrays; got a single path")
     if isinstance(images, np.ndarray):

@@ -26,6 +26,26 @@ def pad_sets(rows: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
     return index, mask
 
 
+MAX_PADDED_FRAMES = 1 << 16
+"""Padded frames (sets x longest set) per head batch in `head_sets`: bounds its memory."""
+
+
+def _batches(order: np.ndarray, lengths: np.ndarray, batch_size: int):
+    """Consecutive runs of `order` (sets sorted by length) of at most `batch_size` sets whose
+    padded size, count x last length, stays within `MAX_PADDED_FRAMES` (one set at least)."""
+    start = 0
+    while start < len(order):
+        stop = start + 1
+        while (
+            stop < len(order)
+            and stop - start < batch_size
+            and (stop - start + 1) * lengths[order[stop]] <= MAX_PADDED_FRAMES
+        ):
+            stop += 1
+        yield order[start:stop]
+        start = stop
+
+
 def consecutive_rows(sizes: Sequence[int]) -> list[list[int]]:
     """The rows of sets of `sizes` frames stored one after another: [2, 1] -> [[0, 1], [2]]."""
     ends = np.cumsum(sizes)
@@ -43,18 +63,27 @@ def head_sets(
     per-frame weights (N, T) and mask (N, T) of the sets `rows` of frame embeddings
     `embeddings` (F, dim); `features` (F, ...) feed ``"frame_features"``.
 
-    Sets go through the head `batch_size` at a time in order of length, each batch padded
-    only to its own longest set: one long set does not pad every other one."""
+    Sets go through the head in order of length, at most `batch_size` sets and
+    `MAX_PADDED_FRAMES` padded frames a batch (a longer set alone), each batch padded only to
+    its own longest set: one long set does not pad every other one. A set using a
+    NaN or infinite frame value is refused (ValueError naming it)."""
     _, mask = pad_sets(rows)
     embeddings = np.asarray(embeddings, np.float32)
+    finite = np.isfinite(embeddings).reshape(len(embeddings), -1).all(axis=1)
     if "frame_features" in head.input:
         if features is None:
             raise ValueError(f"{head.name} takes frame_features; pass features")
         features = np.asarray(features, np.float32)
-    order = np.argsort(mask.sum(axis=1), kind="stable")
+        finite &= np.isfinite(features).reshape(len(features), -1).all(axis=1)
+    if not finite.all():
+        bad = next(i for i, r in enumerate(rows) if not finite[np.asarray(r, np.int64)].all())
+        raise ValueError(
+            f"set {bad} has NaN or Inf in its frame embeddings or features: drop those frames"
+        )
+    lengths = mask.sum(axis=1)
+    order = np.argsort(lengths, kind="stable")
     out, weights = None, np.zeros(mask.shape, np.float32)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
+    for chunk in _batches(order, lengths, batch_size):
         index, chunk_mask = pad_sets([rows[i] for i in chunk])
         inputs = {"frame_embeddings": embeddings[index], "mask": chunk_mask}
         if "frame_features" in head.input:

@@ -97,11 +97,6 @@ def test_a_10000_frame_set_through_its_head_is_exact_and_order_free(name, rng):
         np.testing.assert_allclose(weights[0], 1 / frames, rtol=1e-5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="models/set_inference.py head_sets pads every set to the longest one at once: "
-    "memory grows as sets x longest set (101 x 10,000 frames here), not with the frames",
-)
 def test_head_sets_memory_follows_the_frames_not_sets_times_the_longest_set(rng):
     head = zoo.build_head("dlib_resnet", dim=32)
     rows = [[2 * i, 2 * i + 1] for i in range(100)] + [list(range(200, 10_200))]
@@ -161,11 +156,6 @@ def test_a_10000_frame_set_through_face_embedder_keeps_memory_bounded(tmp_path):
 # --- 2. non-finite values, odd pixels -------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="models/set_inference.py head_sets passes NaN/Inf frame embeddings to the head, "
-    "whose set embedding is then NaN without a word",
-)
 @pytest.mark.parametrize("value", [np.nan, np.inf])
 def test_non_finite_frame_embeddings_are_refused_naming_the_set(value, dlib, rng):
     embeddings = rng.normal(size=(4, 128)).astype("float32")
@@ -203,21 +193,11 @@ def test_a_single_image_array_is_refused_with_detection(photos):
         FaceEmbedder("dlib_resnet").embed(photos[0])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="embedder.py _chips (align='center') iterates an (H, W, 3) array as H gray images "
-    "of shape (W, 3): 250 embeddings of garbage for one photo, no error",
-)
 def test_a_single_image_array_is_refused_without_detection(dlib, photos):
     with pytest.raises(ValueError, match=r"\(N, H, W, C\)"):
         dlib.embed(photos[0])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="embedder.py embed_sets takes a path string as a set of its characters: "
-    "'image file not found: /'",
-)
 def test_a_path_given_where_a_set_belongs_is_refused(dlib):
     with pytest.raises(ValueError, match="set 0 .*list"):
         dlib.embed_sets([str(PHOTOS[0])])
