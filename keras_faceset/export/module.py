@@ -1,4 +1,5 @@
-"""The endpoints (four; seven for a zoo preset) of a `keras.export.ExportArchive`: the SavedModel's serving signatures.
+"""The endpoints of a `keras.export.ExportArchive`: the SavedModel's serving signatures (four;
+seven for a zoo preset, whose photo signatures are `keras_faceset.export.pipeline`'s).
 
 Batch and set sizes and image sizes are dynamic; images are uint8 RGB, cast to float32 and
 resized in the graph (bilinear, antialiased) to the backbone's input size when they differ.
