@@ -64,7 +64,7 @@ def pipeline():
 
 @pytest.fixture(scope="module")
 def embedder():
-    return FaceEmbedder("dlib_resnet")
+    return FaceEmbedder("dlib_resnet", detector="package")  # today's path: the mtcnn package
 
 
 @pytest.fixture(scope="module")

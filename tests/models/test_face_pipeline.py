@@ -31,7 +31,7 @@ def pipeline(task):
 
 @pytest.fixture(scope="module")
 def embedder():
-    return FaceEmbedder("dlib_resnet")
+    return FaceEmbedder("dlib_resnet", detector="package")  # today's path: the mtcnn package
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +153,9 @@ def test_a_set_preset_gives_its_heads_set_embedding_and_attention(photos):
     pipeline = FacePipeline.from_task(zoo.load("nan", form="task"), zoo.get_preset("nan").crop)
     out = pipeline(np.stack(photos))
     assert out["frame_features"].shape == (3, 576)
-    embedding, weights = FaceEmbedder("nan").embed_sets([list(map(str, PHOTOS))])
+    embedding, weights = FaceEmbedder("nan", detector="package").embed_sets(
+        [list(map(str, PHOTOS))]
+    )
     assert float(out["set_embedding"].numpy() @ embedding[0]) >= 0.999
     np.testing.assert_allclose(out["set_weights"], weights[0], atol=2e-3)
     assert np.ptp(out["set_weights"].numpy()) > 1e-3  # attention, not a mean
