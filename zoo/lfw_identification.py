@@ -14,7 +14,8 @@ cached_embeddings`, written atomically), which ``zoo/lfw_clustering.py`` reads t
   DIR is the share of genuine probes accepted with the right person.
 - Templates: the DevTest people of LFW View 1 with >= 4 images (the set heads were trained on
   DevTrain people): 3 seeded images enrolled as one template by each preset's head, their other
-  images probes (each a set of one frame), the DevTest people with one image impostors.
+  images probes (each a set of one frame), the DevTest people with one image impostors; for
+  the image presets also one of the 3 images alone against the same probes.
 
 Every figure is the mean over --seeds seeded draws of the gallery (spread printed).
 
@@ -43,6 +44,8 @@ IMAGE_MODELS = ("facenet", "dlib_resnet")
 TEMPLATE_MODELS = ("facenet", "dlib_resnet", "nan1", "nan", "qan", "seqface")
 MEAN_TEMPLATES = {"facenet": "mean_facenet", "dlib_resnet": "mean_dlib"}
 """How the results table names an image preset's mean-pooled templates."""
+ONE_IMAGE = {"facenet": "one_image_facenet", "dlib_resnet": "one_image_dlib"}
+"""... and its baseline: one of the enrolled images alone, against the same probes."""
 FPIR = 1e-2
 ENROLLED = 3
 
@@ -132,11 +135,19 @@ def templates(lfw: LFW, args: argparse.Namespace) -> pd.DataFrame:
         for seed in range(args.seeds):
             gallery, probes, impostors = enrol(identities, ENROLLED, np.random.default_rng(seed))
             enrolled = embedder.set_embeddings(outputs, gallery)[0]
-            gallery_labels = labels[[g[0] for g in gallery]]
-            result = identification(
-                enrolled, gallery_labels, singles[probes], labels[probes], singles[impostors]
-            )
-            rows.append({"model": name, "seed": seed, **result})
+            first = [g[0] for g in gallery]
+            galleries = {name: enrolled}
+            if model in ONE_IMAGE:
+                galleries[ONE_IMAGE[model]] = singles[first]
+            for row_name, gallery_embeddings in galleries.items():
+                result = identification(
+                    gallery_embeddings,
+                    labels[first],
+                    singles[probes],
+                    labels[probes],
+                    singles[impostors],
+                )
+                rows.append({"model": row_name, "seed": seed, **result})
     return pd.DataFrame(rows)
 
 
