@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import json
 import os
+import weakref
 from collections.abc import Iterator
 
 import keras
@@ -177,14 +178,8 @@ def fit(
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     dataset = dataset.batch(batch_size).with_options(options)
-    build_for_replicas(model, next(iter(dataset)))
+    step = replica_step(model, dataset)
     batches = strategy.experimental_distribute_dataset(dataset)
-
-    @tf.function
-    @tf.autograph.experimental.do_not_convert
-    def step(batch):
-        return strategy.run(model.train_step, args=(batch,))
-
     callbacks = keras.callbacks.CallbackList(callbacks, model=model)
     history, logs = {}, {}
     callbacks.on_train_begin()
@@ -202,6 +197,29 @@ def fit(
             history.setdefault(key, []).append(value)
     callbacks.on_train_end(logs)
     return history
+
+
+_STEPS = weakref.WeakKeyDictionary()  # model -> (its optimizer, its traced replica step)
+
+
+def replica_step(model: keras.Model, dataset: tf.data.Dataset):
+    """A `tf.function` running `model.train_step` on every replica of a distributed batch,
+    traced once per model and optimizer (a new `compile` gets a new one); the first call
+    builds the model's training variables (`build_for_replicas`) from `dataset`'s first
+    global batch."""
+    optimizer, step = _STEPS.get(model, (None, None))
+    if step is not None and optimizer is model.optimizer:
+        return step
+    build_for_replicas(model, next(iter(dataset)))
+    strategy, owner = model.distribute_strategy, weakref.ref(model)  # the cache keeps no model
+
+    @tf.function
+    @tf.autograph.experimental.do_not_convert
+    def step(batch):
+        return strategy.run(owner().train_step, args=(batch,))
+
+    _STEPS[model] = (model.optimizer, step)
+    return step
 
 
 def build_for_replicas(model: keras.Model, batch) -> None:

@@ -126,6 +126,29 @@ def fit_cases(mirrored, results: dict) -> None:
                 )
 
 
+def refit_cases(mirrored, results: dict) -> None:
+    """`fit`'s loop called once per epoch continues where it stopped, and a new `compile` (a
+    zero learning rate here) is followed, not the step traced for the old optimizer."""
+    x, y = data()
+    keras.utils.set_random_seed(0)
+    with mirrored.scope():
+        model, feed = center_model()
+    losses = [fit(model, *feed(x, y), batch_size=BATCH)["loss"][0] for _ in range(EPOCHS)]
+    results["refit|loop|loss"] = np.array(losses)
+    for i, weight in enumerate(model.weights):
+        results[f"refit|loop|{i}"] = keras.ops.convert_to_numpy(weight)
+    with mirrored.scope():
+        model.compile(keras.optimizers.SGD(0.0), model.loss)
+    fit(model, *feed(x, y), batch_size=BATCH)
+    results["refit|frozen_gap"] = np.array(
+        max(
+            np.abs(keras.ops.convert_to_numpy(w) - results[f"refit|loop|{i}"]).max()
+            for i, w in enumerate(model.weights)
+            if w.trainable
+        )
+    )
+
+
 def step_cases(mirrored, results: dict) -> None:
     """Uneven replica batches (4 + 3 rows) straight through `strategy.run`, and DSA's draws
     on two replicas given the same labels."""
@@ -171,6 +194,7 @@ def main(path: str) -> int:
     mirrored = make_strategy("mirrored", cpu_replicas=2)  # before TensorFlow's devices start
     results = {"replicas": np.array(mirrored.num_replicas_in_sync)}
     fit_cases(mirrored, results)
+    refit_cases(mirrored, results)
     step_cases(mirrored, results)
     np.savez(path, **results)
     return 0

@@ -54,6 +54,16 @@ def test_replica_copies_never_drift(results, case, run):
     assert float(results[f"{case}|{run}|replica_gap"]) == 0.0
 
 
+def test_fit_once_per_epoch_continues_and_follows_a_new_compile(results):
+    np.testing.assert_allclose(
+        results["refit|loop|loss"], results["center|loop|loss"], rtol=0, atol=1e-6
+    )
+    once, per_epoch = weights(results, "center", "loop"), weights(results, "refit", "loop")
+    for a, b in zip(once, per_epoch, strict=True):
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-6)
+    assert float(results["refit|frozen_gap"]) == 0.0
+
+
 def test_replica_mining_sees_only_each_replica_share(results):
     """The default `mining_batch="replica"` is a different loss under two replicas: the test
     above would see a wrong gather."""
