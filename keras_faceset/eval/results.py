@@ -23,6 +23,12 @@ COLUMNS = [
     "pairs",
     "command",
     "date",
+    "rank1",
+    "rank5",
+    "dir@far=1e-2",
+    "pairwise_f",
+    "bcubed_f",
+    "threshold",
 ]
 
 
