@@ -34,10 +34,11 @@ from keras_faceset.losses.distances import l2_normalize
 METHODS = ("graph", "agglomerative")
 DEFAULT_FAR = "1e-03"
 """The false accept rate whose preset threshold (`Preset.thresholds`) average linkage cuts at
-when no `threshold` is given. Measured on LFW (docs/clustering.md): BCubed F peaks at 0.6-0.8
+when no `threshold` is given. Measured on LFW (docs/clustering.md): BCubed F peaks at 0.6-0.85
 of the FAR 1e-2 threshold for facenet and dlib_resnet; their FAR 1e-3 threshold is 0.80-0.84
-of it. The threshold graph has no default: it peaks near half the FAR 1e-2 threshold, and
-moves with the number of faces (more faces, more chance of one wrong edge)."""
+of it (dlib_resnet loses at most 0.4 points of BCubed F there, facenet 1.8-2.8). The
+threshold graph has no default: it peaks near half the FAR 1e-2 threshold, and moves with the
+number of faces (more faces, more chance of one wrong edge)."""
 BLOCK_ELEMENTS = 1 << 23  # similarities per block of rows: 64 MB of float64
 COMPACT_ROWS = 256  # average linkage drops merged rows from matrices at least this large
 
