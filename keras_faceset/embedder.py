@@ -105,7 +105,8 @@ class FaceEmbedder:
             self.frame_model = fold_batch_norm(self.frame_model, dtype=dtype)
         self.fallbacks = 0
         name = model if model_file is None else f"{model}:{self.model_file.name}"
-        self.__name__ = f"{name}[{self.description}]"
+        detected = f", {detector} detector" if align == "preset" else ""
+        self.__name__ = f"{name}[{self.description}{detected}]"
 
     @property
     def takes_sets(self) -> bool:
@@ -115,10 +116,12 @@ class FaceEmbedder:
     @property
     def frame_key(self) -> str:
         """What the frame outputs depend on: backbone preset (or the model file's content), crop,
-        flip and head features (presets with the same key, e.g. nan and nan1, can share cached
-        frame outputs)."""
+        detector, flip and head features (presets with the same key, e.g. nan and nan1, can
+        share cached frame outputs)."""
         features = self.head.feature_shape
         key = f"{self._backbone_key} | {self.description}"
+        if self.align == "preset":
+            key += f" | detector {self.detector.backend}"
         return key + (f" | features {features}" if features else "")
 
     @property

@@ -125,3 +125,15 @@ def test_faces_are_reported_per_frame():
 def _batch_norms(model) -> int:
     layers = model._flatten_layers(include_self=False, recursive=True)
     return sum(isinstance(layer, (keras.layers.BatchNormalization, Affine)) for layer in layers)
+
+
+def test_the_detector_is_part_of_the_cache_keys():
+    """Embeddings of the in-graph detector and of the mtcnn package are cached apart (they
+    agree face for face, but a cache must never mix two pipelines)."""
+    graph, package = FaceEmbedder("dlib_resnet"), FaceEmbedder("dlib_resnet", detector="package")
+    assert graph.frame_key != package.frame_key and graph.__name__ != package.__name__
+    assert "detector graph" in graph.frame_key and "package detector" in package.__name__
+    center = FaceEmbedder("dlib_resnet", align="center")
+    assert "detector" not in center.frame_key  # nothing is detected
+    with pytest.raises(ValueError, match="unknown detector backend"):
+        FaceEmbedder("dlib_resnet", detector="hog")
