@@ -36,6 +36,8 @@ def tiny(monkeypatch, tmp_path):
         ),
     )
     monkeypatch.setitem(PRESETS, "tiny", preset)
+    # a new preset: its licence notice not yet shown in this process (other tests load "tiny")
+    monkeypatch.setattr(registry, "_NOTICES_SHOWN", set())
     monkeypatch.setenv("KERAS_FACESET_SOURCES", str(sources))
     monkeypatch.setenv("KERAS_FACESET_HOME", str(tmp_path / "home"))
     return sources
