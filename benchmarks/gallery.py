@@ -36,7 +36,7 @@ SINGLE = 20
 """Single queries per method in each round."""
 REAL_ENROLLED = 1180
 PEER_CHUNK = 64
-EF_SWEEP = (64, 128, 256)
+EF_SWEEP = (128, 512, 1024, 2048)
 """HNSW search widths measured beside the default."""
 
 

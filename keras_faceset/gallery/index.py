@@ -185,6 +185,9 @@ class ExactIndex(VectorIndex):
 class HnswIndex(VectorIndex):
     """faiss ``IndexHNSWFlat`` (inner product): graph search, `ef_search` candidates per query.
 
+    The default, efSearch 1024 on M = 32 links, agreed with exact search on the top-1 of 99.2 %
+    of probes among 1e6 dlib_resnet-like templates (efSearch 128: 91 %; docs/gallery.md).
+
     HNSW cannot delete: a removed template is masked (a faiss ``IDSelectorBitmap`` keeps it out
     of the results during the graph walk) and the graph is rebuilt from the live vectors once
     masked ones are more than `REBUILD_SHARE` of it.
@@ -193,7 +196,7 @@ class HnswIndex(VectorIndex):
     kind = "hnsw"
     REBUILD_SHARE = 0.25
 
-    def __init__(self, dim: int, m: int = 32, ef_construction: int = 80, ef_search: int = 128):
+    def __init__(self, dim: int, m: int = 32, ef_construction: int = 80, ef_search: int = 1024):
         super().__init__(dim)
         self.m, self.ef_construction, self.ef_search = int(m), int(ef_construction), int(ef_search)
         self._graph = self._new_graph()
