@@ -1,5 +1,6 @@
 """Galleries: enrol people, identify faces against them (`Gallery`), over a vector index."""
 
+from keras_faceset.gallery.cluster import cluster, clustering_scores, default_threshold
 from keras_faceset.gallery.gallery import (
     UNKNOWN,
     AddReport,
@@ -22,5 +23,8 @@ __all__ = [
     "Identification",
     "IndexFileError",
     "VectorIndex",
+    "cluster",
+    "clustering_scores",
+    "default_threshold",
     "threshold_at_fpir",
 ]
