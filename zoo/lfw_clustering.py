@@ -36,8 +36,7 @@ from sklearn.cluster import DBSCAN
 
 from keras_faceset.data import LFW
 from keras_faceset.embedder import FaceEmbedder
-from keras_faceset.eval.lfw import cached_embeddings
-from keras_faceset.eval.protocol_cache import add_cache_options
+from keras_faceset.eval.protocol_cache import add_cache_options, lfw_image_embeddings
 from keras_faceset.eval.results import record_result
 from keras_faceset.gallery.cluster import cluster, clustering_scores, default_threshold
 from keras_faceset.zoo import get_preset
@@ -54,15 +53,6 @@ MIN_SAMPLES = (2, 3, 5)
 SUBSET = 1000
 TRACK = 2
 SCORES = ("pairwise_precision", "pairwise_recall", "pairwise_f", "bcubed_f", "clusters")
-
-
-def lfw_embeddings(lfw: LFW, model: str, args: argparse.Namespace) -> tuple[np.ndarray, list]:
-    """Unit embeddings of every LFW image by image preset `model` (cached) and the identities."""
-    images = lfw.images("view2")
-    embedder = FaceEmbedder(model, chip_cache=args.chips)
-    path = Path(args.cache) / f"lfw_{model}.npz"
-    embeddings = cached_embeddings(embedder, images["path"].tolist(), cache_path=path)
-    return embeddings, images["identity"].tolist()
 
 
 def run(method: str, x: np.ndarray, threshold: float, min_samples: int) -> np.ndarray:
@@ -109,7 +99,7 @@ def image_faces(lfw: LFW, args: argparse.Namespace) -> list[dict]:
     dev_train = set(lfw.people("dev_train")["name"])
     rows = []
     for model in IMAGE_MODELS:
-        embeddings, identities = lfw_embeddings(lfw, model, args)
+        embeddings, identities = lfw_image_embeddings(lfw, model, args.cache, args.chips)
         counts = pd.Series(identities).value_counts()
         sides: dict[str, list[int]] = {"dev_train": [], "dev_test": []}
         for i, person in enumerate(identities):

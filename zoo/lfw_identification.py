@@ -35,8 +35,7 @@ import pandas as pd
 from keras_faceset.data import LFW
 from keras_faceset.embedder import FaceEmbedder
 from keras_faceset.eval import identification_report, threshold_at_far
-from keras_faceset.eval.lfw import cached_embeddings
-from keras_faceset.eval.protocol_cache import add_cache_options
+from keras_faceset.eval.protocol_cache import add_cache_options, lfw_image_embeddings
 from keras_faceset.eval.results import record_result
 from keras_faceset.zoo import get_preset
 
@@ -48,15 +47,6 @@ ONE_IMAGE = {"facenet": "one_image_facenet", "dlib_resnet": "one_image_dlib"}
 """... and its baseline: one of the enrolled images alone, against the same probes."""
 FPIR = 1e-2
 ENROLLED = 3
-
-
-def lfw_embeddings(lfw: LFW, model: str, args: argparse.Namespace) -> tuple[np.ndarray, list]:
-    """Unit embeddings of every LFW image by image preset `model` (cached) and the identities."""
-    images = lfw.images("view2")
-    embedder = FaceEmbedder(model, chip_cache=args.chips)
-    path = Path(args.cache) / f"lfw_{model}.npz"
-    embeddings = cached_embeddings(embedder, images["path"].tolist(), cache_path=path)
-    return embeddings, images["identity"].tolist()
 
 
 def enrol(identities: list, per_person: int, rng: np.random.Generator) -> tuple[list, list, list]:
@@ -100,7 +90,7 @@ def single_image(lfw: LFW, args: argparse.Namespace) -> pd.DataFrame:
     """One gallery image per person with >= 2 images, for each image preset and seed."""
     rows = []
     for model in IMAGE_MODELS:
-        embeddings, identities = lfw_embeddings(lfw, model, args)
+        embeddings, identities = lfw_image_embeddings(lfw, model, args.cache, args.chips)
         labels = np.asarray(identities)
         for seed in range(args.seeds):
             gallery, probes, impostors = enrol(identities, 1, np.random.default_rng(seed))

@@ -32,6 +32,8 @@ from keras_faceset.data import lfw_sets
 from keras_faceset.data.devtrain_sets import select_images, training_frames
 from keras_faceset.data.held_out_sets import held_out_protocol
 from keras_faceset.data.lfw import LFW
+from keras_faceset.embedder import FaceEmbedder
+from keras_faceset.eval.lfw import cached_embeddings
 from keras_faceset.eval.sets import lfw_sets_protocol_dir
 from keras_faceset.files import atomic_path
 from keras_faceset.zoo import get_preset, load
@@ -66,6 +68,18 @@ def add_cache_options(parser: argparse.ArgumentParser) -> None:
         default=default_cache_dir("chips"),
         help="aligned chip cache (default: %(default)s)",
     )
+
+
+def lfw_image_embeddings(
+    lfw: LFW, model: str, cache: str | os.PathLike, chips: str | os.PathLike | None = None
+) -> tuple[np.ndarray, list]:
+    """Unit embeddings of every LFW image by image preset `model`, cached in
+    ``cache/lfw_<model>.npz`` (aligned chips in `chips`), and each image's identity."""
+    images = lfw.images("view2")
+    embedder = FaceEmbedder(model, chip_cache=chips)
+    path = Path(cache) / f"lfw_{model}.npz"
+    embeddings = cached_embeddings(embedder, images["path"].tolist(), cache_path=path)
+    return embeddings, images["identity"].tolist()
 
 
 def frame_chips(
