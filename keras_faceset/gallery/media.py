@@ -24,8 +24,6 @@ from keras_faceset.models.set_inference import head_sets
 
 MediaInput = str | os.PathLike | np.ndarray
 """A photo or video path, a folder of photos, an (H, W, 3) photo or a (T, H, W, 3) clip."""
-HEAD_CHUNK = 256
-"""Sets per call of the set head (sets are padded to the longest in a call)."""
 
 
 @dataclass
@@ -110,17 +108,7 @@ def extract_faces(embedder: FaceEmbedder, items: Sequence[MediaItem]) -> Faces:
 
 
 def set_templates(head, faces: Table, rows: Sequence[np.ndarray]) -> np.ndarray:
-    """The set head's unit embeddings (N, D) of the sets of `faces` rows `rows` (each non-empty),
-    in chunks of sets of similar length (padding stays small)."""
-    order = np.argsort([len(r) for r in rows], kind="stable")
-    out = np.empty((len(rows), head.output["embedding"].shape[-1]), np.float32)
-    for start in range(0, len(order), HEAD_CHUNK):
-        chunk = order[start : start + HEAD_CHUNK]
-        embeddings, _, _ = head_sets(
-            head,
-            faces.vectors["frame_embeddings"],
-            [rows[i] for i in chunk],
-            faces.vectors.get("frame_features"),
-        )
-        out[chunk] = embeddings
-    return out
+    """The set head's unit embeddings (N, D) of the sets of `faces` rows `rows` (each
+    non-empty); `head_sets` batches them by length."""
+    vectors = faces.vectors
+    return head_sets(head, vectors["frame_embeddings"], rows, vectors.get("frame_features"))[0]
