@@ -183,6 +183,13 @@ class FaceEmbedder:
         "frame_embeddings" (N, D), raw (with `flip`, plus the mirrored chip's), and
         "frame_features" when the head takes them."""
         chips = np.asarray(chips)
+        side = self.preset.input_size
+        if chips.dtype != np.uint8 or chips.shape[1:] != (side, side, 3):
+            raise ValueError(
+                f"chips must be uint8 (N, {side}, {side}, 3), the model's input size; got "
+                f"{chips.dtype} {chips.shape}: crop images with FaceEmbedder.chips (or "
+                "find_faces), which give such chips"
+            )
         size, outputs = self.batch_size, {}
         batches = range(0, len(chips), size)
         steps = progress(

@@ -203,11 +203,6 @@ def test_a_path_given_where_a_set_belongs_is_refused(dlib):
         dlib.embed_sets([str(PHOTOS[0])])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="embedder.py frame_outputs casts any chips to float32 and runs the backbone: a wrong "
-    "size fails deep in the graph (InvalidArgumentError 'Incompatible shapes'), float chips pass",
-)
 @pytest.mark.parametrize("chips", ["100 px", "float"])
 def test_chips_of_the_wrong_size_or_dtype_are_refused_before_the_backbone(dlib, chips):
     size = 100 if chips == "100 px" else 150
