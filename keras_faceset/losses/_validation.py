@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_faceset.losses.distribute import build_labels
+
 
 def _as_vector(values, name: str):
     """`(B,)` or `(B, 1)` -> `(B,)`; any other shape raises `ValueError` naming `name`."""
@@ -18,9 +20,10 @@ def validate_labels(labels):
     """Check identity labels of shape `(B,)` or `(B, 1)` with an integer dtype.
 
     Returns them as an int32 tensor of shape `(B,)`; raises `ValueError` for a float
-    (or bool) dtype, a rank other than 1 or 2, or a `(B, k)` shape with `k != 1`.
+    (or bool) dtype, a rank other than 1 or 2, or a `(B, k)` shape with `k != 1`. The float
+    labels of Keras' build under a multi-replica strategy (`build_labels`) are accepted.
     """
-    labels = ops.convert_to_tensor(labels)
+    labels = build_labels(ops.convert_to_tensor(labels))
     dtype = keras.backend.standardize_dtype(labels.dtype)
     if "int" not in dtype:
         raise ValueError(f"labels must have an integer dtype (identity indices), got {dtype}")

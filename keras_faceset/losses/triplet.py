@@ -14,7 +14,7 @@ from keras import ops
 
 from keras_faceset.losses._validation import validate_labels
 from keras_faceset.losses.distances import check_distance, pairwise_distance
-from keras_faceset.losses.distribute import all_gather, build_labels, local_rows
+from keras_faceset.losses.distribute import all_gather, local_rows
 from keras_faceset.losses.mining import (
     check_average,
     check_mining,
@@ -108,7 +108,7 @@ class TripletLoss(keras.losses.Loss):
 
     def __call__(self, y_true, y_pred, sample_weight=None):
         # Keras casts y_true to float: pass the exact identity adjacency instead of labels.
-        labels = validate_labels(build_labels(ops.convert_to_tensor(y_true)))
+        labels = validate_labels(y_true)
         if self.mining_batch == "global":
             labels = all_gather(labels)
         return super().__call__(identity_adjacency(labels), y_pred, sample_weight)

@@ -10,8 +10,8 @@ over the visible GPUs, or over `cpu_replicas` logical devices carved out of the 
 is no GPU; `"multi_worker"` a `MultiWorkerMirroredStrategy` over the workers that the
 `TF_CONFIG` environment variable describes (one process per worker, each with its own
 `task.index`). The losses of `keras_faceset.losses` are correct under all three (see their
-docstrings: the center-loss update uses the global batch; triplet mining mines per replica
-unless `mining_batch="global"`).
+docstrings: the center-loss update uses the global batch; triplet mining and batch contrastive
+pairs stay within each replica's share unless `mining_batch="global"`).
 """
 
 from __future__ import annotations

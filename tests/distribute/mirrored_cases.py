@@ -16,7 +16,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_faceset.losses import CenterLoss, TripletLoss, sample_negative_mask, updated_centers
+from keras_faceset.losses import (
+    CenterLoss,
+    ContrastiveLoss,
+    LSRLoss,
+    TripletLoss,
+    sample_negative_mask,
+    updated_centers,
+)
 from keras_faceset.models import SeqFaceHead
 from keras_faceset.models.distribute import fit, make_strategy
 
@@ -71,6 +78,26 @@ def triplet_model(mining_batch: str):
     return build
 
 
+def contrastive_model(mining_batch: str):
+    def build():
+        features = keras.Input((DIM,))
+        embeddings = keras.layers.Dense(4, name="embedding")(features)
+        model = keras.Model(features, embeddings)
+        loss = ContrastiveLoss(margin=1.0, pairs="batch", mining_batch=mining_batch)
+        model.compile(keras.optimizers.SGD(0.1), loss)
+        return model, lambda x, y: (x, y)
+
+    return build
+
+
+def lsr_model():
+    """Logits of the identities 0-2 under the LSR loss; identities 3-4 are unlabeled (-1)."""
+    features = keras.Input((DIM,))
+    model = keras.Model(features, keras.layers.Dense(3, name="logits")(features))
+    model.compile(keras.optimizers.SGD(0.1), LSRLoss())
+    return model, lambda x, y: (x, np.where(y < 3, y, -1).astype("int32"))
+
+
 def two_outputs_model():
     """Global batch-hard triplets on one output, a mean squared error on another (Keras then
     tracks a loss per output: variables that must exist before the replicas run)."""
@@ -91,6 +118,9 @@ CASES = {
     "triplet_global": triplet_model("global"),
     "triplet_replica": triplet_model("replica"),
     "two_outputs": two_outputs_model,
+    "contrastive_global": contrastive_model("global"),
+    "contrastive_replica": contrastive_model("replica"),
+    "lsr": lsr_model,
 }
 
 
@@ -179,6 +209,10 @@ def step_cases(mirrored, results: dict) -> None:
     results["uneven|triplet|mirrored"] = np.concatenate(run(loss, y, x, split=4))
     default = TripletLoss(mining="semi_hard", reduction=None)
     results["uneven|triplet|default"] = keras.ops.convert_to_numpy(default(y, x))
+    loss = ContrastiveLoss(pairs="batch", mining_batch="global", reduction=None)
+    results["uneven|contrastive|mirrored"] = np.concatenate(run(loss, y, x, split=4))
+    default = ContrastiveLoss(pairs="batch", reduction=None)
+    results["uneven|contrastive|default"] = keras.ops.convert_to_numpy(default(y, x))
     generator = keras.random.SeedGenerator(3)
     labels = np.arange(8, dtype="int32") % 4  # the same labels on both replicas
     masks = run(

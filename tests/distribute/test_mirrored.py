@@ -11,7 +11,7 @@ import pytest
 from tests.distribute.processes import run_script
 
 CASES = Path(__file__).with_name("mirrored_cases.py")
-FIT_CASES = ("center", "seqface", "triplet_global", "two_outputs")
+FIT_CASES = ("center", "seqface", "triplet_global", "two_outputs", "contrastive_global", "lsr")
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +37,10 @@ def test_two_replicas(results):
 def test_fit_matches_one_device(results, case, run):
     """Loss per epoch and every weight after 6 steps, by Keras' `fit` and by
     `distribute.fit`'s loop: the center loss (centers updated by the paper's rule), SeqFace's
-    graph (DSA agents, then a center loss), batch-hard triplets mined in the global batch, and
-    those next to a second output's loss."""
+    graph (DSA agents, then a center loss), batch-hard triplets mined in the global batch,
+    those next to a second output's loss, contrastive pairs of the global batch, and the LSR
+    loss (integer labels with unlabeled -1: Keras' own `fit` builds the losses on float
+    labels)."""
     np.testing.assert_allclose(
         results[f"{case}|{run}|loss"], results[f"{case}|default|loss"], rtol=0, atol=1e-5
     )
@@ -49,7 +51,7 @@ def test_fit_matches_one_device(results, case, run):
 
 
 @pytest.mark.parametrize("run", ("mirrored", "loop"))
-@pytest.mark.parametrize("case", (*FIT_CASES, "triplet_replica"))
+@pytest.mark.parametrize("case", (*FIT_CASES, "triplet_replica", "contrastive_replica"))
 def test_replica_copies_never_drift(results, case, run):
     assert float(results[f"{case}|{run}|replica_gap"]) == 0.0
 
@@ -64,22 +66,29 @@ def test_fit_once_per_epoch_continues_and_follows_a_new_compile(results):
     assert float(results["refit|frozen_gap"]) == 0.0
 
 
-def test_replica_mining_sees_only_each_replica_share(results):
+@pytest.mark.parametrize("case, least", (("triplet_replica", 0.1), ("contrastive_replica", 0.01)))
+def test_replica_mining_sees_only_each_replica_share(results, case, least):
     """The default `mining_batch="replica"` is a different loss under two replicas: the test
     above would see a wrong gather."""
-    gap = np.abs(results["triplet_replica|mirrored|loss"] - results["triplet_replica|default|loss"])
-    assert gap.min() > 0.1
+    gap = np.abs(results[f"{case}|mirrored|loss"] - results[f"{case}|default|loss"])
+    assert gap.min() > least
 
 
 def test_uneven_replica_batches(results):
     """4 + 3 rows: each replica computes the global batch's center update, and the global
-    triplet terms of its own anchors."""
+    triplet and contrastive terms of its own anchors."""
     for copy in results["uneven|centers|mirrored"]:
         np.testing.assert_allclose(copy, results["uneven|centers|default"], rtol=0, atol=1e-6)
     np.testing.assert_allclose(
         results["uneven|triplet|mirrored"], results["uneven|triplet|default"], rtol=0, atol=1e-5
     )
     assert np.count_nonzero(results["uneven|triplet|default"]) >= 2
+    np.testing.assert_allclose(
+        results["uneven|contrastive|mirrored"],
+        results["uneven|contrastive|default"],
+        rtol=0,
+        atol=1e-5,
+    )
 
 
 def test_dsa_replicas_draw_their_own_negatives(results):

@@ -123,6 +123,22 @@ def test_bad_inputs_raise():
         ContrastiveLoss(pairs="triplets")
     with pytest.raises(ValueError, match="Unknown distance"):
         ContrastiveLoss(distance="l1")
+    with pytest.raises(ValueError, match="Unknown mining_batch 'local'"):
+        ContrastiveLoss(pairs="batch", mining_batch="local")
+    with pytest.raises(ValueError, match="mining_batch='global' needs pairs='batch'"):
+        ContrastiveLoss(mining_batch="global")
+
+
+def test_global_batch_pairs_are_replica_pairs_on_one_device(rng):
+    """On one device the gathered batch is the batch (the two-replica case: tests/distribute)."""
+    labels, x = rng.integers(0, 3, size=9), rng.normal(size=(9, 4)).astype("float32")
+    loss = ContrastiveLoss(margin=1.5, pairs="batch", mining_batch="global", reduction=None)
+    np.testing.assert_array_equal(
+        numpy_value(loss(labels, x)),
+        numpy_value(ContrastiveLoss(margin=1.5, pairs="batch", reduction=None)(labels, x)),
+    )
+    restored = ContrastiveLoss.from_config(loss.get_config())
+    assert (restored.pairs, restored.mining_batch) == ("batch", "global")
 
 
 def siamese_data(pairs=32, dim=8, classes=4, seed=0):
