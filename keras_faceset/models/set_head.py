@@ -14,7 +14,7 @@ import keras
 from keras import ops
 
 from keras_faceset.layers import L2Normalize
-from keras_faceset.layers.masking import check_frame_mask
+from keras_faceset.layers.masking import check_frame_mask, static_shape_mismatch
 
 
 @keras.saving.register_keras_serializable(package="keras_faceset")
@@ -121,6 +121,34 @@ class SetHead(keras.Model):
     def supports_constant_state(self) -> bool:
         """True when streaming needs O(1) state per track (a weighted running sum)."""
         return True
+
+    def check_inputs(self, inputs) -> None:
+        """`ValueError` naming the input when a dict of arrays does not fit the head:
+        frame_embeddings (batch, set_size, dim), frame_features (batch, set_size, *feature_shape),
+        mask (batch, set_size). Keras checks shapes while tracing, and once a trace has seen
+        other sizes its traced function has unknown ones: `predict` and `predict_on_batch`
+        therefore check the arrays here, on every call, before the traced function runs."""
+        if not isinstance(inputs, dict) or not hasattr(inputs.get("frame_embeddings"), "shape"):
+            return
+        frames = tuple(inputs["frame_embeddings"].shape)[:2]
+        for name, spec in self.input.items():
+            shape = tuple(getattr(inputs.get(name), "shape", ()))
+            expected = (*frames, *spec.shape[2:])
+            if name in inputs and static_shape_mismatch(shape, expected):
+                what = ", ".join(["batch", "set_size", *map(str, spec.shape[2:])])
+                raise ValueError(
+                    f"{self.name}: {name} must have shape ({what}) = {expected}, batch and "
+                    f"set_size as in frame_embeddings; got {shape}. Give the head its "
+                    "backbone's frame outputs and one mask entry per frame."
+                )
+
+    def predict(self, x, *args, **kwargs):
+        self.check_inputs(x)
+        return super().predict(x, *args, **kwargs)
+
+    def predict_on_batch(self, x):
+        self.check_inputs(x)
+        return super().predict_on_batch(x)
 
     def project(self, frame_embeddings):
         """The per-frame projection (identity without one), on any leading shape."""

@@ -211,24 +211,23 @@ def test_chips_of_the_wrong_size_or_dtype_are_refused_before_the_backbone(dlib, 
         dlib.frame_outputs(np.zeros((2, size, size, 3), dtype))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="models/set_head.py: the heads' shape checks (Keras's input spec, MaskFrames) see "
-    "static shapes only; once predict has run, its retrace has None dims, so the mean head and "
-    "QAN take 64-d frames silently and the rest fail in the graph (InvalidArgumentError)",
-)
 @pytest.mark.parametrize("problem", ["frame size", "mask shape"])
 @pytest.mark.parametrize("name", ["dlib_resnet", "nan", "qan", "seqface"])
 def test_heads_refuse_wrong_frame_sizes_and_masks_naming_the_input(name, problem, rng):
     head = zoo.load(name, form="head")
-    inputs = head_inputs(head, np.ones((2, 3), bool), rng)
-    head.predict(inputs, verbose=0)  # a good request first, as a service sees them
+    good = head_inputs(head, np.ones((2, 3), bool), rng)
+    bad = dict(good)
     if problem == "frame size":
-        inputs["frame_embeddings"] = inputs["frame_embeddings"][..., :64]
+        bad["frame_embeddings"] = good["frame_embeddings"][..., :64]
+        expected = r"frame_embeddings must have shape \(batch, set_size, \d+\).*got \(2, 3, 64\)"
     else:
-        inputs["mask"] = np.ones((2, 4), bool)
-    with pytest.raises(ValueError, match="frame_embeddings" if problem == "frame size" else "mask"):
-        head.predict(inputs, verbose=0)
+        bad["mask"] = np.ones((2, 4), bool)
+        expected = r"mask must have shape \(batch, set_size\) = \(2, 3\).*got \(2, 4\)"
+    for predict in (lambda x: head.predict(x, verbose=0), head.predict_on_batch):
+        predict(good)  # a good request first, as a service sees them
+        with pytest.raises(ValueError, match=expected):
+            predict(bad)
+        np.testing.assert_allclose(predict(good)["embedding"], head(good)["embedding"], atol=1e-6)
 
 
 # --- 4. odd files ---------------------------------------------------------------------------
