@@ -130,7 +130,11 @@ def _load_backbone(preset: Preset, weights, cache_dir):
         raise FileNotFoundError(f"weights file {path} does not exist")
     if path.name.endswith(".weights.h5"):
         model = _call(preset.builder)()
-        model.load_weights(path)
+        remedy = (
+            f"Give a .weights.h5 file saved from {preset.name} (model.save_weights), its "
+            f"source file {preset.source.filename}, or weights='pretrained'."
+        )
+        _load_weights_file(model, path, preset.name, remedy)
         return model
     cache.verify_sha256(path, preset.source.sha256, preset.source.filename)
     return _call(preset.converter)(path)
@@ -150,7 +154,8 @@ def build_head(name: str, weights: str | os.PathLike | None = None, **overrides)
         path = Path(weights)
         if not path.is_file():
             raise FileNotFoundError(f"weights file {path} does not exist")
-        head.load_weights(path)
+        remedy = f"Give a .weights.h5 file saved from a {name} head (head.save_weights)."
+        _load_weights_file(head, path, f"the {name} head", remedy)
     return head
 
 
@@ -207,8 +212,24 @@ def _from_cache(preset: Preset, target: Path):
         warnings.warn(f"{error} Converting again from the source.", stacklevel=3)
         return None
     model = _call(preset.builder)()
-    model.load_weights(target)
+    try:
+        _load_weights_file(model, target, preset.name, "Converting again from the source.")
+    except ValueError as error:  # e.g. written for the architecture of another version
+        warnings.warn(str(error), stacklevel=3)
+        return None
     return model
+
+
+def _load_weights_file(model, path: Path, what: str, remedy: str) -> None:
+    """`model.load_weights(path)`; Keras's errors for a file of another architecture or one that
+    is not HDF5 (which name neither file nor model) become a ValueError naming both and
+    `remedy`. The caller drops the model: nothing half-loaded is used."""
+    try:
+        model.load_weights(path)
+    except (OSError, ValueError) as error:
+        reason = " ".join(" ".join(str(error).split("\n\n")[:2]).split())
+        message = f"cannot load {path} as the weights of {what} ({reason}). {remedy}"
+        raise ValueError(message) from error
 
 
 def _digest_file(target: Path) -> Path:

@@ -117,6 +117,16 @@ def test_explicit_paths_source_or_converted(tiny, tmp_path):
         zoo.load("tiny", weights=tmp_path / "nowhere.bin")
 
 
+def test_a_converted_file_of_another_architecture_is_refused_naming_it(tiny, tmp_path):
+    other = tmp_path / "other.weights.h5"
+    inputs = keras.Input((4,))
+    keras.Model(inputs, keras.layers.Dense(3, name="dense")(inputs)).save_weights(other)
+    expected = r"cannot load .*other\.weights\.h5 as the weights of tiny \(.*loaded.*\)\. Give"
+    with pytest.raises(ValueError, match=expected):
+        zoo.load("tiny", weights=other)
+    assert not (tmp_path / "home" / "tiny").exists()  # no cache entry
+
+
 def test_random_init_needs_no_file(tiny):
     (tiny / "tiny.bin").unlink()
     assert isinstance(zoo.load("tiny", weights=None), keras.Model)
