@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from keras_faceset import __version__
-from keras_faceset.cli import detect, embed, evaluate, gallery, presets, verify
+from keras_faceset.cli import detect, embed, evaluate, gallery, presets, train, verify
 from keras_faceset.cli.common import add_verbose
 from keras_faceset.cli.logs import quiet_tensorflow
 
@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_verbose(command, default=argparse.SUPPRESS)  # also after the command
         return command
 
-    for module in (presets, verify, embed, evaluate, gallery, detect):
+    for module in (presets, verify, embed, evaluate, gallery, detect, train):
         module.register(add_command)
 
     from keras_faceset.export.cli import add_export_command

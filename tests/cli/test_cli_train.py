@@ -1,0 +1,176 @@
+"""`keras-faceset train` on tiny synthetic folders of people: an image preset (`tiny`, a small
+conv backbone on 32x32 chips) fine-tuned end to end and a set preset (`tiny_nan`, a NAN head
+on it) trained on frozen frame embeddings; checkpoints, resume, and the model it writes read
+by `verify --model` and `export --model`."""
+
+import dataclasses
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_faceset.cli import main, parse_args
+from keras_faceset.cli.train import STRATEGY_NAMES, checkpoint_path
+from keras_faceset.embedder import FaceEmbedder, load_task_file
+from keras_faceset.models import SetEmbeddingModel
+from keras_faceset.models.distribute import STRATEGIES
+from keras_faceset.zoo import PRESETS
+from keras_faceset.zoo.presets import Head
+from tests.cli.helpers import save
+from tests.export.helpers import tiny_backbone
+from tests.zoo.test_registry import tiny  # noqa: F401
+
+SIZE, DIM, PEOPLE = 32, 16, 4
+CROP = {"method": "five_point", "size": SIZE, "padding": 0.25}
+FAST = ["--align", "center", "--people", "3", "--per-person", "3", "--steps", "3", "-q"]
+
+
+def tiny_image_backbone() -> keras.Model:
+    return tiny_backbone(SIZE, DIM)
+
+
+def convert(path) -> keras.Model:
+    """The `tiny` preset's "conversion": the seeded backbone (its source file is checked by
+    sha256 before this runs)."""
+    return tiny_image_backbone()
+
+
+@pytest.fixture
+def presets(tiny, monkeypatch):  # noqa: F811
+    """`tiny` as an image preset on 32x32 chips, and `tiny_nan`, a NAN head on its backbone."""
+    image = dataclasses.replace(
+        PRESETS["tiny"],
+        input_size=SIZE,
+        embedding_dim=DIM,
+        crop=CROP,
+        thresholds={},
+        builder="tests.cli.test_cli_train:tiny_image_backbone",
+        converter="tests.cli.test_cli_train:convert",
+        head=None,  # the preset's own MeanHead
+    )
+    head = Head(
+        "keras_faceset.models.nan:NANHead", {"dim": DIM, "num_blocks": 1}, "tiny_nan", "tiny"
+    )
+    sets = dataclasses.replace(
+        PRESETS["nan1"], name="tiny_nan", head=head, thresholds={}, input_size=SIZE, crop=CROP
+    )
+    monkeypatch.setitem(PRESETS, "tiny", image)
+    monkeypatch.setitem(PRESETS, "tiny_nan", sets)
+
+
+def person_images(rng, count: int) -> list[np.ndarray]:
+    """Each person a 4x4 colour pattern (blown up to 48x48) plus per-image noise."""
+    images = []
+    for pattern in rng.integers(0, 256, (PEOPLE, 4, 4, 3)):
+        base = np.kron(pattern, np.ones((12, 12, 1)))
+        for _ in range(count):
+            noisy = base + rng.normal(0, 40, base.shape)
+            images.append(np.clip(noisy, 0, 255).astype(np.uint8))
+    return images
+
+
+@pytest.fixture
+def image_data(tmp_path):
+    images = person_images(np.random.default_rng(1), 6)
+    for i, image in enumerate(images):
+        save(tmp_path / "people" / f"person{i // 6}" / f"{i % 6}.png", image)
+    return tmp_path / "people"
+
+
+def losses(output: str) -> list[float]:
+    return [float(line.split()[-1]) for line in output.splitlines() if line.startswith("epoch")]
+
+
+def weights_of(path) -> list[np.ndarray]:
+    return [np.asarray(w) for w in keras.saving.load_model(path).get_weights()]
+
+
+def assert_same_weights(a: list[np.ndarray], b: list[np.ndarray]) -> None:
+    assert len(a) == len(b) >= 1
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_allclose(x, y, rtol=0, atol=1e-6)
+
+
+def test_image_preset_loss_decreases_and_resume_continues(presets, image_data, tmp_path, capsys):
+    whole, half = tmp_path / "whole.keras", tmp_path / "half.keras"
+    options = [*FAST, "--learning-rate", "1e-2"]
+    assert main(["train", "tiny", str(image_data), str(whole), "--epochs", "3", *options]) == 0
+    trained = losses(capsys.readouterr().out)
+    assert len(trained) == 3 and trained[-1] < 0.7 * trained[0]
+    assert main(["train", "tiny", str(image_data), str(half), "--epochs", "2", *options]) == 0
+    assert losses(capsys.readouterr().out) == pytest.approx(trained[:2], abs=1e-6)
+    checkpoints = tmp_path / "half.keras.checkpoints"
+    command = ["train", "tiny", str(image_data), str(half), "--epochs", "3", *options]
+    assert main([*command, "--resume"]) == 0
+    output = capsys.readouterr().out
+    assert output.startswith("epoch 3/3") and losses(output) == pytest.approx(trained[2:], 1e-5)
+    # the resumed run ends where the uninterrupted one does, and saved every epoch
+    assert_same_weights(weights_of(half), weights_of(whole))
+    assert_same_weights(weights_of(checkpoint_path(checkpoints, 3)), weights_of(whole))
+    first = weights_of(checkpoint_path(checkpoints, 1))
+    assert max(np.abs(a - b).max() for a, b in zip(first, weights_of(whole), strict=True)) > 1e-3
+    assert not list(checkpoints.glob(".*part*"))  # written atomically, nothing left over
+
+    # verify --model embeds with the trained backbone
+    photos = [str(sorted((image_data / f"person{i}").iterdir())[0]) for i in (0, 1)]
+    argv = ["verify", "tiny", "--model", str(whole), *photos, "--align", "center", "--json"]
+    main([*argv, "--threshold", "0.5"])
+    distance = json.loads(capsys.readouterr().out)["distance"]
+    chips = FaceEmbedder("tiny", align="center").chips(photos).astype("float32")
+    a, b = keras.saving.load_model(whole)(chips).numpy()
+    expected = 1 - a @ b / np.linalg.norm(a) / np.linalg.norm(b)
+    assert distance == pytest.approx(expected, abs=1e-5)
+
+
+@pytest.mark.slow
+def test_export_serves_the_trained_model(presets, image_data, tmp_path):
+    """`export --model` of what `train` wrote (slow: the export builds the photo signatures)."""
+    out = tmp_path / "model.keras"
+    assert main(["train", "tiny", str(image_data), str(out), "--epochs", "1", *FAST]) == 0
+    assert main(["export", "tiny", str(tmp_path / "served"), "--model", str(out)]) == 0
+    served = tf.saved_model.load(str(tmp_path / "served" / "tiny" / "1"))
+    chips = np.stack(person_images(np.random.default_rng(2), 1))[:, 8:40, 8:40]
+    embedding = served.signatures["embed_images"](images=chips)["embedding"].numpy()
+    expected = keras.saving.load_model(out)(chips.astype("float32")).numpy()
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    np.testing.assert_allclose(embedding, expected, rtol=0, atol=1e-5)
+
+
+def test_set_preset_trains_its_head_and_writes_a_task(presets, tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    images = person_images(rng, 9)
+    for i, image in enumerate(images):  # 4 people x 3 sets x 3 frames
+        person, rest = divmod(i, 9)
+        save(tmp_path / "sets" / f"person{person}" / f"set{rest // 3}" / f"{rest % 3}.png", image)
+    out = tmp_path / "nan.keras"
+    argv = ["train", "tiny_nan", str(tmp_path / "sets"), str(out), "--epochs", "3", *FAST]
+    assert main([*argv, "--learning-rate", "3e-2", "--loss", "contrastive"]) == 0
+    trained = losses(capsys.readouterr().out)
+    assert trained[-1] < trained[0]
+    task = load_task_file(out, PRESETS["tiny_nan"])
+    assert isinstance(task, SetEmbeddingModel)
+    head = keras.saving.load_model(checkpoint_path(tmp_path / "nan.keras.checkpoints", 3))
+    assert_same_weights([np.asarray(w) for w in task.head.get_weights()], head.get_weights())
+
+
+def test_bad_runs_say_what_to_do(presets, image_data, tmp_path):
+    def run(*argv):
+        args = parse_args(["train", "tiny", str(image_data), *argv, *FAST])
+        return args.run(args)
+
+    with pytest.raises(ValueError, match="OUT must be a .keras file"):
+        run(str(tmp_path / "model.h5"))
+    with pytest.raises(FileNotFoundError, match="--resume: no checkpoint epoch-NNNN.keras"):
+        run(str(tmp_path / "model.keras"), "--resume")
+    checkpoint_path(tmp_path / "model.keras.checkpoints", 1).parent.mkdir()
+    checkpoint_path(tmp_path / "model.keras.checkpoints", 1).write_bytes(b"")
+    with pytest.raises(ValueError, match="checkpoints of an earlier run: pass --resume"):
+        run(str(tmp_path / "model.keras"))
+
+
+def test_strategy_choices_are_the_distribute_strategies():
+    assert STRATEGY_NAMES == STRATEGIES
+    args = parse_args(["train", "x", "d", "o.keras", "--strategy", "mirrored"])
+    assert (args.strategy, args.cpu_replicas) == ("mirrored", 2)
