@@ -161,16 +161,24 @@ DLIB_RESNET = Preset(
 )
 
 
+SET_LICENCE = "CC0 1.0 (head and backbone weights); head trained on LFW DevTrain (research use)"
+
+
 def _set_preset(
-    name: str, head: Head, description: str, citation: str, thresholds: dict | None = None
+    name: str,
+    head: Head,
+    description: str,
+    citation: str,
+    thresholds: dict | None = None,
+    licence: str = SET_LICENCE,
 ) -> Preset:
-    """A set model: a shipped head on dlib_resnet's five-point chips (card: `zoo.info(name)`)."""
+    """A set model: a head on dlib_resnet's five-point chips (card: `zoo.info(name)`)."""
     return dataclasses.replace(
         DLIB_RESNET,
         name=name,
         task="set-embedding",
         backbone=f"DlibResNet + {head.builder.rsplit(':', 1)[1]}",
-        licence="CC0 1.0 (head and backbone weights); head trained on LFW DevTrain (research use)",
+        licence=licence,
         description=description,
         citation=citation,
         thresholds=thresholds or {},
@@ -242,6 +250,21 @@ SEQFACE = _set_preset(
     thresholds={"1e-02": 0.4748},
 )
 
+MEAN = _set_preset(
+    "mean",
+    Head(
+        backbone_preset="dlib_resnet",
+        builder="keras_faceset.models.mean:MeanHead",
+        kwargs={"dim": 128},
+        results_model="mean_dlib",
+    ),
+    "Mean pooling: a set is the mean of its unit dlib_resnet frame embeddings (no trained "
+    "weights); the baseline every trained head is measured against",
+    DLIB_RESNET.citation,
+    thresholds={"1e-02": 0.0512},
+    licence=DLIB_RESNET.licence,
+)
+
 PRESETS: dict[str, Preset] = {
-    preset.name: preset for preset in (FACENET, DLIB_RESNET, NAN, NAN1, QAN, SEQFACE)
+    preset.name: preset for preset in (FACENET, DLIB_RESNET, NAN, NAN1, QAN, SEQFACE, MEAN)
 }
