@@ -121,6 +121,16 @@ def _train(args, strategy, out: Path, folder: Path, resume) -> None:
     from keras_faceset.models.distribute import fit, is_chief
     from keras_faceset.progress import set_enabled
 
+    start = 0 if resume is None else resume[0]
+    if start >= args.epochs:
+        raise ValueError(f"{resume[1]} is epoch {start}: ask for more --epochs than that")
+    batch, replicas = args.people * args.per_person, strategy.num_replicas_in_sync
+    if batch % replicas:
+        raise ValueError(
+            f"--people {args.people} x --per-person {args.per_person} = {batch} examples per "
+            f"batch do not split evenly over {replicas} replicas (the losses average equal "
+            "shares): make P x K a multiple of the replica count"
+        )
     if args.quiet:
         set_enabled(False)
     preset = zoo.get_preset(args.model)
@@ -135,10 +145,6 @@ def _train(args, strategy, out: Path, folder: Path, resume) -> None:
         else:
             model = zoo.load(args.model, form="head" if preset.is_set_model else "backbone")
             model.compile(keras.optimizers.Adam(args.learning_rate), _loss(args, model))
-    start = 0 if resume is None else resume[0]
-    if start >= args.epochs:
-        raise ValueError(f"{resume[1]} is epoch {start}: ask for more --epochs than that")
-    batch = args.people * args.per_person
     rows = pk_indices(labels, args.people, args.per_person, args.epochs * args.steps, args.seed)
     rows = rows.reshape(args.epochs, -1)
     chief = is_chief(strategy)

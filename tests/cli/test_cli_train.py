@@ -5,6 +5,10 @@ by `verify --model` and `export --model`."""
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -19,6 +23,7 @@ from keras_faceset.models.distribute import STRATEGIES
 from keras_faceset.zoo import PRESETS
 from keras_faceset.zoo.presets import Head
 from tests.cli.helpers import save
+from tests.conftest import REPO
 from tests.export.helpers import tiny_backbone
 from tests.zoo.test_registry import tiny  # noqa: F401
 
@@ -37,11 +42,11 @@ def convert(path) -> keras.Model:
     return tiny_image_backbone()
 
 
-@pytest.fixture
-def presets(tiny, monkeypatch):  # noqa: F811
-    """`tiny` as an image preset on 32x32 chips, and `tiny_nan`, a NAN head on its backbone."""
+def tiny_presets(base) -> dict:
+    """`tiny` (`base`, the zoo tests' preset with its source file) as an image preset on 32x32
+    chips, and `tiny_nan`, a NAN head on its backbone."""
     image = dataclasses.replace(
-        PRESETS["tiny"],
+        base,
         input_size=SIZE,
         embedding_dim=DIM,
         crop=CROP,
@@ -56,8 +61,13 @@ def presets(tiny, monkeypatch):  # noqa: F811
     sets = dataclasses.replace(
         PRESETS["nan1"], name="tiny_nan", head=head, thresholds={}, input_size=SIZE, crop=CROP
     )
-    monkeypatch.setitem(PRESETS, "tiny", image)
-    monkeypatch.setitem(PRESETS, "tiny_nan", sets)
+    return {"tiny": image, "tiny_nan": sets}
+
+
+@pytest.fixture
+def presets(tiny, monkeypatch):  # noqa: F811
+    for name, preset in tiny_presets(PRESETS["tiny"]).items():
+        monkeypatch.setitem(PRESETS, name, preset)
 
 
 def person_images(rng, count: int) -> list[np.ndarray]:
@@ -91,6 +101,13 @@ def assert_same_weights(a: list[np.ndarray], b: list[np.ndarray]) -> None:
     assert len(a) == len(b) >= 1
     for x, y in zip(a, b, strict=True):
         np.testing.assert_allclose(x, y, rtol=0, atol=1e-6)
+
+
+def write_sets(root, rng) -> None:
+    """root/<person>/<set>/<frame>: 4 people x 3 sets x 3 frames."""
+    for i, image in enumerate(person_images(rng, 9)):
+        person, rest = divmod(i, 9)
+        save(root / f"person{person}" / f"set{rest // 3}" / f"{rest % 3}.png", image)
 
 
 def test_image_preset_loss_decreases_and_resume_continues(presets, image_data, tmp_path, capsys):
@@ -139,11 +156,7 @@ def test_export_serves_the_trained_model(presets, image_data, tmp_path):
 
 
 def test_set_preset_trains_its_head_and_writes_a_task(presets, tmp_path, capsys):
-    rng = np.random.default_rng(3)
-    images = person_images(rng, 9)
-    for i, image in enumerate(images):  # 4 people x 3 sets x 3 frames
-        person, rest = divmod(i, 9)
-        save(tmp_path / "sets" / f"person{person}" / f"set{rest // 3}" / f"{rest % 3}.png", image)
+    write_sets(tmp_path / "sets", np.random.default_rng(3))
     out = tmp_path / "nan.keras"
     argv = ["train", "tiny_nan", str(tmp_path / "sets"), str(out), "--epochs", "3", *FAST]
     assert main([*argv, "--learning-rate", "3e-2", "--loss", "contrastive"]) == 0
@@ -174,3 +187,53 @@ def test_strategy_choices_are_the_distribute_strategies():
     assert STRATEGY_NAMES == STRATEGIES
     args = parse_args(["train", "x", "d", "o.keras", "--strategy", "mirrored"])
     assert (args.strategy, args.cpu_replicas) == ("mirrored", 2)
+
+
+@pytest.mark.slow
+def test_mirrored_training_matches_one_device(tmp_path):
+    """`--strategy mirrored` over 2 logical CPU devices trains the set head as one device does
+    (fresh interpreters: the CPU is split before TensorFlow starts), and refuses a P x K that
+    does not split evenly."""
+    write_sets(tmp_path / "sets", np.random.default_rng(3))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+    def train(out: str, *options: str):
+        command = [sys.executable, __file__, str(tmp_path), str(tmp_path / out), *options]
+        return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+
+    runs = {}
+    for strategy in ("default", "mirrored"):
+        result = train(f"{strategy}.keras", "--strategy", strategy)
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs[strategy] = (losses(result.stdout), weights_of(tmp_path / f"{strategy}.keras"))
+    assert runs["mirrored"][0] == pytest.approx(runs["default"][0], abs=1e-5)
+    assert_same_weights(runs["mirrored"][1], runs["default"][1])
+    result = train("odd.keras", "--strategy", "mirrored", "--people", "3", "--per-person", "3")
+    assert result.returncode == 1 and "do not split evenly over 2 replicas" in result.stderr
+
+
+def _train_in_this_process(root: str, out: str, *options: str) -> int:
+    """`train tiny_nan ROOT/sets OUT` with the tiny presets registered (a fresh interpreter)."""
+    import hashlib
+
+    from keras_faceset import zoo
+    from tests.zoo.test_registry import SOURCE_BYTES
+
+    sources = Path(root) / "sources"
+    sources.mkdir(exist_ok=True)
+    (sources / "tiny.bin").write_bytes(SOURCE_BYTES)
+    os.environ.update(KERAS_FACESET_SOURCES=str(sources), KERAS_FACESET_HOME=f"{root}/home")
+    source = zoo.Source(
+        filename="tiny.bin",
+        sha256=hashlib.sha256(SOURCE_BYTES).hexdigest(),
+        size=len(SOURCE_BYTES),
+        url="http://127.0.0.1:9/tiny.bin",
+    )
+    base = dataclasses.replace(PRESETS["dlib_resnet"], name="tiny", source=source)
+    PRESETS.update(tiny_presets(base))
+    argv = ["train", "tiny_nan", f"{root}/sets", out, "--epochs", "2", *FAST]
+    return main([*argv, "--people", "4", "--per-person", "2", "--learning-rate", "3e-2", *options])
+
+
+if __name__ == "__main__":
+    sys.exit(_train_in_this_process(*sys.argv[1:]))
