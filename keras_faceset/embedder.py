@@ -19,6 +19,7 @@ import numpy as np
 
 from keras_faceset import zoo
 from keras_faceset.align.pipeline import (
+    CHUNK,
     AlignedBatch,
     FoundFaces,
     ImageInput,
@@ -135,8 +136,6 @@ class FaceEmbedder:
     def align_faces(self, images: Sequence[ImageInput] | np.ndarray) -> AlignedBatch:
         """`keras_faceset.align.align_faces` with the preset's crop and chip cache, in chunks
         (with a progress bar); adds the fallbacks to `fallbacks`."""
-        from keras_faceset.align.pipeline import CHUNK
-
         chunks = [images[i : i + CHUNK] for i in range(0, len(images), CHUNK)]
         aligned = AlignedBatch.concatenate(
             [
@@ -218,9 +217,10 @@ class FaceEmbedder:
         self, sets: Sequence[Sequence[ImageInput]], return_faces: bool = False
     ) -> tuple[np.ndarray, list[np.ndarray]] | tuple[np.ndarray, list[np.ndarray], AlignedBatch]:
         """Sets of images -> their unit embeddings (N, D) and each set's frame weights (T_i,),
-        which sum to 1. All frames are aligned and embedded together. With `return_faces`,
-        also the `AlignedBatch` of every frame in order (None with ``align="center"``, which
-        detects nothing)."""
+        which sum to 1. Frames are decoded, aligned and embedded a chunk at a time, so memory
+        does not grow with them (only the frame embeddings are kept); then the sets go through
+        the head. With `return_faces`, also the `AlignedBatch` of every frame in order (None
+        with ``align="center"``, which detects nothing); it holds every chip."""
         for i, frames in enumerate(sets):
             if isinstance(frames, (str, os.PathLike)):
                 raise ValueError(
@@ -230,10 +230,10 @@ class FaceEmbedder:
         sizes = [len(frames) for frames in sets]
         if not sets or min(sizes) < 1:
             raise ValueError("give at least one set, each of at least one frame")
-        chips, faces = self._chips([frame for frames in sets for frame in frames])
-        embeddings, weights, _ = self.set_embeddings(
-            self.frame_outputs(chips), consecutive_rows(sizes)
+        frames, faces = self._embed_frames(
+            [frame for frames in sets for frame in frames], return_faces
         )
+        embeddings, weights, _ = self.set_embeddings(frames, consecutive_rows(sizes))
         weights = [w[:size] for w, size in zip(weights, sizes, strict=True)]
         return (embeddings, weights, faces) if return_faces else (embeddings, weights)
 
@@ -253,8 +253,26 @@ class FaceEmbedder:
         With `flip`, the embedding of the chip and of its mirror image are summed before
         normalisation (test-time augmentation, as facenet's `validate_on_lfw --use_flipped_images`).
         """
-        raw = self.frame_outputs(self.chips(images))["frame_embeddings"]
+        raw = self._embed_frames(images)[0]["frame_embeddings"]
         return keras.ops.convert_to_numpy(keras.ops.normalize(raw, axis=-1)).astype("float32")
+
+    def _embed_frames(
+        self, images: Sequence[ImageInput] | np.ndarray, return_faces: bool = False
+    ) -> tuple[dict[str, np.ndarray], AlignedBatch | None]:
+        """`frame_outputs` of `images`, decoded and cropped a chunk of whole batches at a time
+        (`CHUNK` images or more): memory is bounded by a chunk, not by the number of images.
+        With `return_faces`, also the alignments of every image (None without detection)."""
+        images = image_list(images)
+        step = -(-CHUNK // self.batch_size) * self.batch_size
+        chunks = [images[i : i + step] for i in range(0, len(images), step)]
+        outputs, faces = [], []
+        for chunk in progress(chunks, len(images), "embedding", weight=len):
+            chips, aligned = self._chips(chunk)
+            outputs.append(self.frame_outputs(chips))
+            if return_faces and aligned is not None:
+                faces.append(aligned)
+        joined = {key: np.concatenate([out[key] for out in outputs]) for key in outputs[0]}
+        return joined, AlignedBatch.concatenate(faces) if faces else None
 
     __call__ = embed_images
 

@@ -8,6 +8,7 @@ import pytest
 from keras_faceset.data.inputs import frame_label, input_sets, set_inputs
 from keras_faceset.embedder import FaceEmbedder
 from keras_faceset.models.backbones.dlib_resnet import Affine
+from tests.align.test_pipeline import ONE_FACE, FakeDetector
 from tests.conftest import REPO
 
 IMAGES = sorted((REPO / "examples" / "images").glob("*.jpg"))  # Powell, Serena 1, Serena 2
@@ -30,6 +31,38 @@ def test_embed_sets_equal_the_set_model_and_weights_sum_to_one(qan):
     single, weight = qan.embed_set(IMAGES[1:2])
     np.testing.assert_allclose(single, embeddings[1], atol=1e-6)
     np.testing.assert_allclose(qan.embed_images(IMAGES[1:2])[0], single, atol=1e-6)
+
+
+def test_frames_embedded_in_chunks_equal_all_at_once(qan, monkeypatch):
+    from keras_faceset import embedder as module
+
+    sets, calls = [IMAGES * 2, IMAGES[1:2]], []
+    frames = [frame for frames in sets for frame in frames]
+    outputs = qan.frame_outputs(qan.chips(frames))  # all 7 frames at once
+    at_once = qan.set_embeddings(outputs, [list(range(6)), [6]])
+    frame_outputs = qan.frame_outputs
+
+    def counted(chips):
+        calls.append(len(chips))
+        return frame_outputs(chips)
+
+    monkeypatch.setattr(module, "CHUNK", 3)
+    monkeypatch.setattr(qan, "batch_size", 2)  # chunks of 4 frames: whole batches
+    monkeypatch.setattr(qan, "frame_outputs", counted)
+    embeddings, weights = qan.embed_sets(sets)
+    np.testing.assert_allclose(embeddings, at_once[0], atol=1e-6)
+    np.testing.assert_allclose(weights[0], at_once[1][0, :6], atol=1e-6)
+    raw = outputs["frame_embeddings"]
+    unit = raw / np.linalg.norm(raw, axis=1, keepdims=True)
+    np.testing.assert_allclose(qan.embed(frames), unit, atol=1e-6)
+    assert calls == [4, 3, 4, 3]
+    monkeypatch.setattr(qan, "align", "preset")  # the faces of every chunk, in order
+    monkeypatch.setattr(qan, "detector", FakeDetector(ONE_FACE))
+    _, _, faces = qan.embed_sets(sets, return_faces=True)
+    expected = qan.align_faces(frames)
+    assert faces.names == expected.names
+    np.testing.assert_array_equal(faces.boxes, expected.boxes)
+    np.testing.assert_array_equal(faces.chips, expected.chips)
 
 
 def test_an_image_model_embeds_a_set_as_its_normalised_mean():

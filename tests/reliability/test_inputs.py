@@ -135,11 +135,6 @@ print(grown // 1024)
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="embedder.py embed_sets decodes and crops every frame of every set before embedding "
-    "any (10,000 chips: 675 MB, and as much again decoded): memory grows with the frames",
-)
 def test_a_10000_frame_set_through_face_embedder_keeps_memory_bounded(tmp_path):
     run = subprocess.run(
         [sys.executable, "-c", BOUNDED_SET, str(tmp_path)],
