@@ -162,9 +162,18 @@ def _add(args: argparse.Namespace, gallery) -> int:
             print(f"{report.person}: {report.media} media, {report.faces} faces")
         else:
             print(f"{report.person}: not enrolled ({report.message})", file=sys.stderr)
+        for source, why in report.skipped_media.items():
+            print(f"skipped {source}: {why}", file=sys.stderr)
         for frame in report.frames_without_face:
             print(f"note: no face found in {frame}", file=sys.stderr)
-    return 0 if any(report.enrolled for report in reports) else 1
+    enrolled = [report for report in reports if report.enrolled]
+    skipped = sum(len(report.skipped_media) for report in reports)
+    print(
+        f"added {len(enrolled)} of {len(reports)} people "
+        f"({sum(r.media for r in enrolled)} media, {sum(r.faces for r in enrolled)} faces); "
+        f"skipped {skipped} media" + ("" if enrolled else f": nothing written to {gallery.path}")
+    )
+    return 0 if enrolled else 1
 
 
 def _people_folder(root: Path) -> dict[str, list[str]]:

@@ -52,14 +52,15 @@ class GalleryModelError(ValueError):
 
 @dataclass
 class AddReport:
-    """What `Gallery.add` did for one person: enrolled or not, the media and faces used, and
-    the media and frames in which no face was found."""
+    """What `Gallery.add` did for one person: enrolled or not, the media and faces used, each
+    media left out with why (``skipped_media``: "no face found", or why it could not be read),
+    and the frames of kept media in which no face was found."""
 
     person: str
     enrolled: bool = False
     media: int = 0
     faces: int = 0
-    skipped_media: list[str] = field(default_factory=list)
+    skipped_media: dict[str, str] = field(default_factory=dict)
     frames_without_face: list[str] = field(default_factory=list)
     message: str = ""
 
@@ -267,8 +268,10 @@ class Gallery:
         them), videos and (T, H, W, 3) clips (one set each, `max_frames` frames sampled evenly).
 
         A name already enrolled raises ValueError unless `append`: then these media join that
-        person's and the template is recomputed from all of them. Media without a usable face
-        are skipped; a person with none at all is not enrolled (``enrolled=False``).
+        person's and the template is recomputed from all of them. A media that cannot be read
+        (missing, unreadable or corrupt) or shows no face is skipped and named in the report's
+        ``skipped_media`` with why; a person with no usable face at all is not enrolled
+        (``enrolled=False``). Nothing is written unless someone is enrolled.
         """
         return self.add_many({person: media}, append, max_frames)[0]
 
@@ -278,7 +281,8 @@ class Gallery:
         append: bool = False,
         max_frames: int | None = 16,
     ) -> list[AddReport]:
-        """`add` for several people, embedded together and written as one version."""
+        """`add` for several people, embedded together and written as one version; one
+        report per person, in order."""
         self._refuse_duplicates(list(people), append, self._version.people)
         groups = {name: media_items(media, max_frames) for name, media in people.items()}
         items = [item for group in groups.values() for item in group]
@@ -298,15 +302,20 @@ class Gallery:
         (`FaceEmbedder.frame_outputs` of usable faces, e.g. a video track's), written as one
         version: ``{person: [media, ...]}``, a media an array (T, D) of frame embeddings or a
         dict with "frame_embeddings", "frame_features" (for heads that read them) and
-        optionally "source" (its name)."""
+        optionally "source" (its name). A media of the wrong shape, with no frames or with
+        non-finite values is skipped, as `add` skips an unreadable photo."""
         self._refuse_duplicates(list(people), append, self._version.people)
+        dim, features = self.metadata["model"]["embedding_dim"], self.head.feature_shape
         items, tables, counts = [], [], []
         for name, media in people.items():
             counts.append(len(media))
             for position, given in enumerate(media):
                 given = dict(given) if isinstance(given, Mapping) else {"frame_embeddings": given}
                 source = str(given.pop("source", f"<{name} frames {position}>"))
-                vectors = {key: np.asarray(value, np.float32) for key, value in given.items()}
+                vectors, error = _frame_vectors(given, dim, features)
+                if error is not None:
+                    items.append(MediaItem(source, "frames", [], [], error))
+                    continue
                 labels = [f"{source}#{t}" for t in range(len(vectors["frame_embeddings"]))]
                 nan = np.full(len(labels), np.nan, np.float32)
                 columns = {"item": len(items), "frame": labels, "detector_score": nan}
@@ -314,7 +323,11 @@ class Gallery:
                 frame = pd.DataFrame({**columns, "face_count": np.int32(-1), **boxes})
                 tables.append(Table(frame, vectors))
                 items.append(MediaItem(source, "frames", [], labels))
-        faces = Faces(Table.concat(tables), [[] for _ in items])
+        errors = [item.error for item in items]
+        if tables:
+            faces = Faces(Table.concat(tables), [[] for _ in items], errors)
+        else:  # no media usable
+            faces = Faces(Table(pd.DataFrame({"item": []}), {}), [[] for _ in items], errors)
         starts = np.cumsum([0, *counts])
         entries = [
             _entry(name, items[start : start + count], faces, start)
@@ -463,12 +476,12 @@ class Gallery:
                 self._identify(vectors, [items[i].source for i in usable], k, limit, source)
             )
         answers = []
-        for item, face_rows in zip(items, rows, strict=True):
+        for item, face_rows, error in zip(items, rows, faces.errors, strict=True):
             if len(face_rows):
                 answers.append(next(found))
                 answers[-1].faces = len(face_rows)
             else:
-                error = f"no face found in {item.source}"
+                error = error or f"no face found in {item.source}"
                 answers.append(Identification(item.source, None, None, limit, source, error=error))
         return answers
 
@@ -670,11 +683,12 @@ def _entry(name: str, items: list[MediaItem], faces: Faces, start: int) -> dict:
     the kept media)."""
     report, kept, media = AddReport(name), [], []
     for offset, item in enumerate(items):
-        rows, without = faces.rows(start + offset), faces.without_face[start + offset]
-        report.frames_without_face += without
-        if not len(rows):
-            report.skipped_media.append(item.source)
+        rows, error = faces.rows(start + offset), faces.errors[start + offset]
+        if error is not None or not len(rows):
+            report.skipped_media[item.source] = error or "no face found"
             continue
+        without = faces.without_face[start + offset]
+        report.frames_without_face += without
         table = faces.table.take(rows)
         table.frame["item"] = len(media)
         kept.append(table)
@@ -682,10 +696,30 @@ def _entry(name: str, items: list[MediaItem], faces: Faces, start: int) -> dict:
     report.media, report.faces = len(media), sum(row[3] for row in media)
     report.enrolled = report.faces > 0
     if not report.enrolled:
-        report.message = f"no face found in any of its {len(items)} media: not enrolled"
+        report.message = f"no usable face in any of its {len(items)} media: not enrolled"
     elif report.skipped_media:
-        report.message = f"no face found in {len(report.skipped_media)} of its media: skipped"
+        report.message = f"{len(report.skipped_media)} of its {len(items)} media skipped"
     return {"report": report, "media": media, "faces": Table.concat(kept) if kept else None}
+
+
+def _frame_vectors(given: Mapping, dim: int, features) -> tuple[dict, str | None]:
+    """The frame outputs a set head reads from `given` (a media of `add_frames`) as float32,
+    and why they cannot be enrolled (None: they can)."""
+    keys = ("frame_embeddings",) if features is None else ("frame_embeddings", "frame_features")
+    missing = [key for key in keys if key not in given]
+    if missing:
+        return {}, f"no {' or '.join(missing)} given"
+    vectors = {key: np.asarray(given[key], np.float32) for key in keys}
+    embeddings = vectors["frame_embeddings"]
+    frames = len(embeddings) if embeddings.ndim else 0
+    for key, value in vectors.items():
+        want = (dim,) if key == "frame_embeddings" else tuple(features)
+        if value.shape != (frames, *want):
+            expected = ", ".join(["frames", *map(str, want)])
+            return {}, f"{key} of shape {value.shape}, expected ({expected})"
+        if not np.isfinite(value).all():
+            return {}, f"{key} hold NaN or infinite values"
+    return vectors, None if frames else "no frames"
 
 
 def _now() -> str:

@@ -1,13 +1,17 @@
 """`gallery`, `identify` and `cluster` as users run them, on the example photos: enrol two
 people from a known_people folder, identify both faces of a collage and a video's tracks,
-group an album's faces."""
+group an album's faces. Slow (about a minute: each command a fresh process); the same
+behaviour runs in-process in tests/gallery."""
 
 import csv
 import json
 
 import numpy as np
+import pytest
 
 from tests.cli.helpers import POWELL, SERENA_1, SERENA_2, photo, run, save, variants, write_video
+
+pytestmark = pytest.mark.slow
 
 
 def rows(path):
