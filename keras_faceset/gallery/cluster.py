@@ -26,10 +26,9 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 
-import keras
 import numpy as np
 
-from keras_faceset.losses.distances import l2_normalize
+from keras_faceset.gallery.index import unit_vectors
 
 METHODS = ("graph", "agglomerative")
 DEFAULT_FAR = "1e-03"
@@ -69,7 +68,7 @@ def cluster(
     if isinstance(min_size, bool) or not isinstance(min_size, int | np.integer) or min_size < 1:
         raise ValueError(f"min_size must be a positive integer, got {min_size!r}")
     threshold = _threshold(threshold, method, model)
-    x = unit_embeddings(embeddings)
+    x = unit_vectors(embeddings, name="embeddings", dtype=np.float64)
     if len(x) == 0:
         return np.zeros(0, dtype=np.int64)
     roots = threshold_components(x, threshold, block_rows)
@@ -111,33 +110,6 @@ def default_threshold(model: str) -> float:
             "(calibrate one with `keras-faceset evaluate ... --calibrate`)"
         )
     return float(thresholds[far])
-
-
-def unit_embeddings(embeddings) -> np.ndarray:
-    """Embeddings (N, D) as float64 unit rows; a clear error for NaN, inf or all-zero rows."""
-    x = np.asarray(embeddings)
-    if x.ndim != 2:
-        raise ValueError(f"embeddings must be 2-D (items, dim), got shape {x.shape}")
-    if x.dtype.kind not in "iuf":
-        raise ValueError(f"embeddings must be real numbers, got dtype {x.dtype}")
-    x = x.astype(np.float64)
-    bad = ~np.isfinite(x).all(axis=1)
-    if bad.any():
-        raise ValueError(
-            f"embeddings hold NaN or infinite values (rows {_first(bad)}): drop those items"
-        )
-    zero = ~x.any(axis=1)
-    if zero.any():
-        raise ValueError(
-            f"embeddings hold all-zero rows (rows {_first(zero)}), which have no direction"
-        )
-    return np.asarray(keras.ops.convert_to_numpy(l2_normalize(x)), dtype=np.float64)
-
-
-def _first(mask: np.ndarray, shown: int = 5) -> str:
-    rows = np.flatnonzero(mask)
-    text = ", ".join(map(str, rows[:shown]))
-    return text + (f", ... ({len(rows)} in all)" if len(rows) > shown else "")
 
 
 def threshold_components(

@@ -116,7 +116,7 @@ class FaceTracker:
             raise ValueError(f"frames must increase: got {frame} after {self._last_frame}")
         directions = np.zeros((0, 1), np.float32)
         if len(boxes):
-            directions = unit_vectors(embeddings, np.shape(embeddings)[-1], "embeddings")
+            directions = unit_vectors(embeddings, name="embeddings")
             if len(directions) != len(boxes):
                 raise ValueError(
                     f"got {len(boxes)} boxes and {len(directions)} embeddings for frame {frame}"
