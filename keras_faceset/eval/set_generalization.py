@@ -1,0 +1,337 @@
+"""Set heads against mean pooling on faces and corruptions the heads never saw in training.
+
+Variants, each at least 1,000 set pairs (docs/set_generalization.md):
+
+- ``lfw_clean``: LFW-sets rules (`keras_faceset.data.lfw_sets.make_lfw_sets`) on the View 1
+  DevTest people (disjoint from DevTrain, the set heads' training people), 10 folds x 50
+  genuine + 50 impostor pairs of 2-6 frames, undegraded: LFW's own quality spread.
+- ``lfw_<family>`` for each of the six `keras_faceset.data.degrade.KINDS`: the same pairs with
+  each frame degraded by that family alone with probability `DEGRADE_PROBABILITY`, severity ~
+  U`SEVERITY` (the same frames and severities for every family: only the kind changes).
+- ``lfw_<a>+<b>`` for the `COMPOSITIONS`: the frames of ``lfw_<a>`` degraded again by `b`
+  (its own severity and seed), two families on the same frame.
+- ``yale_3+3`` and ``yale_random6``: Extended Yale B people (cropped, grayscale), sets of 3
+  near-frontal + 3 extreme-light images (`extreme_light`), or 6 random images; `YALE_PAIRS`
+  pairs, aligned as a user's files are (`keras_faceset.FaceEmbedder`, detection with the
+  centre-crop fallback).
+
+LFW frames are warped to dlib's chip with the clean image's five-point transform, as in
+LFW-sets (`keras_faceset.eval.protocol_cache`); every distinct frame is embedded once and
+cached. `compare` scores a head and mean pooling of the same unit frame embeddings on the same
+pairs, with a paired bootstrap over set pairs (`paired_bootstrap`) of the difference.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from keras_faceset.align import align_faces, crop_like
+from keras_faceset.data import degrade as degrade_module
+from keras_faceset.data import lfw_sets
+from keras_faceset.data.images import load_image
+from keras_faceset.data.lfw import LFW
+from keras_faceset.embedder import FaceEmbedder
+from keras_faceset.eval.pair_reports import SIDES
+from keras_faceset.eval.protocol_cache import (
+    FEATURE_KEYS,
+    PRESET,
+    cached_frame_embeddings,
+    frames_digest,
+    head_features,
+)
+from keras_faceset.eval.sets import pool_sets, set_verification
+from keras_faceset.eval.verification import kfold_accuracy, tar_at_far
+from keras_faceset.files import atomic_path
+from keras_faceset.models.set_inference import head_sets
+from keras_faceset.zoo import get_preset, load
+
+FAMILIES = degrade_module.KINDS
+COMPOSITIONS = (("blur", "noise"), ("downscale", "jpeg"), ("gamma", "occlusion"))
+"""Pairs of families applied to the same frame; together they cover each family once."""
+PAIRS_PER_FOLD = 50
+DEGRADE_PROBABILITY = 0.5
+SEVERITY = (0.3, 1.0)
+STREAMS = (20, 21)
+"""Random streams of the LFW pair lists (pairs, degradations); 22 draws the compositions'
+second family, 30 the Yale B pairs."""
+YALE_PAIRS = 1000
+YALE_SET = 6
+FAR = 1e-2
+RESAMPLES = 1000
+METRICS = ("accuracy", f"tar@far={FAR}")
+YALE_NAME = re.compile(r"(yaleB\d+)_P00A([+-]\d+)E([+-]\d+)\.png$")
+
+
+def extreme_light(azimuth: int, elevation: int) -> bool:
+    """An extreme-light Yale B image: |azimuth| >= 60 or |elevation| >= 45 degrees."""
+    return abs(azimuth) >= 60 or abs(elevation) >= 45
+
+
+def lfw_protocols(lfw: LFW, seed: int = 0) -> dict[str, pd.DataFrame]:
+    """The pair lists of ``lfw_clean`` and each ``lfw_<family>`` (same pairs and folds)."""
+    common = {"seed": seed, "streams": STREAMS, "pairs_per_fold": PAIRS_PER_FOLD}
+    protocols = {"lfw_clean": lfw_sets.make_lfw_sets(lfw, **common)}
+    for family in FAMILIES:
+        protocols[f"lfw_{family}"] = lfw_sets.make_lfw_sets(
+            lfw,
+            degraded=True,
+            kinds=[family],
+            degrade_probability=DEGRADE_PROBABILITY,
+            severity_range=list(SEVERITY),
+            **common,
+        )
+    return protocols
+
+
+def _variant(frames_rows: tuple, pairs: pd.DataFrame, arrays: dict) -> dict:
+    rows_a, rows_b = frames_rows
+    return {
+        "rows_a": rows_a,
+        "rows_b": rows_b,
+        "same": pairs["same"].to_numpy(),
+        "fold": pairs["fold"].to_numpy(),
+        **arrays,
+    }
+
+
+def lfw_variants(
+    lfw: LFW, cache: str | os.PathLike, chips: str | os.PathLike | None = None, seed: int = 0
+) -> dict[str, dict]:
+    """The LFW variants (``lfw_clean``, ``lfw_<family>``, ``lfw_<a>+<b>``) in the
+    `keras_faceset.eval.protocol_cache` variant form, embedded once into `cache`."""
+    protocols = lfw_protocols(lfw, seed)
+    union, rows_a, rows_b = lfw_sets.protocol_frames(pd.concat(protocols.values()))
+    path = Path(cache) / f"set_generalization_lfw_{frames_digest(union)}.npz"
+    arrays = cached_frame_embeddings(union, lfw, chips, path)
+    arrays["severity"] = union["severity"].to_numpy()
+    variants, start = {}, 0
+    for name, pairs in protocols.items():
+        stop = start + len(pairs)
+        variants[name] = _variant((rows_a[start:stop], rows_b[start:stop]), pairs, arrays)
+        start = stop
+    for first, second in COMPOSITIONS:
+        variants[f"lfw_{first}+{second}"] = _composed(
+            variants[f"lfw_{first}"], union, second, lfw, cache, chips, seed
+        )
+    return variants
+
+
+def _composed(
+    base: dict, union: pd.DataFrame, second: str, lfw: LFW, cache, chips, seed: int
+) -> dict:
+    """`base` with each of its degraded frames degraded again by family `second`."""
+    degraded = np.unique(np.concatenate([*base["rows_a"], *base["rows_b"]]))
+    degraded = degraded[union["severity"].to_numpy()[degraded] > 0]
+    rng = np.random.default_rng([seed, 22, FAMILIES.index(second)])
+    frames = union.iloc[degraded].reset_index(drop=True)
+    frames["kind_id2"] = FAMILIES.index(second)
+    frames["severity2"] = np.round(rng.uniform(*SEVERITY, len(frames)), 3)
+    frames[["seed2_0", "seed2_1"]] = rng.integers(lfw_sets.SEED_LIMIT, size=(len(frames), 2))
+    path = Path(cache) / f"set_generalization_composed_{frames_digest(frames)}.npz"
+    extra = _cached_composed_embeddings(frames, lfw, chips, path)
+    # rows of the composed frames follow the base table's rows
+    remap = np.arange(len(union))
+    remap[degraded] = len(union) + np.arange(len(degraded))
+    arrays = {key: np.concatenate([base[key], extra[key]]) for key in FEATURE_KEYS}
+    arrays["severity"] = np.concatenate(
+        [base["severity"], frames["severity"] + frames["severity2"]]
+    )
+    rows = tuple([remap[r] for r in base[side]] for side in SIDES)
+    return {**base, **arrays, "rows_a": rows[0], "rows_b": rows[1]}
+
+
+def _cached_composed_embeddings(frames: pd.DataFrame, lfw: LFW, chips, path: Path) -> dict:
+    """dlib's `FEATURE_KEYS` of twice-degraded frames (cropped with the clean image's
+    alignment), computed once into the .npz `path`."""
+    if path.is_file():
+        with np.load(path) as data:
+            return {key: data[key] for key in FEATURE_KEYS}
+    preset = get_preset(PRESET)
+    paths = sorted(set(frames["path"]))
+    aligned = align_faces([str(lfw.image_dir / p) for p in paths], **preset.crop, cache=chips)
+    where = np.array([paths.index(p) for p in frames["path"]])
+    extractor = load(PRESET).feature_extractor()
+    columns = (
+        [str(lfw.image_dir / p) for p in frames["path"]],
+        *(frames[c].to_numpy(np.int32) for c in ("kind_id", "kind_id2")),
+        *(frames[c].to_numpy(np.float32) for c in ("severity", "severity2")),
+        frames[["seed0", "seed1"]].to_numpy(np.int64),
+        frames[["seed2_0", "seed2_1"]].to_numpy(np.int64),
+    )
+
+    def twice(image_path, kind1, kind2, severity1, severity2, seed1, seed2):
+        image = degrade_module.degrade(load_image(image_path), kind1, severity1, seed1)
+        return degrade_module.degrade(image, kind2, severity2, seed2)
+
+    dataset = tf.data.Dataset.from_tensor_slices(columns).map(
+        twice, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
+    out: dict[str, list] = {key: [] for key in FEATURE_KEYS}
+    print(f"embedding {len(frames)} composed frames into {path}", flush=True)
+    for start, batch in zip(range(0, len(frames), 64), dataset.batch(64), strict=True):
+        like = aligned.take(where[start : start + 64].tolist())
+        result = extractor.predict_on_batch(
+            crop_like(list(batch.numpy()), like, preset.crop_spec).astype(np.float32)
+        )
+        for key in out:
+            out[key].append(keras.ops.convert_to_numpy(result[key]))
+    arrays = {key: np.concatenate(value) for key, value in out.items()}
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez(tmp, **arrays)
+    return arrays
+
+
+def yale_images(root: str | os.PathLike) -> pd.DataFrame:
+    """Extended Yale B images under `root`: path, person, azimuth, elevation, extreme."""
+    rows = []
+    for path in sorted(Path(root).rglob("*.png")):
+        match = YALE_NAME.search(path.name)
+        if match:
+            person, azimuth, elevation = match[1], int(match[2]), int(match[3])
+            rows.append((str(path), person, azimuth, elevation, extreme_light(azimuth, elevation)))
+    if not rows:
+        raise FileNotFoundError(f"no Extended Yale B images (yaleBxx_P00A...E....png) in {root}")
+    return pd.DataFrame(rows, columns=["path", "person", "azimuth", "elevation", "extreme"])
+
+
+def yale_pairs(
+    images: pd.DataFrame, mixed: bool, pairs: int = YALE_PAIRS, seed: int = 0
+) -> tuple[list, list, np.ndarray, np.ndarray]:
+    """(rows_a, rows_b, same, fold): `pairs` set pairs (half genuine) of `YALE_SET` images,
+    each set 3 near-frontal + 3 extreme-light images (`mixed`) or 6 random ones; a genuine
+    pair's two sets are disjoint; folds 0-9 dealt in turn over a shuffled order."""
+    rng = np.random.default_rng([seed, 30, int(mixed)])
+    people = sorted(images["person"].unique())
+    by_person = {p: images.index[images["person"] == p].to_numpy() for p in people}
+
+    def draw(person: str, avoid: np.ndarray) -> np.ndarray:
+        pool = np.setdiff1d(by_person[person], avoid)
+        if not mixed:
+            return rng.choice(pool, YALE_SET, replace=False)
+        extreme = images["extreme"].to_numpy()[pool]
+        half = YALE_SET // 2
+        return np.concatenate(
+            [
+                rng.choice(pool[~extreme], half, replace=False),
+                rng.choice(pool[extreme], half, replace=False),
+            ]
+        )
+
+    rows_a, rows_b, same = [], [], []
+    for i in range(pairs):
+        genuine = i < pairs // 2
+        a, b = rng.choice(len(people), 2, replace=False)
+        first = draw(people[a], np.array([], np.int64))
+        second = draw(people[a], first) if genuine else draw(people[b], np.array([], np.int64))
+        rows_a.append(first)
+        rows_b.append(second)
+        same.append(genuine)
+    fold = np.empty(pairs, np.int64)
+    fold[rng.permutation(pairs)] = np.arange(pairs) % 10
+    return rows_a, rows_b, np.array(same), fold
+
+
+def yale_variants(
+    root: str | os.PathLike, cache: str | os.PathLike, chips: str | os.PathLike | None = None
+) -> tuple[dict[str, dict], dict]:
+    """``yale_3+3`` and ``yale_random6`` (`yale_pairs`), and the alignment counts ("images",
+    "fallbacks": images where no face was found and the centre crop was used). Frames are
+    embedded by `FaceEmbedder` (a NAN preset: descriptors and texture statistics) and cached."""
+    images = yale_images(root)
+    path = Path(cache) / f"set_generalization_yale_{frames_digest(images)}.npz"
+    if path.is_file():
+        with np.load(path) as data:
+            arrays = {key: data[key] for key in data.files}
+    else:
+        embedder = FaceEmbedder("nan", chip_cache=chips)
+        aligned = embedder.align_faces(images["path"].tolist())
+        out = embedder.frame_outputs(aligned.chips)
+        arrays = {
+            "embedding": out["frame_embeddings"],
+            "texture": out["frame_features"],
+            "fallback": aligned.fallback,
+        }
+        with atomic_path(path, suffix=".npz") as tmp:
+            np.savez(tmp, **arrays)
+    counts = {"images": len(images), "fallbacks": int(arrays.pop("fallback").sum())}
+    arrays["pooled"] = np.zeros((len(images), 0), np.float32)
+    arrays["severity"] = images["extreme"].to_numpy(np.float64)
+    variants = {}
+    for name, mixed in (("yale_3+3", True), ("yale_random6", False)):
+        rows_a, rows_b, same, fold = yale_pairs(images, mixed)
+        variants[name] = {"rows_a": rows_a, "rows_b": rows_b, "same": same, "fold": fold, **arrays}
+    return variants, counts
+
+
+def _metrics(scores: np.ndarray, same: np.ndarray, fold: np.ndarray) -> np.ndarray:
+    return np.array([kfold_accuracy(scores, same, fold).mean, tar_at_far(scores, same, FAR)])
+
+
+def paired_bootstrap(
+    scores: np.ndarray,
+    baseline: np.ndarray,
+    same: np.ndarray,
+    fold: np.ndarray,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Accuracy (10-fold) and TAR@FAR=1e-2 of `scores` and `baseline` (similarities of the
+    same set pairs), their difference and its 95 % percentile interval over `resamples`
+    resamplings of the pairs with replacement (both methods on the same resampled pairs)."""
+    scores, baseline = np.asarray(scores, np.float64), np.asarray(baseline, np.float64)
+    same, fold = np.asarray(same, bool), np.asarray(fold)
+    rng = np.random.default_rng(seed)
+    diffs = np.empty((resamples, len(METRICS)))
+    for r in range(resamples):
+        take = rng.integers(len(scores), size=len(scores))
+        diffs[r] = _metrics(scores[take], same[take], fold[take]) - _metrics(
+            baseline[take], same[take], fold[take]
+        )
+    head, mean = _metrics(scores, same, fold), _metrics(baseline, same, fold)
+    low, high = np.percentile(diffs, [2.5, 97.5], axis=0)
+    out = {}
+    for i, metric in enumerate(METRICS):
+        out.update(
+            {
+                metric: head[i],
+                f"mean_{metric}": mean[i],
+                f"diff_{metric}": head[i] - mean[i],
+                f"low_{metric}": low[i],
+                f"high_{metric}": high[i],
+            }
+        )
+    return out
+
+
+def set_scores(head: keras.Model | None, variant: dict) -> tuple[np.ndarray, dict]:
+    """Cosine similarity of each pair's set embeddings by `head` (None: mean pooling of the
+    unit frame embeddings), and its `verification_report`."""
+    if head is None:
+        sides = [pool_sets(variant["embedding"], variant[s], "mean") for s in SIDES]
+        report = set_verification(*sides, variant["same"], variant["fold"])
+        return np.sum(sides[0] * sides[1], axis=1), report
+    features = head_features(head, variant)
+    sides = [head_sets(head, variant["embedding"], variant[s], features)[0] for s in SIDES]
+    report = set_verification(*sides, variant["same"], variant["fold"])
+    return np.sum(sides[0] * sides[1], axis=1), report
+
+
+def compare(
+    head: keras.Model, variant: dict, resamples: int = RESAMPLES, seed: int = 0
+) -> dict[str, float]:
+    """`paired_bootstrap` of `head` against mean pooling on `variant`, with both reports."""
+    scores, report = set_scores(head, variant)
+    baseline, mean_report = set_scores(None, variant)
+    return {
+        "pairs": len(scores),
+        **paired_bootstrap(scores, baseline, variant["same"], variant["fold"], resamples, seed),
+        "report": report,
+        "mean_report": mean_report,
+    }

@@ -1,0 +1,111 @@
+"""keras_faceset.eval.set_generalization: Yale B set pairs, the LFW variants' pair lists and the
+paired bootstrap against mean pooling."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from keras_faceset.data.degrade import KINDS
+from keras_faceset.data.lfw import LFW
+from keras_faceset.eval import set_generalization as sg
+from keras_faceset.eval.verification import kfold_accuracy, tar_at_far
+from tests.conftest import LFW_DIR, require
+
+
+def test_extreme_light_is_the_azimuth_or_elevation_bound():
+    assert not sg.extreme_light(0, 0) and not sg.extreme_light(-35, -40)
+    assert sg.extreme_light(60, 0) and sg.extreme_light(-110, 15) and sg.extreme_light(5, -45)
+
+
+def test_yale_images_parse_the_light_from_the_file_name(tmp_path):
+    for name in ("yaleB02_P00A-110E+15.png", "yaleB02_P00A+005E-10.png", "notes.png"):
+        (tmp_path / name).write_bytes(b"")
+    images = sg.yale_images(tmp_path)
+    assert images[["person", "azimuth", "elevation", "extreme"]].values.tolist() == [
+        ["yaleB02", 5, -10, False],
+        ["yaleB02", -110, 15, True],
+    ]
+    with pytest.raises(FileNotFoundError, match="no Extended Yale B images"):
+        sg.yale_images(tmp_path / "none")
+
+
+def fake_yale(people=4, near=8, extreme=10) -> pd.DataFrame:
+    rows = [
+        (f"p{p}/{i}.png", f"yaleB{p:02d}", 0, 0, i >= near)
+        for p in range(people)
+        for i in range(near + extreme)
+    ]
+    return pd.DataFrame(rows, columns=["path", "person", "azimuth", "elevation", "extreme"])
+
+
+@pytest.mark.parametrize("mixed", [True, False])
+def test_yale_pairs_half_genuine_disjoint_sets_of_six(mixed):
+    images = fake_yale()
+    rows_a, rows_b, same, fold = sg.yale_pairs(images, mixed, pairs=200, seed=1)
+    assert len(rows_a) == len(rows_b) == 200 and same.sum() == 100
+    assert np.bincount(fold).tolist() == [20] * 10
+    person = images["person"].to_numpy()
+    extreme = images["extreme"].to_numpy()
+    for a, b, genuine in zip(rows_a, rows_b, same, strict=True):
+        assert len(set(a)) == len(set(b)) == 6
+        assert len(set(person[a])) == len(set(person[b])) == 1
+        assert (person[a[0]] == person[b[0]]) == genuine
+        if genuine:
+            assert not set(a) & set(b)
+        if mixed:
+            assert extreme[a].sum() == extreme[b].sum() == 3
+    again = sg.yale_pairs(images, mixed, pairs=200, seed=1)
+    assert all(np.array_equal(x, y) for x, y in zip(rows_a, again[0], strict=True))
+
+
+def test_paired_bootstrap_of_a_method_against_itself_is_exactly_zero(rng):
+    same = np.repeat([True, False], 100)
+    scores = rng.normal(size=200) + same
+    fold = np.arange(200) % 10
+    out = sg.paired_bootstrap(scores, scores, same, fold, resamples=50)
+    for metric in sg.METRICS:
+        assert out[metric] == out[f"mean_{metric}"]
+        assert out[f"diff_{metric}"] == out[f"low_{metric}"] == out[f"high_{metric}"] == 0.0
+    assert out["accuracy"] == kfold_accuracy(scores, same, fold).mean
+    assert out["tar@far=0.01"] == tar_at_far(scores, same, 0.01)
+
+
+def test_paired_bootstrap_interval_excludes_zero_only_for_a_clear_win(rng):
+    same = np.repeat([True, False], 300)
+    fold = np.arange(600) % 10
+    noise = rng.normal(size=600)
+    weak, strong = noise + 0.5 * same, noise + 3.0 * same
+    win = sg.paired_bootstrap(strong, weak, same, fold, resamples=60)
+    assert win["low_accuracy"] > 0 and win["low_tar@far=0.01"] > 0
+    assert win["diff_accuracy"] == pytest.approx(
+        kfold_accuracy(strong, same, fold).mean - kfold_accuracy(weak, same, fold).mean
+    )
+    # one pair's worth of difference: an interval around 0
+    nudged = weak.copy()
+    nudged[0] += 0.01
+    tie = sg.paired_bootstrap(nudged, weak, same, fold, resamples=60)
+    assert tie["low_accuracy"] <= 0 <= tie["high_accuracy"]
+    again = sg.paired_bootstrap(strong, weak, same, fold, resamples=60)
+    assert again == win  # seeded
+
+
+@pytest.mark.slow
+def test_lfw_protocols_1000_pairs_on_people_outside_devtrain():
+    require(LFW_DIR)
+    lfw = LFW(LFW_DIR)
+    protocols = sg.lfw_protocols(lfw)
+    assert list(protocols) == ["lfw_clean", *(f"lfw_{k}" for k in KINDS)]
+    train = set(lfw.people("dev_train")["name"])
+    clean = protocols["lfw_clean"]
+    assert len(clean) == 1000 and clean["same"].sum() == 500
+    assert not (set(clean["name_a"]) | set(clean["name_b"])) & train
+    for kind in KINDS:
+        pairs = protocols[f"lfw_{kind}"]
+        assert pairs[["fold", "same", "set_a", "set_b"]].equals(
+            clean[["fold", "same", "set_a", "set_b"]]
+        )
+        specs = [s for side in ("degrade_a", "degrade_b") for row in pairs[side] for s in row]
+        degraded = [s for s in specs if s is not None]
+        assert {s["kind"] for s in degraded} == {kind}
+        assert 0.45 < len(degraded) / len(specs) < 0.55
+        assert min(s["severity"] for s in degraded) >= 0.3
