@@ -129,6 +129,7 @@ def _rows(text: str) -> list[dict]:
     return list(csv.DictReader(text.splitlines()))
 
 
+@pytest.mark.slow
 def test_verify_pairs_decides_every_row_it_can_and_reports_the_others(tmp_path):
     faceless = grey(tmp_path / "grey.png")
     pairs = tmp_path / "pairs.csv"
@@ -207,6 +208,7 @@ def nan_file(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_a_model_file_runs_in_verify_embed_and_evaluate(nan_file, tmp_path):
     """The saved task gives the preset's own answers; having no measured thresholds, verify
     needs --threshold."""

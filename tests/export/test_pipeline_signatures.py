@@ -165,6 +165,7 @@ def _encoded(image: Image.Image, fmt: str) -> bytes:
     return buffer.getvalue()
 
 
+@pytest.mark.slow
 def test_other_image_kinds_decode_and_empty_batches_answer(exported):
     _, loaded = exported
     photo = Image.open(PHOTOS[0])
@@ -204,7 +205,17 @@ BAD_BYTES = {  # signature, inputs given a JPEG and a PNG photo, message
 }
 
 
-@pytest.mark.parametrize("case", BAD_BYTES, ids=list(BAD_BYTES))
+FAST_BAD_BYTES = ("not an image", "truncated JPEG")
+"""The cases the default suite runs; the others (one trace of another signature each) are slow."""
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(name, id=name, marks=() if name in FAST_BAD_BYTES else pytest.mark.slow)
+        for name in BAD_BYTES
+    ],
+)
 def test_bad_bytes_fail_with_invalid_argument(exported, photos, case):
     _, loaded = exported
     signature, inputs, message = BAD_BYTES[case]

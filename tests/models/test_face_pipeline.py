@@ -161,6 +161,7 @@ def test_a_set_preset_gives_its_heads_set_embedding_and_attention(photos):
     assert np.ptp(out["set_weights"].numpy()) > 1e-3  # attention, not a mean
 
 
+@pytest.mark.slow
 def test_max_faces_keeps_the_largest(task, collage):
     crop = zoo.get_preset("dlib_resnet").crop_spec
     few = FacePipeline.from_task(task, crop, max_faces=2)

@@ -63,6 +63,7 @@ def test_task_form_of_an_image_preset_is_backbone_then_mean(serena_chips):
     assert zoo.load("dlib_resnet", form="backbone").trainable
 
 
+@pytest.mark.slow
 def test_a_loaded_set_preset_fine_tunes_its_head_only_unless_asked(serena_chips, tmp_path):
     model = zoo.load("nan")
     assert not model.backbone.trainable and model.head.trainable
