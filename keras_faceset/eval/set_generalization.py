@@ -245,7 +245,8 @@ def yale_variants(
     "fallbacks": images where no face was found and the centre crop was used). Frames are
     embedded by `FaceEmbedder` (a NAN preset: descriptors and texture statistics) and cached."""
     images = yale_images(root)
-    path = Path(cache) / f"set_generalization_yale_{frames_digest(images)}.npz"
+    names = images.assign(path=[Path(p).relative_to(root).as_posix() for p in images["path"]])
+    path = Path(cache) / f"set_generalization_yale_{frames_digest(names)}.npz"
     if path.is_file():
         with np.load(path) as data:
             arrays = {key: data[key] for key in data.files}

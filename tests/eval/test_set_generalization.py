@@ -109,3 +109,42 @@ def test_lfw_protocols_1000_pairs_on_people_outside_devtrain():
         assert {s["kind"] for s in degraded} == {kind}
         assert 0.45 < len(degraded) / len(specs) < 0.55
         assert min(s["severity"] for s in degraded) >= 0.3
+
+
+def test_composed_variant_points_degraded_frames_at_their_twice_degraded_rows(monkeypatch):
+    """Frames 1 and 3 of the base table are degraded: the composed variant appends their
+    twice-degraded embeddings and its sets use those rows; clean frames keep theirs."""
+    union = pd.DataFrame(
+        {
+            "path": ["a.jpg", "a.jpg", "b.jpg", "b.jpg"],
+            "kind_id": [0, 0, 0, 0],
+            "severity": [0.0, 0.5, 0.0, 0.7],
+            "seed0": [0, 1, 0, 2],
+            "seed1": [0, 1, 0, 2],
+        }
+    )
+    arrays = {key: np.arange(4.0)[:, None] * [[1, 1]] for key in ("embedding", "pooled", "texture")}
+    base = {
+        "rows_a": [np.array([0, 1])],
+        "rows_b": [np.array([2, 3])],
+        "same": np.array([False]),
+        "fold": np.array([0]),
+        "severity": union["severity"].to_numpy(),
+        **arrays,
+    }
+    seen = {}
+
+    def fake(frames, lfw, chips, path):
+        seen["frames"] = frames
+        return {key: 10.0 + np.arange(len(frames))[:, None] * [[1, 1]] for key in arrays}
+
+    monkeypatch.setattr(sg, "_cached_composed_embeddings", fake)
+    out = sg._composed(base, union, "noise", lfw=None, cache="unused", chips=None, seed=0)
+    frames = seen["frames"]
+    assert frames["path"].tolist() == ["a.jpg", "b.jpg"]
+    assert (frames["kind_id2"] == KINDS.index("noise")).all()
+    assert frames["severity2"].between(*sg.SEVERITY).all()
+    assert [r.tolist() for r in out["rows_a"]] == [[0, 4]]
+    assert [r.tolist() for r in out["rows_b"]] == [[2, 5]]
+    assert out["embedding"][[0, 4, 2, 5], 0].tolist() == [0.0, 10.0, 2.0, 11.0]
+    assert out["severity"][4] == pytest.approx(0.5 + frames["severity2"][0])
