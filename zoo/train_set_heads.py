@@ -46,6 +46,7 @@ import keras
 import numpy as np
 
 from keras_faceset.data import LFW
+from keras_faceset.data.degrade import KINDS
 from keras_faceset.data.devtrain_sets import (
     MAX_IMAGES,
     VERSIONS,
@@ -148,6 +149,13 @@ def main(argv: list[str] | None = None) -> None:
         default=SPEARMAN_WEIGHT,
         help="epoch choice: weight of the held-out Spearman(weight, severity) in the score",
     )
+    parser.add_argument(
+        "--leave-out",
+        choices=KINDS,
+        default=None,
+        help="train without this degradation family (its frames are replaced by the image's "
+        "clean frame), to test the head on it (zoo/set_generalization.py)",
+    )
     add_strategy_option(parser)
     args = parser.parse_args(argv)
     strategy = make_strategy(args.strategy, args.cpu_replicas)  # before any TensorFlow work
@@ -160,6 +168,8 @@ def main(argv: list[str] | None = None) -> None:
         lfw, cache, args.chips, args.max_images, args.versions
     )
     index_of = frame_index(frames)
+    if args.leave_out:
+        index_of = leave_out(index_of, frames, args.leave_out)
     train_names = training_people(images, args.seed)
     train_people = [
         np.flatnonzero(images.identity == name)
@@ -225,6 +235,17 @@ def main(argv: list[str] | None = None) -> None:
         if is_chief(strategy):
             head.save_weights(out / spec.weights)
         print(f"{spec.results_model}: kept epoch {best + 1}", flush=True)
+
+
+def leave_out(index_of: np.ndarray, frames, kind: str) -> np.ndarray:
+    """`frame_index` `index_of` with each degraded frame of family `kind` replaced by its
+    image's clean frame (version 0): the sets never hold that family (a set may then hold the
+    clean frame twice)."""
+    out = index_of.copy()
+    left = np.zeros(out.shape, bool)
+    left[:, 1:] = frames["kind_id"].to_numpy()[out[:, 1:]] == KINDS.index(kind)
+    out[left] = np.broadcast_to(out[:, :1], out.shape)[left]
+    return out
 
 
 def select_epoch(reports: list[dict], clean_baseline: dict, spearman_weight: float = 0.0) -> int:
