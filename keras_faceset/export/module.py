@@ -19,8 +19,11 @@ import tensorflow as tf
 
 from keras_faceset.export.pipeline import PipelineEndpoints, preset_crop
 from keras_faceset.export.spec import ExportSpec
-from keras_faceset.layers import L2Normalize
-from keras_faceset.models.face_pipeline import FacePipeline
+from keras_faceset.models.face_pipeline import (
+    FacePipeline,
+    frame_feature_rows,
+    pool_frame_features,
+)
 from keras_faceset.models.fold import fold_batch_norm
 
 SIGNATURES = ("serving_default", "embed_images", "aggregate", "embed_encoded")
@@ -59,17 +62,24 @@ class ServingModule:
         self.head = spec.resolved_head()
         frames = spec.frame_model(_mixed_float16_copy(spec.backbone) if float16 else None)
         self.frames = _folded(frames) if fold else frames
-        self.normalize = L2Normalize(name="l2_normalize")
         self.height, self.width = spec.input_size
         self.embedding_dim = spec.embedding_dim
         self.feature_shape = spec.feature_shape
         self.frame_dim = dim = spec.frame_dim
         image = tf.TensorSpec([None, self.height, self.width, 3], tf.float32)
         self._embed = tf.function(
-            self._embed_resized, input_signature=[image], jit_compile=xla, autograph=False
+            functools.partial(frame_feature_rows, self.frames, feature_shape=self.feature_shape),
+            input_signature=[image],
+            jit_compile=xla,
+            autograph=False,
         )
         self._pool = tf.function(
-            self._pool_frames,
+            functools.partial(
+                pool_frame_features,
+                self.head,
+                embedding_dim=self.embedding_dim,
+                feature_shape=self.feature_shape,
+            ),
             input_signature=[
                 tf.TensorSpec([None, None, dim], tf.float32),
                 tf.TensorSpec([None, None], tf.bool),
@@ -191,28 +201,6 @@ class ServingModule:
             lambda: self._embed(images),
             lambda: tf.zeros([0, self.frame_dim], tf.float32),
         )
-
-    def _embed_resized(self, images):
-        """The frame features `[N, F]`, float32: the backbone's raw frame embeddings, then
-        the flattened features the head reads (if any)."""
-        out = self.frames(images, training=False)
-        parts = [out["frame_embeddings"]]
-        if self.feature_shape is not None:
-            size = self.frame_dim - self.embedding_dim
-            parts.append(tf.reshape(out["frame_features"], [tf.shape(images)[0], size]))
-        return tf.concat([tf.cast(part, tf.float32) for part in parts], axis=-1)
-
-    def _pool_frames(self, frames, mask):
-        """The head on frame features `[B, T, F]`, split into its inputs."""
-        inputs = {"frame_embeddings": frames[..., : self.embedding_dim], "mask": mask}
-        if self.feature_shape is not None:
-            shape = tf.concat([tf.shape(frames)[:2], self.feature_shape], axis=0)
-            inputs["frame_features"] = tf.reshape(frames[..., self.embedding_dim :], shape)
-        out = self.head(inputs, training=False)
-        return {
-            "embedding": self.normalize(tf.cast(out["embedding"], tf.float32)),
-            "weights": tf.cast(out["weights"], tf.float32),
-        }
 
 
 def _checked(fn, input_signature: list[tf.TensorSpec]):

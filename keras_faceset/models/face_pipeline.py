@@ -202,33 +202,50 @@ class FacePipeline(tf.Module):
         }
 
     def _frame_features(self, chips) -> tf.Tensor:
-        """(N, F) float32: raw frame embeddings, then the flattened frame features (if any);
-        the frame model is skipped for no chips (some kernels reject a batch of 0)."""
-
-        def run():
-            out = self.frame_model(chips, training=False)
-            parts = [out["frame_embeddings"]]
-            if self.feature_shape is not None:
-                parts.append(tf.reshape(out["frame_features"], [tf.shape(chips)[0], -1]))
-            return tf.concat([tf.cast(part, tf.float32) for part in parts], axis=-1)
-
-        empty = tf.zeros([0, self.frame_dim], tf.float32)
-        return tf.cond(tf.shape(chips)[0] > 0, run, lambda: empty)
+        """`frame_feature_rows` of the chips; the frame model is skipped for no chips (some
+        kernels reject a batch of 0)."""
+        return tf.cond(
+            tf.shape(chips)[0] > 0,
+            lambda: frame_feature_rows(self.frame_model, chips, self.feature_shape),
+            lambda: tf.zeros([0, self.frame_dim], tf.float32),
+        )
 
     def _pool(self, frame_features, mask) -> dict[str, tf.Tensor]:
-        """The head on sets of frame features (B, T, F) with a mask (B, T): unit `embedding`
-        (B, E) and `weights` (B, T), float32."""
-        inputs = {"frame_embeddings": frame_features[..., : self.embedding_dim], "mask": mask}
-        if self.feature_shape is not None:
-            shape = tf.concat([tf.shape(frame_features)[:2], self.feature_shape], axis=0)
-            features = frame_features[..., self.embedding_dim :]
-            inputs["frame_features"] = tf.reshape(features, shape)
-        out = self.head(inputs, training=False)
-        embedding = tf.cast(out["embedding"], tf.float32)
-        return {
-            "embedding": tf.math.l2_normalize(embedding, axis=-1),
-            "weights": tf.cast(out["weights"], tf.float32),
-        }
+        return pool_frame_features(
+            self.head, frame_features, mask, self.embedding_dim, self.feature_shape
+        )
+
+
+def frame_feature_rows(
+    frame_model: keras.Model, chips, feature_shape: tuple[int, ...] | None
+) -> tf.Tensor:
+    """(N, F) float32 frame features, what a head reads per frame in one row: the raw frame
+    embeddings of `chips` (N, S, S, 3) float32 by `frame_model`, then its
+    ``"frame_features"`` flattened (when `feature_shape` is not None)."""
+    out = frame_model(chips, training=False)
+    parts = [out["frame_embeddings"]]
+    if feature_shape is not None:
+        size = int(np.prod(feature_shape))
+        parts.append(tf.reshape(out["frame_features"], [tf.shape(chips)[0], size]))
+    return tf.concat([tf.cast(part, tf.float32) for part in parts], axis=-1)
+
+
+def pool_frame_features(
+    head: keras.Model, frames, mask, embedding_dim: int, feature_shape: tuple[int, ...] | None
+) -> dict[str, tf.Tensor]:
+    """The head on sets of `frame_feature_rows` (B, T, F) with a mask (B, T), split into its
+    inputs (the first `embedding_dim` values of a row, then the features reshaped to
+    `feature_shape`): unit `embedding` (B, E) and `weights` (B, T), float32."""
+    inputs = {"frame_embeddings": frames[..., :embedding_dim], "mask": mask}
+    if feature_shape is not None:
+        shape = tf.concat([tf.shape(frames)[:2], feature_shape], axis=0)
+        inputs["frame_features"] = tf.reshape(frames[..., embedding_dim:], shape)
+    out = head(inputs, training=False)
+    embedding = tf.cast(out["embedding"], tf.float32)
+    return {
+        "embedding": tf.math.l2_normalize(embedding, axis=-1),
+        "weights": tf.cast(out["weights"], tf.float32),
+    }
 
 
 def _inputs(images, sizes) -> tuple[tf.Tensor, tf.Tensor]:
