@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from keras_faceset import __version__
+from keras_faceset import __version__, zoo
 from tests.cli.helpers import (
     EXAMPLES,
     POWELL,
@@ -122,7 +122,9 @@ def test_an_image_preset_says_folders_need_a_set_preset(tmp_path):
     result = run("verify", "dlib_resnet", EXAMPLES, tmp_path, check=False)
     assert result.returncode == 2 and "image file not found" not in result.stderr
     assert f"{EXAMPLES} is a folder: folders and videos are sets of frames" in result.stderr
-    assert "a set preset compares (nan, nan1, qan, seqface;" in result.stderr
+    set_presets = ", ".join(n for n, p in zoo.PRESETS.items() if p.is_set_model)
+    assert {"nan", "qan", "mean"} <= set(set_presets.split(", "))
+    assert f"a set preset compares ({set_presets};" in result.stderr
 
 
 def _rows(text: str) -> list[dict]:
