@@ -14,7 +14,9 @@ import tensorflow as tf
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-def _decode(data: tf.Tensor) -> tf.Tensor:
+def decode_bytes(data: tf.Tensor) -> tf.Tensor:
+    """Encoded JPEG, PNG, GIF or BMP bytes as a uint8 (H, W, 3) image, in the graph (JPEG with
+    libjpeg's default integer DCT, the one PIL uses)."""
     image = tf.cond(
         tf.io.is_jpeg(data),
         lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
@@ -75,7 +77,7 @@ def load_image(path: str | os.PathLike | tf.Tensor) -> tf.Tensor:
         orientation = tf.numpy_function(
             lambda encoded: np.int32(_exif_orientation(encoded)), [data], tf.int32, stateful=False
         )
-        upright = tf.switch_case(orientation - 1, _turns(_decode(data)))
+        upright = tf.switch_case(orientation - 1, _turns(decode_bytes(data)))
         upright.set_shape([None, None, 3])
         return upright
     name = os.fspath(path)
@@ -88,7 +90,7 @@ def load_image(path: str | os.PathLike | tf.Tensor) -> tf.Tensor:
             err.errno, f"cannot read image {name}: permission denied; make it readable"
         ) from err
     try:
-        image = _decode(tf.constant(data))
+        image = decode_bytes(tf.constant(data))
     except tf.errors.OpError as err:
         reason = re.sub(r"\{\{function_node [^}]*\}\}|\[Op:.*$", "", err.message).strip()
         raise ValueError(f"cannot decode image {name}: {reason}") from err

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from keras_faceset import zoo
 from keras_faceset.align.spec import CropSpec
-from keras_faceset.data.images import _decode as decode_bytes
+from keras_faceset.data.images import decode_bytes
 from keras_faceset.export.spec import ExportSpec
 from keras_faceset.models.face_pipeline import FacePipeline
 
