@@ -13,6 +13,10 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
+READ_ERRORS = (ValueError, OSError)
+"""What reading an input raises: missing, unreadable, undecodable or truncated files, empty
+folders, bad arrays. Batch jobs catch these per item, report it and go on."""
+
 
 def sha256_file(path: str | os.PathLike) -> str:
     digest = hashlib.sha256()

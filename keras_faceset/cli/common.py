@@ -12,9 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-READ_ERRORS = (ValueError, OSError)
-"""What reading an input raises: missing, not an image, truncated, an empty folder."""
-
+from keras_faceset.files import READ_ERRORS
 
 FACE_FIELDS = ("face_found", "detector_score", "box", "face_count")
 """Per image (frame): a face was detected; the detector's score (0 without a face); the region

@@ -27,6 +27,8 @@ from collections.abc import Hashable, Iterator, Sequence
 
 import numpy as np
 
+from keras_faceset.vectors import unit_vectors
+
 METRICS = ("cosine", "euclidean")
 BLOCK_ELEMENTS = 1 << 22  # distances per block: 32 MB of float64
 
@@ -72,15 +74,9 @@ def _prepare(probe_embeddings, probe_labels, gallery_embeddings, gallery_labels,
     except TypeError as err:
         raise ValueError(f"labels must be hashable: {err}") from None
     if metric == "cosine":
-        probes, gallery = _unit(probes, "probe_embeddings"), _unit(gallery, "gallery_embeddings")
+        probes = unit_vectors(probes, name="probe_embeddings", dtype=probes.dtype)
+        gallery = unit_vectors(gallery, name="gallery_embeddings", dtype=gallery.dtype)
     return probes, probe_codes, gallery, gallery_codes
-
-
-def _unit(x: np.ndarray, name: str) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    if np.any(norms == 0):
-        raise ValueError(f"{name} contain all-zero rows, which have no cosine distance")
-    return x / norms
 
 
 def _blocks(probes, probe_codes, gallery, gallery_codes, metric: str, block_probes: int | None):

@@ -28,7 +28,7 @@ from collections.abc import Hashable, Sequence
 
 import numpy as np
 
-from keras_faceset.gallery.index import unit_vectors
+from keras_faceset.vectors import unit_vectors
 
 METHODS = ("graph", "agglomerative")
 DEFAULT_FAR = "1e-03"

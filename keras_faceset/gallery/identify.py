@@ -19,8 +19,8 @@ from keras_faceset import zoo
 from keras_faceset.data.folders import video_frames
 from keras_faceset.data.images import load_image
 from keras_faceset.data.inputs import image_paths
+from keras_faceset.files import READ_ERRORS
 from keras_faceset.gallery.gallery import Gallery, Identification
-from keras_faceset.gallery.media import READ_ERRORS
 from keras_faceset.gallery.tracks import FaceTracker, Track
 
 

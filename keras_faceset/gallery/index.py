@@ -20,6 +20,7 @@ from typing import ClassVar
 import numpy as np
 
 from keras_faceset.files import atomic_path
+from keras_faceset.vectors import unit_vectors
 
 KINDS = ("auto", "exact", "hnsw")
 AUTO_EXACT_MAX = 100_000
@@ -278,35 +279,6 @@ def index_kind(kind: str, size: int) -> str:
 def make_index(kind: str, dim: int, size: int = 0) -> VectorIndex:
     """An empty index of `kind` ("auto" decided for `size` templates)."""
     return INDEX_CLASSES[index_kind(kind, size)](dim)
-
-
-def unit_vectors(
-    vectors, dim: int | None = None, name: str = "vectors", dtype=np.float32
-) -> np.ndarray:
-    """`vectors` (N, dim) as C-contiguous `dtype` rows ``v / ‖v‖`` (any width when `dim` is
-    None); ValueError for a wrong shape, values that are not real numbers or not finite, or an
-    all-zero row (each naming the rows)."""
-    vectors = np.asarray(vectors)
-    if vectors.ndim != 2 or (dim is not None and vectors.shape[1] != dim):
-        want = f"(N, {dim})" if dim is not None else "2-D (N, dim)"
-        raise ValueError(f"{name} must be {want}, got shape {vectors.shape}")
-    if vectors.dtype.kind not in "biuf":
-        raise ValueError(f"{name} must be real numbers, got dtype {vectors.dtype}")
-    vectors = vectors.astype(dtype, copy=False)
-    bad = ~np.isfinite(vectors).all(axis=1)
-    if bad.any():
-        raise ValueError(f"{name} hold NaN or infinite values (rows {_rows(bad)}): drop those")
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    zero = norms[:, 0] == 0
-    if zero.any():
-        raise ValueError(f"{name} hold all-zero rows (rows {_rows(zero)}), which have no direction")
-    return np.ascontiguousarray(vectors / norms)
-
-
-def _rows(mask: np.ndarray, shown: int = 5) -> str:
-    rows = np.flatnonzero(mask)
-    text = ", ".join(map(str, rows[:shown]))
-    return text + (f", ... ({len(rows)} in all)" if len(rows) > shown else "")
 
 
 def _ids(ids) -> np.ndarray:

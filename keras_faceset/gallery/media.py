@@ -22,13 +22,12 @@ from keras_faceset.align.pipeline import to_rgb_uint8
 from keras_faceset.data.images import load_image
 from keras_faceset.data.inputs import frame_label, image_paths, input_sets, is_video, set_inputs
 from keras_faceset.embedder import FaceEmbedder
+from keras_faceset.files import READ_ERRORS
 from keras_faceset.gallery.store import Table
 from keras_faceset.models.set_inference import head_sets
 
 MediaInput = str | os.PathLike | np.ndarray
 """A photo or video path, a folder of photos, an (H, W, 3) photo or a (T, H, W, 3) clip."""
-READ_ERRORS = (ValueError, OSError)
-"""What reading a media raises: missing, unreadable or undecodable files, bad arrays."""
 
 
 @dataclass

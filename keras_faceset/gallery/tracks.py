@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from keras_faceset.gallery.index import unit_vectors
+from keras_faceset.vectors import unit_vectors
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
