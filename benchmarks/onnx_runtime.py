@@ -1,0 +1,388 @@
+"""ONNX Runtime, the engine CPU deployers pick, against our own inference paths.
+
+Rows, per backbone and batch size, timed in interleaved rounds in one process:
+
+* ours folded float32 and folded ``mixed_bfloat16`` (`tf.function`), the paths `FaceEmbedder`
+  runs;
+* ONNX Runtime float32 on the same network exported from our Keras model (``tf2onnx``) and,
+  for InceptionResNetV1, exported from facenet-pytorch (``torch.onnx``);
+* ONNX Runtime int8: static QDQ quantization of each float32 export (`quantize_static`,
+  per-channel weights, activations calibrated on real LFW face chips);
+* the eager peers (facenet-pytorch; dlib's own ``compute_face_descriptor``).
+
+Our exports are of the pretrained presets' frame models (preprocessing included), so that
+``--lfw`` can put each row's LFW View 2 accuracy beside its speed, on the same chips (those of
+the chip cache). The facenet-pytorch export has random weights (its pretrained weights are a
+download this benchmark does not make): its rows are for speed only.
+
+    python -m benchmarks.onnx_runtime --chips CHIP_CACHE [--quick]   # speed
+    python -m benchmarks.onnx_runtime --chips CHIP_CACHE --lfw       # accuracy per row
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.backbone import (
+    SHARED,
+    TORCH_THREADS,
+    dlib_runner,
+    facenet_pytorch_model,
+    torch_runner,
+)
+from benchmarks.common import (
+    banner,
+    interleaved,
+    machine_info,
+    paired_ratio,
+    peak_rss_mb,
+    ratio_text,
+    spread,
+    table,
+    write_result,
+)
+
+PRESETS = {"facenet": "InceptionResNetV1", "dlib_resnet": "DlibResNet"}
+ORT_THREADS = 2
+CALIBRATION_IMAGES = 256
+
+
+def frame_function(frame_model, size: int):
+    """`frame_model`'s embeddings as one `tf.function` on float32 (N, size, size, 3) chips."""
+    import tensorflow as tf
+
+    spec = tf.TensorSpec((None, size, size, 3), tf.float32, name="chips")
+    return tf.function(
+        lambda chips: frame_model(chips, training=False)["frame_embeddings"],
+        input_signature=[spec],
+    )
+
+
+def export_keras(frame_model, size: int, path: Path) -> Path:
+    """`frame_model` (its embeddings) as ONNX through tf2onnx, once (kept at `path`)."""
+    if not path.exists():
+        import tf2onnx
+
+        fn = frame_function(frame_model, size)
+        tmp = path.with_suffix(".tmp")
+        tf2onnx.convert.from_function(
+            fn, input_signature=fn.input_signature, opset=17, output_path=str(tmp)
+        )
+        os.replace(tmp, path)
+    return path
+
+
+def export_torch(model, path: Path) -> Path:
+    """facenet-pytorch's InceptionResnetV1 as ONNX (TorchScript exporter), NCHW input."""
+    if not path.exists():
+        import torch
+
+        x = torch.zeros(1, 3, 160, 160)
+        tmp = path.with_suffix(".tmp")
+        torch.onnx.export(
+            model,
+            (x,),
+            str(tmp),
+            dynamo=False,
+            input_names=["chips"],
+            output_names=["embeddings"],
+            dynamic_axes={"chips": {0: "n"}, "embeddings": {0: "n"}},
+            opset_version=17,
+        )
+        os.replace(tmp, path)
+    return path
+
+
+def quantize(float_path: Path, calibration: np.ndarray, path: Path) -> Path:
+    """Static QDQ quantization of `float_path`: uint8 activations calibrated on `calibration`
+    (MinMax), per-channel int8 weights. U8S8 is the pair ONNX Runtime's x86 kernels (VNNI) are
+    fast at; int8 activations (S8S8) ran at 0.73x of float32 on a Xeon with AMX."""
+    if not path.exists():
+        from onnxruntime.quantization import (
+            CalibrationDataReader,
+            QuantFormat,
+            QuantType,
+            quantize_static,
+        )
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        class Chips(CalibrationDataReader):
+            def __init__(self, name: str):
+                self.batches = iter(
+                    [{name: calibration[i : i + 16]} for i in range(0, len(calibration), 16)]
+                )
+
+            def get_next(self):
+                return next(self.batches, None)
+
+        prepared = path.with_suffix(".prep.onnx")
+        quant_pre_process(str(float_path), str(prepared))
+        tmp = path.with_suffix(".tmp")
+        quantize_static(
+            str(prepared),
+            str(tmp),
+            Chips(input_name(float_path)),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+        )
+        prepared.unlink()
+        os.replace(tmp, path)
+    return path
+
+
+def session(path: Path, threads: int = ORT_THREADS):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def input_name(path: Path) -> str:
+    import onnx
+
+    return onnx.load(str(path), load_external_data=False).graph.input[0].name
+
+
+class OrtFrameModel:
+    """An ONNX Runtime session in `FaceEmbedder.frame_model`'s place (`predict_on_batch`)."""
+
+    def __init__(self, path: Path):
+        self.session = session(path)
+        self.input = self.session.get_inputs()[0].name
+
+    def predict_on_batch(self, chips: np.ndarray) -> dict:
+        out = self.session.run(None, {self.input: np.asarray(chips, np.float32)})[0]
+        return {"frame_embeddings": out}
+
+
+def ort_runner(path: Path, x: np.ndarray):
+    model = OrtFrameModel(path)
+    return lambda: model.predict_on_batch(x)
+
+
+def tf_runner(fn, x: np.ndarray):
+    import tensorflow as tf
+
+    tensor = tf.constant(x)
+    return lambda: fn(tensor).numpy()
+
+
+def calibration_chips(embedder, count: int = CALIBRATION_IMAGES) -> np.ndarray:
+    """`count` seeded LFW View 1 DevTrain images cropped as the preset crops them."""
+    from keras_faceset.data.lfw import LFW
+
+    pairs = LFW(SHARED / "data" / "lfw").pairs("dev_train")
+    paths = sorted(set(pairs.path_a) | set(pairs.path_b))
+    chosen = np.random.default_rng(0).choice(len(paths), count, replace=False)
+    return embedder.chips([paths[i] for i in sorted(chosen)])
+
+
+def models_for(preset: str, work: Path, chip_cache: str) -> dict:
+    """{row name: ("tf", fn) | ("ort", path) | ("torch"|"dlib", None)} for one preset, and the
+    embedder whose chips they share."""
+    from keras_faceset.embedder import FaceEmbedder
+    from keras_faceset.models.fold import fold_batch_norm
+
+    embedder = FaceEmbedder(preset, chip_cache=chip_cache)
+    size = embedder.preset.input_size
+    backbone = embedder.task.frame_model
+    folded = fold_batch_norm(backbone)
+    rows = {
+        "ours folded float32": ("tf", frame_function(folded, size)),
+        "ours folded mixed_bfloat16": (
+            "tf",
+            frame_function(fold_batch_norm(backbone, dtype="mixed_bfloat16"), size),
+        ),
+    }
+    exported = export_keras(folded, size, work / f"{preset}_keras.onnx")
+    calibration = calibration_chips(embedder).astype(np.float32)
+    rows["ONNX Runtime float32 (ours, tf2onnx)"] = ("ort", exported)
+    rows["ONNX Runtime int8 QDQ (ours, tf2onnx)"] = (
+        "ort",
+        quantize(exported, calibration, work / f"{preset}_keras_int8.onnx"),
+    )
+    if preset == "facenet":
+        torch_path = export_torch(facenet_pytorch_model(), work / "facenet_pytorch.onnx")
+        standardised = ((calibration - 127.5) / 128.0).transpose(0, 3, 1, 2).copy()
+        rows["ONNX Runtime float32 (facenet-pytorch export)"] = ("ort_nchw", torch_path)
+        rows["ONNX Runtime int8 QDQ (facenet-pytorch export)"] = (
+            "ort_nchw",
+            quantize(torch_path, standardised, work / "facenet_pytorch_int8.onnx"),
+        )
+        rows["facenet-pytorch float32 eager"] = ("torch", None)
+    else:
+        rows["dlib compute_face_descriptor"] = ("dlib", None)
+    return {"embedder": embedder, "size": size, "rows": rows}
+
+
+def runner(kind: str, model, batch: int, size: int, torch_model):
+    x = np.random.default_rng(batch).integers(0, 256, (batch, size, size, 3)).astype(np.float32)
+    if kind == "tf":
+        return tf_runner(model, x)
+    if kind == "ort":
+        return ort_runner(model, x)
+    if kind == "ort_nchw":
+        return ort_runner(model, ((x - 127.5) / 128.0).transpose(0, 3, 1, 2).copy())
+    if kind == "torch":
+        return torch_runner(torch_model, batch)
+    return dlib_runner(batch)
+
+
+def speed(prepared: dict, batches, repeats: int) -> list[dict]:
+    torch_model = facenet_pytorch_model()
+    rows = []
+    for preset, entry in prepared.items():
+        for batch in batches:
+            runners = {
+                name: runner(kind, model, batch, entry["size"], torch_model)
+                for name, (kind, model) in entry["rows"].items()
+            }
+            stats = interleaved(runners, repeats, items=batch)
+            best_ort = max(
+                (name for name in stats if name.startswith("ONNX Runtime")),
+                key=lambda name: stats[name]["median_rate"],
+            )
+            for name, row in stats.items():
+                rows.append(
+                    {
+                        "preset": preset,
+                        "model": PRESETS[preset],
+                        "row": name,
+                        "batch": batch,
+                        **row,
+                        "vs_ort_float32": paired_ratio(
+                            row, stats["ONNX Runtime float32 (ours, tf2onnx)"]
+                        ),
+                        "vs_best_ort": paired_ratio(row, stats[best_ort]),
+                        "best_ort": best_ort,
+                    }
+                )
+            print(f"  {preset} batch {batch} done", flush=True)
+    return rows
+
+
+def lfw_accuracy(prepared: dict) -> list[dict]:
+    """LFW View 2 of every pretrained row (ours and our exports) on the chip cache's chips."""
+    from keras_faceset.eval.lfw import evaluate_lfw
+
+    rows = []
+    for preset, entry in prepared.items():
+        embedder = entry["embedder"]
+        for name, (kind, model) in entry["rows"].items():
+            if kind not in ("tf", "ort"):
+                continue
+            embedder.frame_model = OrtFrameModel(model) if kind == "ort" else TfFrameModel(model)
+            start = time.perf_counter()
+            summary, _ = evaluate_lfw(embedder, SHARED / "data" / "lfw", view="view2")
+            result = summary.iloc[0]
+            rows.append(
+                {
+                    "preset": preset,
+                    "row": name,
+                    "accuracy": float(result["accuracy"]),
+                    "std": float(result["std"]),
+                    "seconds": time.perf_counter() - start,
+                }
+            )
+            print(f"  {preset} {name}: {100 * rows[-1]['accuracy']:.2f} %", flush=True)
+    return rows
+
+
+class TfFrameModel:
+    """A `frame_function` in `FaceEmbedder.frame_model`'s place."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def predict_on_batch(self, chips: np.ndarray) -> dict:
+        return {"frame_embeddings": self.fn(np.asarray(chips, np.float32)).numpy()}
+
+
+def main(chip_cache: str, work: Path, quick: bool, presets) -> dict:
+    machine = machine_info(ort_threads=ORT_THREADS, torch_threads=TORCH_THREADS)
+    banner("ONNX Runtime vs ours", machine)
+    prepared = prepare(presets, work, chip_cache)
+    rows = speed(prepared, (8,) if quick else (8, 32), 3 if quick else 5)
+    lines = [
+        [
+            r["model"],
+            r["row"],
+            r["batch"],
+            spread(r),
+            ratio_text(r["vs_ort_float32"]),
+            ratio_text(r["vs_best_ort"]),
+            f"{r['cores_busy']:.1f}",
+        ]
+        for r in rows
+    ]
+    headers = ["model", "path", "batch", "images/s median [min-max]", "vs ORT float32"]
+    print(table([*headers, "vs best ORT", "cores busy"], lines))
+    path = write_result(
+        "onnx_runtime",
+        machine,
+        rows=rows,
+        onnx_file_mb=file_sizes(work),
+        peak_rss_mb=peak_rss_mb(),
+        notes="images/s = batch / wall seconds per call, median [min-max] over interleaved "
+        "rounds (each sample >= 1 s); vs_* = the other row's seconds / own seconds per round. "
+        f"ONNX Runtime: CPUExecutionProvider, {ORT_THREADS} intra-op threads, all graph "
+        "optimisations; int8 = quantize_static QDQ, per-channel int8 weights, uint8 "
+        f"activations calibrated (MinMax) on {CALIBRATION_IMAGES} LFW DevTrain chips. Ours "
+        "and our exports carry the pretrained weights and the preset's preprocessing; the "
+        "facenet-pytorch export has random weights (speed only). Random pixels.",
+    )
+    print(f"wrote {path}")
+    return {"rows": rows}
+
+
+def main_lfw(chip_cache: str, work: Path, presets) -> dict:
+    machine = machine_info(ort_threads=ORT_THREADS, chip_cache=chip_cache)
+    banner("ONNX Runtime vs ours: LFW View 2 per row", machine)
+    accuracy = lfw_accuracy(prepare(presets, work, chip_cache))
+    lines = [
+        [a["preset"], a["row"], f"{100 * a['accuracy']:.2f} +/- {100 * a['std']:.2f}"]
+        for a in accuracy
+    ]
+    print(table(["preset", "path", "LFW View 2 %"], lines))
+    path = write_result(
+        "onnx_runtime_lfw",
+        machine,
+        rows=accuracy,
+        notes="LFW View 2 (10-fold, cosine, no flip) of each pretrained row, the preset's crop "
+        "read from the chip cache; seconds include reading the cache.",
+    )
+    print(f"wrote {path}")
+    return {"rows": accuracy}
+
+
+def prepare(presets, work: Path, chip_cache: str) -> dict:
+    work.mkdir(parents=True, exist_ok=True)
+    return {preset: models_for(preset, work, chip_cache) for preset in presets}
+
+
+def file_sizes(work: Path) -> dict:
+    return {path.name: path.stat().st_size / 2**20 for path in sorted(work.glob("*.onnx"))}
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--chips", required=True, help="chip cache with the LFW crops")
+    parser.add_argument("--work", default="onnx-models", help="folder for the ONNX files")
+    parser.add_argument("--lfw", action="store_true", help="LFW View 2 per row instead of speed")
+    parser.add_argument("--quick", action="store_true", help="batch 8 only, fewer rounds")
+    parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=list(PRESETS))
+    args = parser.parse_args()
+    if args.lfw:
+        main_lfw(args.chips, Path(args.work), args.presets)
+    else:
+        main(args.chips, Path(args.work), args.quick, args.presets)
