@@ -2,9 +2,9 @@
 dlib's Chinese whispers and scikit-learn's DBSCAN on the same embeddings, pairwise and BCubed F.
 
 The embeddings are those of ``zoo/lfw_identification.py`` (every LFW image embedded once per
-image model into ``--cache/lfw_<model>.npz``; made here when absent). The faces are those of
-the people with >= 2 images, split by LFW View 1 into DevTrain (6,671 images of 1,184 people)
-and DevTest (2,493 images of 496 people). Each method's threshold (DBSCAN: eps and
+image model into ``--cache/lfw_<model>_<digest>.npz``; made here when absent). The faces are
+those of the people with >= 2 images, split by LFW View 1 into DevTrain (6,671 images of
+1,184 people) and DevTest (2,493 images of 496 people). Each method's threshold (DBSCAN: eps and
 min_samples) is the one of a grid with the best BCubed F on one side, reported on the other,
 both ways, so each of the 9,164 faces is clustered once with a threshold chosen on other
 people; and on seeded subsets of 1,000 images (chosen on a DevTrain subset, reported on a

@@ -2,7 +2,7 @@
 templates made from several images by mean pooling, NAN and QAN.
 
 Every LFW image is embedded once per image model (MTCNN and the preset's crop; aligned chips
-cached under --chips) into ``--cache/lfw_<model>.npz`` (`keras_faceset.eval.lfw.
+cached under --chips) into ``--cache/lfw_<model>_<digest>.npz`` (`keras_faceset.eval.lfw.
 cached_embeddings`, written atomically), which ``zoo/lfw_clustering.py`` reads too.
 
 - Closed set: for each of the 1,680 people with >= 2 images one seeded image is the gallery,

@@ -74,10 +74,13 @@ def lfw_image_embeddings(
     lfw: LFW, model: str, cache: str | os.PathLike, chips: str | os.PathLike | None = None
 ) -> tuple[np.ndarray, list]:
     """Unit embeddings of every LFW image by image preset `model`, cached in
-    ``cache/lfw_<model>.npz`` (aligned chips in `chips`), and each image's identity."""
+    ``cache/lfw_<model>_<digest>.npz`` (aligned chips in `chips`), and each image's identity.
+    The digest is of the embedder's name (preset, crop, detector), so a cache made another way
+    (an older default detector, say) is left alone rather than refused."""
     images = lfw.images("view2")
     embedder = FaceEmbedder(model, chip_cache=chips)
-    path = Path(cache) / f"lfw_{model}.npz"
+    digest = hashlib.sha256(embedder.__name__.encode()).hexdigest()[:10]
+    path = Path(cache) / f"lfw_{model}_{digest}.npz"
     embeddings = cached_embeddings(embedder, images["path"].tolist(), cache_path=path)
     return embeddings, images["identity"].tolist()
 
