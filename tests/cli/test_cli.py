@@ -34,6 +34,7 @@ def test_list_and_info():
     assert "source.sha256: 55533b28a958" in run("info", "dlib_resnet").stdout
 
 
+@pytest.mark.slow
 def test_tensorflow_log_lines_are_off_unless_verbose():
     no_log_lines(run("list"))
     assert "dlib_resnet" in run("--verbose", "list").stdout  # the flag, before or after

@@ -307,6 +307,7 @@ def _small_lfw_sets(root):
     return root
 
 
+@pytest.mark.slow
 def test_evaluate_sets_on_a_small_protocol_with_an_image_model_and_the_frame_cache(tmp_path):
     """A small degraded LFW-sets pair list, dlib_resnet mean-pooled; the second run reads
     every frame from the cache and gives the same scores."""

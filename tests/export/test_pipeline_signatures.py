@@ -279,6 +279,7 @@ def test_every_op_is_a_standard_kernel_and_the_pipeline_is_in_the_graph(exported
     assert not {"PyFunc", "EagerPyFunc", "PyFuncStateless"} & ops
 
 
+@pytest.mark.slow
 def test_warmup_records_run_the_detector_on_faces(exported):
     from tensorflow_serving.apis import prediction_log_pb2
 

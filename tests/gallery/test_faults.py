@@ -122,6 +122,7 @@ def test_a_writer_killed_mid_write_leaves_the_previous_gallery_intact(gallery, t
     assert not list(gallery.path.glob(".v*.part")) and len(reopened) == 13
 
 
+@pytest.mark.slow
 def test_two_writers_at_once_are_serialised_and_both_adds_kept(gallery, tmp_path):
     gallery, _ = gallery
     signals = [tmp_path / "a", tmp_path / "b"]

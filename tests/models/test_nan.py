@@ -277,6 +277,7 @@ def test_trained_nan_ignores_a_noisy_frame_better_than_the_mean(rng):
     assert after["weights"][:, -1].mean() < 0.2  # the mean gives it 0.25
 
 
+@pytest.mark.slow
 def test_identification_mode(rng):
     head = NANHead(DIM, num_blocks=1)
     frames = rng.normal(size=(12, 3, DIM)).astype("float32")

@@ -153,6 +153,7 @@ def test_processes_loading_one_preset_at_once_all_succeed_with_one_conversion(
 # --- 10. killed mid-conversion or mid-write -------------------------------------------------
 
 
+@pytest.mark.slow
 def test_loads_killed_mid_conversion_and_mid_write_leave_no_entry_and_the_next_recovers(
     tmp_path, monkeypatch, dlib_reference
 ):
