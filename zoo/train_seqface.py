@@ -62,7 +62,8 @@ from keras_faceset.eval.results import record_result
 from keras_faceset.layers import L2SphereFace
 from keras_faceset.losses import LSRLoss
 from keras_faceset.models import SeqFaceHead, lsr_targets
-from keras_faceset.models.distribute import add_strategy_option, fit, is_chief, make_strategy
+from keras_faceset.models.distribute import fit, is_chief, make_strategy
+from keras_faceset.strategies import add_strategy_option
 from keras_faceset.zoo import build_head
 
 DIM = 128

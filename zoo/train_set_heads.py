@@ -63,7 +63,8 @@ from keras_faceset.eval.protocol_cache import (
 )
 from keras_faceset.eval.sets import pool_sets, set_verification
 from keras_faceset.losses import ContrastiveLoss, TripletLoss
-from keras_faceset.models.distribute import add_strategy_option, fit, is_chief, make_strategy
+from keras_faceset.models.distribute import fit, is_chief, make_strategy
+from keras_faceset.strategies import add_strategy_option
 from keras_faceset.zoo import build_head, get_preset
 
 HEADS = ("nan1", "nan", "qan")

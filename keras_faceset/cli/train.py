@@ -6,9 +6,7 @@ import argparse
 import re
 from pathlib import Path
 
-STRATEGY_NAMES = ("default", "mirrored", "multi_worker")
-"""`keras_faceset.models.distribute.STRATEGIES` (a test holds them equal): importing that
-module here would load TensorFlow for every command."""
+from keras_faceset.strategies import add_strategy_option
 
 CHECKPOINT = re.compile(r"epoch-(\d{4,})\.keras")
 
@@ -58,19 +56,7 @@ def register(add_command) -> None:
     train.add_argument(
         "--resume", action="store_true", help="continue from the last checkpoint in it"
     )
-    train.add_argument(
-        "--strategy",
-        choices=STRATEGY_NAMES,
-        default="default",
-        help="tf.distribute strategy: one device, all GPUs (or --cpu-replicas CPU devices), "
-        "or the workers of TF_CONFIG (default: %(default)s)",
-    )
-    train.add_argument(
-        "--cpu-replicas",
-        type=int,
-        default=2,
-        help="logical CPU devices of --strategy mirrored without a GPU (default: %(default)s)",
-    )
+    add_strategy_option(train)
     train.add_argument(
         "-q", "--quiet", action="store_true", help="no progress bars (none when not a TTY)"
     )

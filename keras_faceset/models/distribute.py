@@ -16,7 +16,6 @@ pairs stay within each replica's share unless `mining_batch="global"`).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -26,7 +25,8 @@ from collections.abc import Iterator
 import keras
 import tensorflow as tf
 
-STRATEGIES = ("default", "mirrored", "multi_worker")
+from keras_faceset.strategies import STRATEGIES
+
 TF_CONFIG_EXAMPLE = (
     '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
     '"task": {"type": "worker", "index": 0}}'
@@ -124,23 +124,6 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
         return True
     has_chief = "chief" in resolver.cluster_spec().as_dict()
     return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
-
-
-def add_strategy_option(parser: argparse.ArgumentParser) -> None:
-    """`--strategy default|mirrored|multi_worker` and `--cpu-replicas` on a training script."""
-    parser.add_argument(
-        "--strategy",
-        choices=STRATEGIES,
-        default="default",
-        help="tf.distribute strategy: one device, all GPUs (or --cpu-replicas CPU devices), "
-        "or the workers of TF_CONFIG (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--cpu-replicas",
-        type=int,
-        default=2,
-        help="logical CPU devices of --strategy mirrored without a GPU (default: %(default)s)",
-    )
 
 
 def fit(

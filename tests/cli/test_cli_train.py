@@ -16,10 +16,10 @@ import pytest
 import tensorflow as tf
 
 from keras_faceset.cli import main, parse_args
-from keras_faceset.cli.train import STRATEGY_NAMES, checkpoint_path
+from keras_faceset.cli.train import checkpoint_path
 from keras_faceset.embedder import FaceEmbedder, load_task_file
 from keras_faceset.models import SetEmbeddingModel
-from keras_faceset.models.distribute import STRATEGIES
+from keras_faceset.strategies import STRATEGIES
 from keras_faceset.zoo import PRESETS
 from keras_faceset.zoo.presets import Head
 from tests.cli.helpers import save
@@ -184,7 +184,7 @@ def test_bad_runs_say_what_to_do(presets, image_data, tmp_path):
 
 
 def test_strategy_choices_are_the_distribute_strategies():
-    assert STRATEGY_NAMES == STRATEGIES
+    assert STRATEGIES == ("default", "mirrored", "multi_worker")
     args = parse_args(["train", "x", "d", "o.keras", "--strategy", "mirrored"])
     assert (args.strategy, args.cpu_replicas) == ("mirrored", 2)
 

@@ -17,13 +17,8 @@ from keras_faceset.losses.distribute import (
     replica_context,
     uniform,
 )
-from keras_faceset.models.distribute import (
-    add_strategy_option,
-    check_tf_config,
-    fit,
-    is_chief,
-    make_strategy,
-)
+from keras_faceset.models.distribute import check_tf_config, fit, is_chief, make_strategy
+from keras_faceset.strategies import add_strategy_option
 
 CLUSTER = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
 

@@ -23,7 +23,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_faceset.models.distribute import add_strategy_option, fit, is_chief, make_strategy
+from keras_faceset.models.distribute import fit, is_chief, make_strategy
+from keras_faceset.strategies import add_strategy_option
 
 REPO = Path(__file__).resolve().parents[2]
 
