@@ -222,8 +222,21 @@ def held_out_embeddings(
         "clean": pd.concat(clean, ignore_index=True),
         "degraded": held_out_protocol(lfw, exclude, 0, degraded=True),
     }
+    return embedded_variants(protocols, lfw, cache, chips, "devtrain_sets_dlib")[0]
+
+
+def embedded_variants(
+    protocols: dict[str, pd.DataFrame],
+    lfw: LFW,
+    cache: str | os.PathLike,
+    chips: ChipFolder,
+    name: str,
+) -> tuple[dict[str, dict], pd.DataFrame]:
+    """Each LFW-sets pair list of `protocols` in the variant form (rows_a, rows_b, same, fold
+    and the frame arrays), and the frame table they index: the distinct frames of all of
+    them, embedded once into ``cache/<name>_<digest>.npz``."""
     union, rows_a, rows_b = lfw_sets.protocol_frames(pd.concat(protocols.values()))
-    path = Path(cache) / f"devtrain_sets_dlib_{frames_digest(union)}.npz"
+    path = Path(cache) / f"{name}_{frames_digest(union)}.npz"
     arrays = cached_frame_embeddings(union, lfw, chips, path)
     arrays["severity"] = union["severity"].to_numpy()
     variants, start = {}, 0
@@ -237,7 +250,7 @@ def held_out_embeddings(
             **arrays,
         }
         start = stop
-    return variants
+    return variants, union
 
 
 def devtrain_embeddings(

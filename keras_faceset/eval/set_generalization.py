@@ -42,7 +42,7 @@ from keras_faceset.eval.pair_reports import SIDES
 from keras_faceset.eval.protocol_cache import (
     FEATURE_KEYS,
     PRESET,
-    cached_frame_embeddings,
+    embedded_variants,
     frames_digest,
     head_features,
 )
@@ -90,32 +90,13 @@ def lfw_protocols(lfw: LFW, seed: int = 0) -> dict[str, pd.DataFrame]:
     return protocols
 
 
-def _variant(frames_rows: tuple, pairs: pd.DataFrame, arrays: dict) -> dict:
-    rows_a, rows_b = frames_rows
-    return {
-        "rows_a": rows_a,
-        "rows_b": rows_b,
-        "same": pairs["same"].to_numpy(),
-        "fold": pairs["fold"].to_numpy(),
-        **arrays,
-    }
-
-
 def lfw_variants(
     lfw: LFW, cache: str | os.PathLike, chips: str | os.PathLike | None = None, seed: int = 0
 ) -> dict[str, dict]:
     """The LFW variants (``lfw_clean``, ``lfw_<family>``, ``lfw_<a>+<b>``) in the
     `keras_faceset.eval.protocol_cache` variant form, embedded once into `cache`."""
     protocols = lfw_protocols(lfw, seed)
-    union, rows_a, rows_b = lfw_sets.protocol_frames(pd.concat(protocols.values()))
-    path = Path(cache) / f"set_generalization_lfw_{frames_digest(union)}.npz"
-    arrays = cached_frame_embeddings(union, lfw, chips, path)
-    arrays["severity"] = union["severity"].to_numpy()
-    variants, start = {}, 0
-    for name, pairs in protocols.items():
-        stop = start + len(pairs)
-        variants[name] = _variant((rows_a[start:stop], rows_b[start:stop]), pairs, arrays)
-        start = stop
+    variants, union = embedded_variants(protocols, lfw, cache, chips, "set_generalization_lfw")
     for first, second in COMPOSITIONS:
         variants[f"lfw_{first}+{second}"] = _composed(
             variants[f"lfw_{first}"], union, second, lfw, cache, chips, seed
