@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +45,7 @@ from benchmarks.common import (
     table,
     write_result,
 )
+from benchmarks.precision import lfw_view2
 
 PRESETS = {"facenet": "InceptionResNetV1", "dlib_resnet": "DlibResNet"}
 ORT_THREADS = 2
@@ -273,8 +273,6 @@ def speed(prepared: dict, batches, repeats: int) -> list[dict]:
 
 def lfw_accuracy(prepared: dict) -> list[dict]:
     """LFW View 2 of every pretrained row (ours and our exports) on the chip cache's chips."""
-    from keras_faceset.eval.lfw import evaluate_lfw
-
     rows = []
     for preset, entry in prepared.items():
         embedder = entry["embedder"]
@@ -282,18 +280,7 @@ def lfw_accuracy(prepared: dict) -> list[dict]:
             if kind not in ("tf", "ort"):
                 continue
             embedder.frame_model = OrtFrameModel(model) if kind == "ort" else TfFrameModel(model)
-            start = time.perf_counter()
-            summary, _ = evaluate_lfw(embedder, SHARED / "data" / "lfw", view="view2")
-            result = summary.iloc[0]
-            rows.append(
-                {
-                    "preset": preset,
-                    "row": name,
-                    "accuracy": float(result["accuracy"]),
-                    "std": float(result["std"]),
-                    "seconds": time.perf_counter() - start,
-                }
-            )
+            rows.append({"preset": preset, "row": name, **lfw_view2(embedder)})
             print(f"  {preset} {name}: {100 * rows[-1]['accuracy']:.2f} %", flush=True)
     return rows
 

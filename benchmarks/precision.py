@@ -112,9 +112,25 @@ def throughput(quick: bool, full: bool) -> dict:
     return {"rows": rows}
 
 
+def lfw_view2(embedder) -> dict:
+    """LFW View 2 of `embedder` (its `frame_model` as set): accuracy, std over folds, AUC,
+    detector fallbacks and wall seconds (reading the chip cache included)."""
+    from keras_faceset.eval.lfw import evaluate_lfw
+
+    start = time.perf_counter()
+    summary, _ = evaluate_lfw(embedder, SHARED / "data" / "lfw", view="view2")
+    result = summary.iloc[0]
+    return {
+        "accuracy": float(result["accuracy"]),
+        "std": float(result["std"]),
+        "auc": float(result["auc"]),
+        "fallbacks": embedder.fallbacks,
+        "seconds": time.perf_counter() - start,
+    }
+
+
 def lfw(chip_cache: str, presets=LFW_PRESETS) -> dict:
     from keras_faceset.embedder import FaceEmbedder
-    from keras_faceset.eval.lfw import evaluate_lfw
 
     machine = machine_info(chip_cache=chip_cache)
     banner("bfloat16 LFW View 2", machine)
@@ -124,20 +140,7 @@ def lfw(chip_cache: str, presets=LFW_PRESETS) -> dict:
         backbone = embedder.task.backbone
         for dtype in ("float32", "mixed_bfloat16"):
             embedder.frame_model = fold(backbone, dtype)
-            start = time.perf_counter()
-            summary, _ = evaluate_lfw(embedder, SHARED / "data" / "lfw", view="view2")
-            result = summary.iloc[0]
-            rows.append(
-                {
-                    "preset": preset,
-                    "dtype": dtype,
-                    "accuracy": float(result["accuracy"]),
-                    "std": float(result["std"]),
-                    "auc": float(result["auc"]),
-                    "fallbacks": embedder.fallbacks,
-                    "seconds": time.perf_counter() - start,
-                }
-            )
+            rows.append({"preset": preset, "dtype": dtype, **lfw_view2(embedder)})
             print(f"  {preset} {dtype}: {rows[-1]['accuracy']:.4f}", flush=True)
     lines = [
         [
