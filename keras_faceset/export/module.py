@@ -17,6 +17,7 @@ import os
 import keras
 import tensorflow as tf
 
+from keras_faceset.embedder import PRECISIONS
 from keras_faceset.export.pipeline import PipelineEndpoints, preset_crop
 from keras_faceset.export.spec import ExportSpec
 from keras_faceset.models.face_pipeline import (
@@ -48,20 +49,35 @@ class ServingModule:
     `fold=True` (the default) serves `fold_batch_norm` of the per-frame model: every batch norm
     (and dlib's `Affine`) after a convolution or dense layer folded into it, the same outputs up
     to float rounding in fewer ops. `float16=True` runs the backbone under the `mixed_float16`
-    policy (a copy; weights stay float32, outputs are cast to float32). `xla=True` compiles the
+    policy (a copy; weights stay float32, outputs are cast to float32); `precision="bfloat16"`
+    computes the folded per-frame model in bfloat16 (`fold_batch_norm(..., dtype=
+    "mixed_bfloat16")`, for CPUs with AVX512_BF16 or AMX), outputs float32. `xla=True` compiles the
     backbone and head with XLA (`jit_compile`); decoding, resizing and input checks stay outside
     the compiled part.
     """
 
     def __init__(
-        self, spec: ExportSpec, float16: bool = False, xla: bool = False, fold: bool = True
+        self,
+        spec: ExportSpec,
+        float16: bool = False,
+        xla: bool = False,
+        fold: bool = True,
+        precision: str = "float32",
     ):
         backend = keras.backend.backend()
         if backend != "tensorflow":
             raise ValueError(f"SavedModel export needs KERAS_BACKEND=tensorflow, got {backend!r}.")
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
+        if precision == "bfloat16" and (float16 or not fold):
+            raise ValueError(
+                "precision='bfloat16' computes the folded graph in bfloat16: it goes with "
+                "neither float16 (--float16) nor fold=False (--no-fold)."
+            )
         self.head = spec.resolved_head()
         frames = spec.frame_model(_mixed_float16_copy(spec.backbone) if float16 else None)
-        self.frames = _folded(frames) if fold else frames
+        dtype = "mixed_bfloat16" if precision == "bfloat16" else None
+        self.frames = _folded(frames, dtype) if fold else frames
         self.height, self.width = spec.input_size
         self.embedding_dim = spec.embedding_dim
         self.feature_shape = spec.feature_shape
@@ -215,10 +231,11 @@ def _checked(fn, input_signature: list[tf.TensorSpec]):
     return checked
 
 
-def _folded(frames: keras.Model) -> keras.Model:
-    """`fold_batch_norm(frames)`, with the remedy in the error when the model cannot be cloned."""
+def _folded(frames: keras.Model, dtype: str | None) -> keras.Model:
+    """`fold_batch_norm(frames, dtype)`, with the remedy in the error when the model cannot be
+    cloned."""
     try:
-        return fold_batch_norm(frames)
+        return fold_batch_norm(frames, dtype=dtype)
     except (ValueError, TypeError, NotImplementedError) as error:
         raise ValueError(
             f"folding batch norm into the convolutions of {frames.name} needs a copy of the "

@@ -47,6 +47,9 @@ def test_export_options_parse():
     assert (args.model_file, args.no_fold) == (None, False)
     args = _parser().parse_args(["export", "nan", "m", "--model", "x.keras", "--no-fold"])
     assert (args.model, args.model_file, args.no_fold) == ("nan", "x.keras", True)
+    assert args.precision == "float32"
+    args = _parser().parse_args(["export", "facenet", "m", "--precision", "bfloat16"])
+    assert args.precision == "bfloat16"
 
 
 def _fine_tuned_nan(path, size: int = 150):

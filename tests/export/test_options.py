@@ -121,6 +121,33 @@ def test_float16_export_computes_in_half_precision_and_returns_float32(tmp_path,
     assert backbone.dtype_policy.name == "float32"  # the exported copy, not the model, changed
 
 
+def test_bfloat16_export_computes_in_bfloat16_and_returns_float32(tmp_path, rng):
+    backbone = tiny_backbone()
+    loaded = _export(ExportSpec.from_model(backbone, "tiny"), tmp_path, precision="bfloat16")
+    bf16_convs = [
+        node
+        for function in _library(tmp_path / "tiny" / "1")
+        for node in function.node_def
+        if node.op == "Conv2D" and node.attr["T"].type == tf.bfloat16.as_datatype_enum
+    ]
+    assert bf16_convs
+    images = rng.integers(0, 256, (4, SIZE, SIZE, 3), dtype=np.uint8)
+    embedding = loaded.signatures["embed_images"](images=images)["embedding"].numpy()
+    assert embedding.dtype == np.float32
+    expected = reference_embed(backbone, images, (SIZE, SIZE))
+    cosine = np.sum(embedding * expected, axis=1)  # both unit vectors
+    assert cosine.min() > 0.999, cosine  # bfloat16 keeps 8 bits of mantissa
+    assert np.abs(embedding - expected).max() > 1e-6  # not the float32 graph
+    for options in ({"float16": True}, {"fold": False}, {"precision": "int4"}):
+        with pytest.raises(ValueError, match="precision"):
+            export_saved_model(
+                ExportSpec.from_model(backbone, "tiny"),
+                tmp_path / "refused",
+                warmup_requests=False,
+                **{"precision": "bfloat16", **options},
+            )
+
+
 def _set_model(kind: str, rng) -> keras.Model:
     """A NAN (with a per-frame projection, so its head needs the raw frame embeddings) or a QAN
     (quality from the frame embeddings) on the tiny backbone, head weights random."""
