@@ -28,6 +28,16 @@ def _library(model_dir):
     return saved.meta_graphs[0].graph_def.library.function
 
 
+def _convolutions_in(model_dir, dtype: tf.DType) -> list:
+    """The saved graph's Conv2D nodes computing in `dtype`."""
+    return [
+        node
+        for function in _library(model_dir)
+        for node in function.node_def
+        if node.op == "Conv2D" and node.attr["T"].type == dtype.as_datatype_enum
+    ]
+
+
 def _export(spec, tmp_path, **options):
     return tf.saved_model.load(
         str(export_saved_model(spec, tmp_path, warmup_requests=False, **options))
@@ -105,13 +115,7 @@ def test_float16_export_computes_in_half_precision_and_returns_float32(tmp_path,
     # unless the export keeps the input preprocessing in float32.
     backbone = tiny_backbone(preprocessing=PerImageStandardization())
     loaded = _export(ExportSpec.from_model(backbone, "tiny"), tmp_path, float16=True)
-    half_convs = [
-        node
-        for function in _library(tmp_path / "tiny" / "1")
-        for node in function.node_def
-        if node.op == "Conv2D" and node.attr["T"].type == tf.float16.as_datatype_enum
-    ]
-    assert half_convs
+    assert _convolutions_in(tmp_path / "tiny" / "1", tf.float16)
     assert saved_variable_count(tmp_path / "tiny" / "1") == 4  # folded, as by default
     images = rng.integers(0, 256, (4, SIZE, SIZE, 3), dtype=np.uint8)
     embedding = loaded.signatures["embed_images"](images=images)["embedding"].numpy()
@@ -124,13 +128,7 @@ def test_float16_export_computes_in_half_precision_and_returns_float32(tmp_path,
 def test_bfloat16_export_computes_in_bfloat16_and_returns_float32(tmp_path, rng):
     backbone = tiny_backbone()
     loaded = _export(ExportSpec.from_model(backbone, "tiny"), tmp_path, precision="bfloat16")
-    bf16_convs = [
-        node
-        for function in _library(tmp_path / "tiny" / "1")
-        for node in function.node_def
-        if node.op == "Conv2D" and node.attr["T"].type == tf.bfloat16.as_datatype_enum
-    ]
-    assert bf16_convs
+    assert _convolutions_in(tmp_path / "tiny" / "1", tf.bfloat16)
     images = rng.integers(0, 256, (4, SIZE, SIZE, 3), dtype=np.uint8)
     embedding = loaded.signatures["embed_images"](images=images)["embedding"].numpy()
     assert embedding.dtype == np.float32
