@@ -29,3 +29,17 @@ def test_rows_are_added_and_a_rerun_replaces_its_own_row(tmp_path):
 def test_unknown_column_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"unknown result columns \['acc'\]"):
         record_result(tmp_path / "r.csv", {"model": "x", "acc": 1.0})
+
+
+def test_recorded_commands_carry_no_machine_paths(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out").mkdir()
+    command = (
+        f"python zoo/x.py --data /home/someone/data/lfw --yale=../shared/data/extended_yaleb_dev "
+        f"--record {tmp_path}/out/results.csv --seed 0 -v"
+    )
+    record_result(tmp_path / "r.csv", {**row("facenet", 0.99), "command": command})
+    assert pd.read_csv(tmp_path / "r.csv").command[0] == (
+        "python zoo/x.py --data /path/to/lfw --yale=/path/to/extended_yaleb_dev "
+        "--record out/results.csv --seed 0 -v"
+    )
