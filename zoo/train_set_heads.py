@@ -18,6 +18,10 @@ pick the epoch (`select_epoch`) and are the only data the choices were made on (
 built from DevTest, is not used). Each head has its own random streams (seeded by its
 `results_model` name), so it trains the same alone.
 
+`--leave-out KIND` trains without one degradation family: its frames are replaced by the
+image's clean frame in the training sets (`leave_out`) and in the held-out degraded pairs
+(`without_family`), so that neither the training nor the epoch choice sees it.
+
 `--heads` names set presets (nan1, nan, qan); each head is built from its preset
 (`keras_faceset.zoo.PRESETS[name].head`, kwargs overridable by `--head-kwargs`) and written to
 ``--out/<head.weights>``. The NAN and QAN heads read dlib's 448 texture statistics
@@ -44,6 +48,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import pandas as pd
 
 from keras_faceset.data import LFW
 from keras_faceset.data.degrade import KINDS
@@ -54,10 +59,12 @@ from keras_faceset.data.devtrain_sets import (
     sample_sets,
     training_people,
 )
+from keras_faceset.data.held_out_sets import held_out_protocol
 from keras_faceset.eval.pair_reports import head_report, report_line
 from keras_faceset.eval.protocol_cache import (
     add_cache_options,
     devtrain_embeddings,
+    embedded_variants,
     head_features,
     held_out_embeddings,
 )
@@ -154,8 +161,9 @@ def main(argv: list[str] | None = None) -> None:
         "--leave-out",
         choices=KINDS,
         default=None,
-        help="train without this degradation family (its frames are replaced by the image's "
-        "clean frame), to test the head on it (zoo/set_generalization.py)",
+        help="train without this degradation family, to test the head on it "
+        "(zoo/set_generalization.py): its frames are replaced by the image's clean frame in the "
+        "training sets and in the held-out pairs that choose the epoch",
     )
     add_strategy_option(parser)
     args = parser.parse_args(argv)
@@ -183,6 +191,13 @@ def main(argv: list[str] | None = None) -> None:
         flush=True,
     )
     val = held_out_embeddings(lfw, cache, args.chips, train_names)
+    if args.leave_out:
+        # the epoch choice must not see the left-out family either
+        pairs = without_family(held_out_protocol(lfw, train_names, degraded=True), args.leave_out)
+        variants, _ = embedded_variants(
+            {"degraded": pairs}, lfw, cache, args.chips, "devtrain_sets_dlib"
+        )
+        val["degraded"] = variants["degraded"]
     baseline = {}
     for variant, v in val.items():
         mean = [pool_sets(v["embedding"], v[side], "mean") for side in ("rows_a", "rows_b")]
@@ -246,6 +261,18 @@ def leave_out(index_of: np.ndarray, frames, kind: str) -> np.ndarray:
     left = np.zeros(out.shape, bool)
     left[:, 1:] = frames["kind_id"].to_numpy()[out[:, 1:]] == KINDS.index(kind)
     out[left] = np.broadcast_to(out[:, :1], out.shape)[left]
+    return out
+
+
+def without_family(pairs: pd.DataFrame, kind: str) -> pd.DataFrame:
+    """LFW-sets pair list `pairs` with every frame of degradation family `kind` made clean (its
+    spec None): the same pairs, sets and other frames' degradations."""
+    out = pairs.copy()
+    for column in ("degrade_a", "degrade_b"):
+        out[column] = [
+            [None if spec is not None and spec["kind"] == kind else spec for spec in specs]
+            for specs in pairs[column]
+        ]
     return out
 
 
