@@ -25,6 +25,9 @@ ALIGNMENTS = {
     "center": "central crop (`--align center`)",
 }
 """LFW View 2 alignments in table order, and how the table names them."""
+PRECISION_ROW = r"\+(bfloat16|int8)$"
+"""The alignment of a row measured with ``--precision bfloat16`` or ``int8`` (``preset+bfloat16``):
+those rows are in the model cards and docs/performance.md; the table shows float32 figures."""
 MEAN_POOLED = {"dlib_resnet": "mean_dlib"}
 """LFW-sets rows of an image preset used on sets (the mean of its unit frame embeddings)."""
 NONE = "–"
@@ -61,6 +64,7 @@ def render(results: pd.DataFrame | None = None) -> str:
 
 def _view2(results: pd.DataFrame, model: str) -> str:
     rows = results[(results["model"] == model) & (results["protocol"] == "lfw_view2")]
+    rows = rows[~rows["alignment"].str.contains(PRECISION_ROW)]
     if not len(rows):
         return NONE
     order = {alignment: i for i, alignment in enumerate(ALIGNMENTS)}
