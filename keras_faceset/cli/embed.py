@@ -11,6 +11,7 @@ import numpy as np
 
 from keras_faceset.cli.common import (
     FACE_FIELDS,
+    READ_ERRORS,
     Item,
     add_model_options,
     embed_items,
@@ -31,13 +32,22 @@ def register(add_command) -> None:
         "(x1,y1,x2,y2), face_count (image models) or embeddings, sets, frames, weights, "
         "face_found, detector_score, box, face_count (per frame, padded with '', 0 or False), "
         "lengths (set models); .parquet: the same columns, one row per image or set. The face "
-        "columns need detection (not with --align center). A file that cannot be read (missing, "
-        "not an image, truncated) is skipped and reported on stderr and in OUTPUT.errors.csv; "
-        "the exit code is 0 when anything was embedded.",
+        "columns need detection (not with --align center). With --all-faces (image models): "
+        "one row per face found, largest first within an image: embeddings, paths, face (its "
+        "rank in the image), face_count, detector_score, box, landmarks (5 x, y: left_eye, "
+        "right_eye, nose, mouth_left, mouth_right); an image without a face has no row. A file "
+        "that cannot be read (missing, not an image, truncated) is skipped and reported on "
+        "stderr and in OUTPUT.errors.csv; the exit code is 0 when anything was embedded.",
     )
     add_model_options(embed)
     embed.add_argument("inputs", nargs="+", help="image files, folders of images, videos")
     embed.add_argument("-o", "--output", required=True, help="out.npz or out.parquet")
+    embed.add_argument(
+        "--all-faces",
+        action="store_true",
+        help="embed every face of each image (video frame) with its box, score and landmarks, "
+        "instead of the one chosen face (image models; needs detection; no chip cache)",
+    )
     embed.set_defaults(run=run)
 
 
@@ -47,29 +57,119 @@ def run(args: argparse.Namespace) -> None:
         raise ValueError(f"output must end in .npz or .parquet, got {output.name}")
     if output.suffix == ".parquet":
         _parquet_engine()
+    if args.all_faces:
+        _check_all_faces(args)
     embedder = make_embedder(args)
     items = read_items(args.inputs, args.max_frames, per_image=not embedder.takes_sets)
-    embed_items(embedder, items)
+    if args.all_faces:
+        faces = _embed_every_face(embedder, items)
+    else:
+        embed_items(embedder, items)
     errors = [error for item in items for error in item.errors]
     for path, reason in errors:
         print(f"keras-faceset embed: skipped {path}: {reason}", file=sys.stderr)
-    done = [item for item in items if item.embedding is not None]
-    if not done:
-        raise ValueError("no input could be embedded")
-    _write_embeddings(output, done, embedder.takes_sets)
+    if args.all_faces:
+        summary, notes = _write_every_face(output, faces)
+    else:
+        done = [item for item in items if item.embedding is not None]
+        if not done:
+            raise ValueError("no input could be embedded")
+        _write_embeddings(output, done, embedder.takes_sets)
+        kind = "sets" if embedder.takes_sets else "images"
+        summary = f"{len(done)} {kind}, embeddings of dimension {len(done[0].embedding)}"
+        faceless = [frame for item in done for frame in item.faceless]
+        note = f"note: no face found in {len(faceless)} image(s) (face_found False); "
+        notes = [note + "their central crop was embedded"] if faceless else []
     errors_csv = output.with_name(f"{output.name}.errors.csv")
     errors_csv.unlink(missing_ok=True)  # a list from an earlier run would be taken for this one's
-    kind = "sets" if embedder.takes_sets else "images"
-    print(f"{len(done)} {kind}, embeddings of dimension {len(done[0].embedding)} -> {output}")
+    print(f"{summary} -> {output}")
     if errors:
         write_csv([{"path": p, "reason": r} for p, r in errors], errors_csv)
         print(f"{len(errors)} skipped (could not be read), listed in {errors_csv}")
-    faceless = [frame for item in done for frame in item.faceless]
-    if faceless:
-        print(
-            f"note: no face found in {len(faceless)} image(s) (face_found False); "
-            "their central crop was embedded"
+    for line in notes:
+        print(line)
+
+
+FACE_ROWS = ("detector_score", "box", "landmarks")
+"""Per face row of ``embed --all-faces``, after path, face and face_count."""
+
+
+def _check_all_faces(args: argparse.Namespace) -> None:
+    from keras_faceset.zoo import get_preset
+
+    if args.align != "preset":
+        raise ValueError("--all-faces needs detection: drop --align center")
+    if get_preset(args.model).is_set_model:
+        raise ValueError(
+            f"--all-faces embeds each face as an image: {args.model} is a set model, give an "
+            "image model (e.g. facenet or dlib_resnet)"
         )
+
+
+def _embed_every_face(embedder, items: Sequence[Item]) -> dict:
+    """Every face of the items' images (`FaceEmbedder.find_faces`, unit embeddings of the same
+    frame model and crop as one chosen face), a chunk of images at a time: the rows of
+    `_write_every_face` and, under "faceless", the images without a face. An image that cannot
+    be decoded is added to its item's errors."""
+    from keras_faceset.align.pipeline import CHUNK
+    from keras_faceset.data.images import load_image
+    from keras_faceset.vectors import unit_vectors
+
+    images = []
+    for item in items:
+        for name, frame in zip(item.frames, item.inputs, strict=True):
+            try:
+                image = frame if isinstance(frame, np.ndarray) else load_image(frame).numpy()
+            except READ_ERRORS as error:
+                item.errors.append((name, str(error)))
+                continue
+            images.append((name, image))
+    rows = {key: [] for key in ("path", "face", "face_count", *FACE_ROWS, "embeddings")}
+    faceless = []
+    for start in range(0, len(images), CHUNK):
+        names, decoded = zip(*images[start : start + CHUNK], strict=True)
+        found = embedder.find_faces(list(decoded))
+        faceless += [name for name, count in zip(names, found.face_count, strict=True) if not count]
+        if not len(found):
+            continue
+        raw = embedder.frame_outputs(found.chips)["frame_embeddings"]
+        rank = np.arange(len(found)) - np.searchsorted(found.image, found.image)  # largest first
+        rows["path"] += [names[i] for i in found.image]
+        rows["face"].append(rank)
+        rows["face_count"].append(found.face_count[found.image])
+        rows["detector_score"].append(found.scores)
+        rows["box"].append(found.boxes)
+        rows["landmarks"].append(found.landmarks)
+        rows["embeddings"].append(unit_vectors(raw, name="face embeddings"))
+    joined = {key: rows[key] if key == "path" else _joined(rows[key]) for key in rows}
+    return {**joined, "images": len(images), "faceless": faceless}
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray | None:
+    return np.concatenate(parts) if parts else None
+
+
+def _write_every_face(output: Path, faces: dict) -> tuple[str, list[str]]:
+    """The rows of `_embed_every_face` to `output`; the summary line and notes."""
+    if not faces["images"]:
+        raise ValueError("no input could be embedded")
+    if not faces["path"]:
+        raise ValueError(f"no face found in the {faces['images']} image(s) read")
+    columns = {
+        "path": faces["path"],
+        "face": faces["face"].astype(np.int32),
+        "face_count": faces["face_count"].astype(np.int32),
+        **{key: faces[key] for key in FACE_ROWS},
+    }
+    _write_rows(output, faces["embeddings"], columns)
+    faceless, embeddings = faces["faceless"], faces["embeddings"]
+    summary = (
+        f"{len(embeddings)} faces in {faces['images'] - len(faceless)} of {faces['images']} "
+        f"images, embeddings of dimension {embeddings.shape[1]}"
+    )
+    shown = ", ".join(faceless[:5]) + (", ..." if len(faceless) > 5 else "")
+    note = f"note: no face found in {len(faceless)} image(s), which have no row: {shown}"
+    return summary, [note] if faceless else []
 
 
 def _write_embeddings(output: Path, items: Sequence[Item], sets: bool) -> None:
@@ -82,27 +182,42 @@ def _write_embeddings(output: Path, items: Sequence[Item], sets: bool) -> None:
         columns = {"path": [item.name for item in items]}
         if faces:
             columns.update((k, np.concatenate([i.faces[k] for i in items])) for k in FACE_FIELDS)
-    else:
-        columns = {
-            "set": [item.name for item in items],
-            "frames": [item.frames for item in items],
-            "weights": [item.weights.astype(np.float32) for item in items],
-        }
-        if faces:
-            columns.update((k, [item.faces[k] for item in items]) for k in FACE_FIELDS)
+        _write_rows(output, embeddings, columns)
+        return
+    columns = {
+        "set": [item.name for item in items],
+        "frames": [item.frames for item in items],
+        "weights": [item.weights.astype(np.float32) for item in items],
+    }
+    if faces:
+        columns.update((k, [item.faces[k] for item in items]) for k in FACE_FIELDS)
     with atomic_path(output, suffix=output.suffix) as tmp:
         if output.suffix == ".parquet":
-            import pandas as pd
-
-            table = {key: [_cell(value) for value in column] for key, column in columns.items()}
-            pd.DataFrame({**table, "embedding": list(embeddings)}).to_parquet(tmp, index=False)
-        elif not sets:
-            arrays = {"paths" if k == "path" else k: np.asarray(v) for k, v in columns.items()}
-            np.savez(tmp, embeddings=embeddings, **arrays)
+            _write_parquet(tmp, embeddings, columns)
         else:
             names, lengths = columns.pop("set"), [len(item.frames) for item in items]
             padded = {key: _pad(rows, max(lengths)) for key, rows in columns.items()}
             np.savez(tmp, embeddings=embeddings, sets=np.array(names), lengths=lengths, **padded)
+
+
+def _write_rows(output: Path, embeddings: np.ndarray, columns: dict) -> None:
+    """One row per embedding: .npz arrays (``paths`` for the path column) or .parquet columns,
+    written atomically."""
+    from keras_faceset.files import atomic_path
+
+    with atomic_path(output, suffix=output.suffix) as tmp:
+        if output.suffix == ".parquet":
+            _write_parquet(tmp, embeddings, columns)
+        else:
+            arrays = {"paths" if k == "path" else k: np.asarray(v) for k, v in columns.items()}
+            np.savez(tmp, embeddings=embeddings, **arrays)
+
+
+def _write_parquet(path, embeddings: np.ndarray, columns: dict) -> None:
+    import pandas as pd
+
+    table = {key: [_cell(value) for value in column] for key, column in columns.items()}
+    pd.DataFrame({**table, "embedding": list(embeddings)}).to_parquet(path, index=False)
 
 
 def _cell(value):
