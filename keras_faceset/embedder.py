@@ -11,6 +11,7 @@ fixed central crop, no detection), each distinct frame goes once through the tas
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -36,9 +37,16 @@ from keras_faceset.progress import progress
 
 ALIGNMENTS = ("preset", "center")
 PRECISIONS = ("float32", "bfloat16")
-"""`precision="bfloat16"`: bfloat16 compute on the folded graph (`fold_batch_norm(...,
+"""What a TensorFlow graph of ours computes in (`FaceEmbedder`, SavedModel export).
+`precision="bfloat16"`: bfloat16 compute on the folded graph (`fold_batch_norm(...,
 dtype="mixed_bfloat16")`), ~1.9x images/s at batch 32 on CPUs with AVX512_BF16, LFW View 2
 unchanged (docs/performance.md); slower at batch 1."""
+EMBEDDER_PRECISIONS = (*PRECISIONS, "int8")
+"""`FaceEmbedder`'s: also `precision="int8"` (image presets), the folded graph quantized by
+TFLite (`quantize_int8`, calibrated once on `CALIBRATION_IMAGES` LFW View 1 DevTrain faces,
+cached in the zoo cache) and run by the LiteRT interpreter with XNNPack (`Int8FrameModel`):
+a .tflite model, not a TensorFlow graph."""
+CALIBRATION_IMAGES = 256
 
 
 class FaceEmbedder:
@@ -78,9 +86,16 @@ class FaceEmbedder:
     ):
         if align not in ALIGNMENTS:
             raise ValueError(f"unknown alignment {align!r}; expected one of {ALIGNMENTS}")
-        if precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
+        if precision not in EMBEDDER_PRECISIONS:
+            raise ValueError(
+                f"unknown precision {precision!r}; expected one of {EMBEDDER_PRECISIONS}"
+            )
         self.preset = zoo.get_preset(model)
+        if precision == "int8" and (self.preset.is_set_model or model_file is not None):
+            raise ValueError(
+                'precision="int8" quantizes an image preset\'s own weights (facenet, '
+                'dlib_resnet); for a set preset or a --model file use "bfloat16" or "float32"'
+            )
         if flip and self.preset.is_set_model:
             raise ValueError(f"--flip applies to image presets; {model} is a set model")
         self.align = align
@@ -101,13 +116,38 @@ class FaceEmbedder:
             self.thresholds = {}
         self.head = self.task.head
         self.frame_model = self.task.frame_model
-        if fold or precision == "bfloat16":
+        self.fallbacks = 0
+        if fold or precision != "float32":
             dtype = "mixed_bfloat16" if precision == "bfloat16" else None
             self.frame_model = fold_batch_norm(self.frame_model, dtype=dtype)
-        self.fallbacks = 0
+        if precision == "int8":
+            self.frame_model = Int8FrameModel(self._int8_model(weights))
+            self.fallbacks = 0  # those of the calibration faces are not the caller's
         name = model if model_file is None else f"{model}:{self.model_file.name}"
         detected = f", {detector} detector" if align == "preset" else ""
         self.__name__ = f"{name}[{self.description}{detected}]"
+
+    def _int8_model(self, weights) -> Path:
+        """The preset's int8 `.tflite` in the zoo cache, quantized on first use (calibration
+        faces aligned as this embedder aligns them); only of the pretrained weights."""
+        if weights != "pretrained":
+            raise ValueError('precision="int8" quantizes the pretrained weights only')
+        target = zoo.cache.home_dir() / self.preset.name / f"{self.preset.name}.int8.tflite"
+        digest = target.with_name(target.name + ".sha256")
+        with zoo.cache.file_lock(target.with_name(".int8.lock")):
+            if target.is_file() and digest.is_file():
+                try:
+                    sha256 = digest.read_text().strip()
+                    zoo.cache.verify_sha256(target, sha256, f"{self.preset.name} int8 model")
+                    return target
+                except ValueError as error:
+                    warnings.warn(f"{error} Quantizing again.", stacklevel=3)
+            calibration = self.chips(calibration_images())
+            with zoo.cache.atomic_path(target) as tmp:
+                quantize_int8(self.frame_model, calibration, tmp)
+                with zoo.cache.atomic_path(digest) as tmp_digest:
+                    tmp_digest.write_text(sha256_file(tmp) + "\n")
+        return target
 
     @property
     def takes_sets(self) -> bool:
@@ -295,6 +335,68 @@ def load_task_file(path: str | os.PathLike, preset: zoo.Preset) -> SetEmbeddingM
             f"{preset.input_size}x{preset.input_size} chips: give the preset it was trained from"
         )
     return model
+
+
+def calibration_images(count: int = CALIBRATION_IMAGES) -> list[str]:
+    """`count` seeded images of LFW View 1 DevTrain (`keras_faceset.data.lfw.LFW`; a missing
+    LFW raises FileNotFoundError saying where to put it)."""
+    from keras_faceset.data.lfw import LFW
+
+    pairs = LFW().pairs("dev_train")
+    paths = sorted(set(pairs.path_a) | set(pairs.path_b))
+    chosen = np.random.default_rng(0).choice(len(paths), count, replace=False)
+    return [paths[i] for i in sorted(chosen)]
+
+
+def quantize_int8(frame_model: keras.Model, chips: np.ndarray, path: Path) -> Path:
+    """`frame_model`'s embeddings as a TFLite model at `path`, full-integer post-training
+    quantization: int8 weights (per channel) and activations, their ranges calibrated on the
+    uint8 `chips` one at a time; float32 input (chips 0..255) and output."""
+    import tensorflow as tf
+
+    side = frame_model.input_shape[1]
+    spec = tf.TensorSpec((None, side, side, 3), tf.float32, name="chips")
+    fn = tf.function(
+        lambda x: frame_model(x, training=False)["frame_embeddings"], input_signature=[spec]
+    )
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], fn)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    samples = np.asarray(chips, np.float32)
+    converter.representative_dataset = lambda: ([chip[None]] for chip in samples)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    Path(path).write_bytes(converter.convert())
+    return Path(path)
+
+
+class Int8FrameModel:
+    """A `quantize_int8` model in `frame_model`'s place (`predict_on_batch`): the LiteRT
+    interpreter (`ai_edge_litert`, else TensorFlow's `tf.lite`) with XNNPack on `threads`
+    threads (default: the cores this process may use), resized to each batch."""
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None):
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:  # TensorFlow's own copy (deprecated in favour of LiteRT's)
+            import tensorflow as tf
+
+            Interpreter = tf.lite.Interpreter  # noqa: N806
+
+        threads = threads or len(os.sched_getaffinity(0))
+        self.path = Path(path)
+        self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
+        self.input = self.interpreter.get_input_details()[0]["index"]
+        self.output = self.interpreter.get_output_details()[0]["index"]
+        self.shape = None
+
+    def predict_on_batch(self, chips: np.ndarray) -> dict[str, np.ndarray]:
+        chips = np.ascontiguousarray(chips, np.float32)
+        if chips.shape != self.shape:
+            self.interpreter.resize_tensor_input(self.input, chips.shape)
+            self.interpreter.allocate_tensors()
+            self.shape = chips.shape
+        self.interpreter.set_tensor(self.input, chips)
+        self.interpreter.invoke()
+        return {"frame_embeddings": self.interpreter.get_tensor(self.output).copy()}
 
 
 def _decode(item: ImageInput) -> np.ndarray:
