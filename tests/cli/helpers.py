@@ -1,6 +1,9 @@
-"""Running the CLI as users run it (a subprocess), and small real inputs made from the three
-example photos, so the default suite needs no ../shared."""
+"""Running the CLI as users run it (a subprocess) or in this process (no TensorFlow import per
+command), and small real inputs made from the three example photos, so the default suite needs
+no ../shared."""
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -31,6 +34,36 @@ def run(*args, check=True, cwd=None):
     )
     if check and result.returncode != 0:
         pytest.fail(f"keras-faceset {args} failed ({result.returncode}):\n{result.stderr}")
+    return result
+
+
+def run_in_process(*args, check=True, cwd=None) -> subprocess.CompletedProcess:
+    """`keras_faceset.cli.main(ARGS)` with stdout and stderr captured, answering as `run` does
+    (exit code, stdout, stderr), for tests not about the process boundary; what the command
+    changes process-wide (TensorFlow's log level variable, progress bars) is restored."""
+    from keras_faceset import progress
+    from keras_faceset.cli import main
+
+    argv = [str(arg) for arg in args]
+    out, err = io.StringIO(), io.StringIO()
+    level, enabled, here = os.environ.get("TF_CPP_MIN_LOG_LEVEL"), progress._enabled, os.getcwd()
+    try:
+        os.chdir(cwd or here)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(argv)
+            except SystemExit as exit:  # argparse's errors and --version
+                code = exit.code if isinstance(exit.code, int) else int(exit.code is not None)
+    finally:
+        os.chdir(here)
+        progress.set_enabled(enabled)
+        if level is None:
+            os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
+        else:
+            os.environ["TF_CPP_MIN_LOG_LEVEL"] = level
+    result = subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+    if check and code != 0:
+        pytest.fail(f"keras-faceset {args} failed ({code}):\n{result.stderr}")
     return result
 
 

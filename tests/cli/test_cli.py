@@ -1,4 +1,6 @@
-"""The `keras-faceset` command line, run as users run it: in a subprocess."""
+"""The `keras-faceset` command line. `--version` and the README's main job (verify) run as users
+run them, in a subprocess; the rest in this process (`run_in_process`: the same exit codes and
+output without a TensorFlow import per command)."""
 
 import csv
 import json
@@ -20,6 +22,7 @@ from tests.cli.helpers import (
     no_log_lines,
     photo,
     run,
+    run_in_process,
     save,
 )
 
@@ -29,9 +32,9 @@ def test_version():
 
 
 def test_list_and_info():
-    listing = run("list").stdout
+    listing = run_in_process("list").stdout
     assert "facenet" in listing and "dlib_resnet" in listing and "research use" in listing
-    assert "source.sha256: 55533b28a958" in run("info", "dlib_resnet").stdout
+    assert "source.sha256: 55533b28a958" in run_in_process("info", "dlib_resnet").stdout
 
 
 @pytest.mark.slow
@@ -42,7 +45,7 @@ def test_tensorflow_log_lines_are_off_unless_verbose():
 
 
 def test_unknown_model_is_a_one_line_error_and_exit_1():
-    result = run("info", "facnet", check=False)
+    result = run_in_process("info", "facnet", check=False)
     assert result.returncode == 1
     from keras_faceset.zoo import PRESETS
 
@@ -66,11 +69,13 @@ def test_verify_answers_with_its_exit_code_and_in_json():
     no_log_lines(same)
     assert same.stdout.startswith("model: dlib_resnet (")
     assert f"decision at FAR 1e-3 (threshold {threshold:.4f}): same person" in same.stdout
-    different = run("verify", "dlib_resnet", SERENA_1, POWELL, "--far", "0.001", check=False)
+    different = run_in_process(
+        "verify", "dlib_resnet", SERENA_1, POWELL, "--far", "0.001", check=False
+    )
     assert different.returncode == 1 and "): different people" in different.stdout
     assert _distance(same.stdout) < threshold < _distance(different.stdout)
 
-    result = run("verify", "dlib_resnet", SERENA_1, SERENA_2, "--json")
+    result = run_in_process("verify", "dlib_resnet", SERENA_1, SERENA_2, "--json")
     answer = json.loads(result.stdout)  # one object, nothing else on stdout
     assert answer["distance"] == pytest.approx(_distance(same.stdout), abs=5e-5)
     assert (answer["threshold"], answer["far"]) == (threshold, 1e-3)
@@ -83,23 +88,25 @@ def test_verify_answers_with_its_exit_code_and_in_json():
 
 
 def test_verify_missing_file_is_a_clean_error_and_exit_2(tmp_path):
-    result = run("verify", "dlib_resnet", SERENA_1, tmp_path / "nope.jpg", check=False)
+    result = run_in_process("verify", "dlib_resnet", SERENA_1, tmp_path / "nope.jpg", check=False)
     assert result.returncode == 2 and "nope.jpg" in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_verify_does_not_decide_without_a_face(tmp_path):
     a, b = grey(tmp_path / "grey_a.png", 128), grey(tmp_path / "grey_b.png", 100)
-    result = run("verify", "dlib_resnet", a, b, check=False)
+    result = run_in_process("verify", "dlib_resnet", a, b, check=False)
     assert result.returncode == 2
     assert f"no face found in {a}, {b}: no decision" in result.stderr
     assert "decision at" not in result.stdout and "cosine distance" not in result.stdout
 
-    allowed = run("verify", "dlib_resnet", a, SERENA_1, "--allow-no-face", check=False)
+    allowed = run_in_process("verify", "dlib_resnet", a, SERENA_1, "--allow-no-face", check=False)
     assert allowed.returncode in (0, 1) and "decision at FAR 1e-3" in allowed.stdout
     assert f"note: no face found in {a}; decided on the central crop" in allowed.stderr
 
-    center = run("verify", "dlib_resnet", a, b, "--align", "center", "--threshold", "0.1")
+    center = run_in_process(
+        "verify", "dlib_resnet", a, b, "--align", "center", "--threshold", "0.1"
+    )
     assert "decision at threshold 0.1 (given): same person" in center.stdout  # nothing detected
     assert "no face" not in center.stderr
 
@@ -108,7 +115,7 @@ def test_verify_reports_which_of_several_faces_it_used(tmp_path):
     """Serena and Colin Powell side by side: the chosen face is reported (in JSON and on
     stderr), and it is Colin Powell's (the right half), whom it matches."""
     both = save(tmp_path / "two.png", np.concatenate([photo(SERENA_1), photo(POWELL)], axis=1))
-    result = run("verify", "dlib_resnet", both, POWELL, "--json")
+    result = run_in_process("verify", "dlib_resnet", both, POWELL, "--json")
     answer = json.loads(result.stdout)
     face = answer["faces"]["a"]
     assert face["face_count"] == 2 and face["face_found"] and answer["same"] is True
@@ -120,7 +127,7 @@ def test_verify_reports_which_of_several_faces_it_used(tmp_path):
 
 
 def test_an_image_preset_says_folders_need_a_set_preset(tmp_path):
-    result = run("verify", "dlib_resnet", EXAMPLES, tmp_path, check=False)
+    result = run_in_process("verify", "dlib_resnet", EXAMPLES, tmp_path, check=False)
     assert result.returncode == 2 and "image file not found" not in result.stderr
     assert f"{EXAMPLES} is a folder: folders and videos are sets of frames" in result.stderr
     set_presets = ", ".join(n for n, p in zoo.PRESETS.items() if p.is_set_model)
@@ -166,14 +173,16 @@ def test_verify_pairs_decides_every_row_it_can_and_reports_the_others(tmp_path):
 
 def test_embed_a_folder_matches_verify_and_flags_each_face(tmp_path):
     out = tmp_path / "faces.npz"
-    run("embed", "dlib_resnet", EXAMPLES, "-o", out)
+    run_in_process("embed", "dlib_resnet", EXAMPLES, "-o", out)
     saved = np.load(out)
     names = [p.rsplit("/", 1)[-1] for p in saved["paths"]]
     assert names == sorted(p.name for p in EXAMPLES.glob("*.jpg"))
     embeddings = saved["embeddings"]
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1, atol=1e-5)
     distance = 1 - embeddings[names.index(SERENA_1.name)] @ embeddings[names.index(SERENA_2.name)]
-    verify = json.loads(run("verify", "dlib_resnet", SERENA_1, SERENA_2, "--json").stdout)
+    verify = json.loads(
+        run_in_process("verify", "dlib_resnet", SERENA_1, SERENA_2, "--json").stdout
+    )
     assert abs(distance - verify["distance"]) < 1e-4
     assert saved["face_found"].tolist() == [True] * 3 and saved["face_count"].tolist() == [1] * 3
     assert saved["box"].shape == (3, 4) and (saved["detector_score"] > 0.9).all()
@@ -190,7 +199,7 @@ def test_verify_two_sets_with_nan_prints_attention_and_the_set_distance(tmp_path
     shutil.copy(SERENA_1, set_a)
     for image in (SERENA_2, POWELL):
         shutil.copy(image, set_b)
-    out = run("verify", "nan", set_a, set_b, "--threshold", "0.1").stdout
+    out = run_in_process("verify", "nan", set_a, set_b, "--threshold", "0.1").stdout
     line = next(line for line in out.splitlines() if line.startswith("set B weights:"))
     weights = [float(part.split()[-1]) for part in line.split(":", 1)[1].split(",")]
     assert len(weights) == 2 and abs(sum(weights) - 1) < 2e-3

@@ -1,6 +1,8 @@
 """Gallery with the real dlib_resnet preset on the example photos: templates are the set head's
 embedding of all usable faces, search against brute force, open set, bad input."""
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -13,12 +15,19 @@ from tests.gallery.conftest import mean_template, unit
 GREY = np.full((250, 250, 3), 128, np.uint8)
 
 
-@pytest.fixture
-def gallery(tmp_path, dlib):
-    gallery = Gallery.create(tmp_path / "people", dlib)
-    gallery.add("Serena Williams", variants(SERENA_1))  # three media, one face each
+@pytest.fixture(scope="module")
+def enrolled_photos(tmp_path_factory, dlib):
+    """Serena Williams (three media, one face each) and Colin Powell, enrolled once."""
+    gallery = Gallery.create(tmp_path_factory.mktemp("gallery") / "people", dlib)
+    gallery.add("Serena Williams", variants(SERENA_1))
     gallery.add("Colin Powell", POWELL)
-    return gallery
+    return gallery.path
+
+
+@pytest.fixture
+def gallery(enrolled_photos, tmp_path, dlib):
+    """A copy of the enrolled gallery of its own (tests add and remove people)."""
+    return Gallery.open(shutil.copytree(enrolled_photos, tmp_path / "people"), model=dlib)
 
 
 def test_template_is_the_set_embedding_of_all_faces_and_search_ranks_by_cosine(gallery, dlib):
