@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import re
 from pathlib import Path
 
@@ -22,8 +23,9 @@ def register(add_command) -> None:
         "images (or sets), drawn from the seed; the loss compares cosine distances, as verify "
         "does. After every epoch the model and its optimizer are checkpointed (written "
         "atomically) into --checkpoints; --resume continues from the last one with the "
-        "batches an uninterrupted run would draw. OUT (a .keras file) is what `verify --model` "
-        "and `export --model` read, with the same preset name.",
+        "batches an uninterrupted run would draw; a NaN or infinite loss stops the run at its "
+        "step, before anything of that epoch is saved. OUT (a .keras file) is what "
+        "`verify --model` and `export --model` read, with the same preset name.",
     )
     train.add_argument("model", help="the preset to fine-tune (see `keras-faceset list`)")
     train.add_argument("data", help="a folder with one subfolder per person")
@@ -76,6 +78,48 @@ def last_checkpoint(folder: Path) -> tuple[int, Path] | None:
         if (match := CHECKPOINT.fullmatch(path.name))
     ]
     return max(found) if found else None
+
+
+class NonFiniteLoss(ValueError):
+    """Training stopped: a step's loss was NaN or infinite (the weights are not saved)."""
+
+
+class NonFiniteLossGuard:
+    """Stops `model`'s training at the first step whose loss is NaN or infinite and remembers
+    it (`step`, 1-based over the whole run; `loss`); `raise_if_stopped` then raises
+    `NonFiniteLoss` before anything is saved. Such a step has already updated the weights with
+    non-finite gradients, so no checkpoint may follow it. Pass `callback()` to `fit`."""
+
+    def __init__(self, model, first_step: int = 0):
+        self.model, self.first_step = model, first_step
+        self.step: int | None = None
+        self.loss: float | None = None
+
+    def callback(self):
+        import keras
+
+        return keras.callbacks.LambdaCallback(on_train_batch_end=self._check)
+
+    def _check(self, batch: int, logs: dict) -> None:
+        loss = float(logs["loss"])
+        if self.step is None and not math.isfinite(loss):
+            self.step, self.loss = self.first_step + batch + 1, loss
+            self.model.stop_training = True
+
+    def raise_if_stopped(self, checkpoint: tuple[int, Path] | None) -> None:
+        if self.step is None:
+            return
+        kept = (
+            f"the last checkpoint, {checkpoint[1]} (epoch {checkpoint[0]}), is intact: "
+            "continue from it with --resume"
+            if checkpoint
+            else "no checkpoint was written yet"
+        )
+        raise NonFiniteLoss(
+            f"training stopped at step {self.step}: the loss is {self.loss} (NaN or "
+            "infinite values in the inputs, or a too large --learning-rate); nothing of this "
+            f"epoch was saved and {kept}"
+        )
 
 
 def run(args: argparse.Namespace) -> None:
@@ -137,7 +181,10 @@ def _train(args, strategy, out: Path, folder: Path, resume) -> None:
     for epoch in range(start, args.epochs):
         picked = rows[epoch]
         x = keras.tree.map_structure(lambda values, picked=picked: values[picked], inputs)
-        history = fit(model, x, labels[picked].astype("int32"), batch_size=batch)
+        guard = NonFiniteLossGuard(model, first_step=epoch * args.steps)
+        y = labels[picked].astype("int32")
+        history = fit(model, x, y, batch_size=batch, callbacks=[guard.callback()])
+        guard.raise_if_stopped(last_checkpoint(folder))
         print(f"epoch {epoch + 1}/{args.epochs}: loss {history['loss'][-1]:.6f}", flush=True)
         if chief:
             with atomic_path(checkpoint_path(folder, epoch + 1), suffix=".keras") as tmp:

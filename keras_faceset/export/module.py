@@ -18,7 +18,12 @@ import keras
 import tensorflow as tf
 
 from keras_faceset.embedder import PRECISIONS
-from keras_faceset.export.pipeline import PipelineEndpoints, preset_crop
+from keras_faceset.export.pipeline import (
+    PipelineEndpoints,
+    decode_within_size,
+    names_of,
+    preset_crop,
+)
 from keras_faceset.export.spec import ExportSpec
 from keras_faceset.models.face_pipeline import (
     FacePipeline,
@@ -177,14 +182,17 @@ class ServingModule:
 
     def _embed_encoded(self, image_bytes):
         """JPEG/PNG/BMP/GIF bytes `[N]` -> embedding `[N, E]`, frame_features `[N, F]` (first
-        frame of an animation)."""
+        frame of an animation); photos of more than `MAX_PIXELS` pixels fail before they are
+        decoded."""
 
-        def decode(data):
-            image = tf.io.decode_image(data, channels=3, expand_animations=False)
+        def decode(item):
+            data, name = item
+            image = decode_within_size(data, name, _decode_first_frame)
             return self._resize(image[tf.newaxis])[0]
 
+        names = names_of(tf.range(tf.shape(image_bytes, out_type=tf.int64)[0])[:, None])
         size = tf.TensorSpec([self.height, self.width, 3], tf.float32)
-        images = tf.map_fn(decode, image_bytes, fn_output_signature=size)
+        images = tf.map_fn(decode, (image_bytes, names), fn_output_signature=size)
         return self._single_frame_sets(self._embed_nonempty(images))
 
     def _single_frame_sets(self, frames):
@@ -270,3 +278,7 @@ def _mixed_float16_copy(model: keras.Model) -> keras.Model:
             layer.dtype_policy = "mixed_float16"
     copy.set_weights(model.get_weights())
     return copy
+
+
+def _decode_first_frame(data: tf.Tensor) -> tf.Tensor:
+    return tf.io.decode_image(data, channels=3, expand_animations=False)

@@ -34,6 +34,12 @@ FORMATS = {
 
 NOT_AN_IMAGE = f"is not an image: expected {', '.join(FORMATS)} bytes"
 
+MAX_PIXELS = 40_000_000
+"""The most pixels (height x width) a photo sent to the signatures may have: 40 megapixels
+(8000 x 5000), more than a phone's full-size photo. A larger one fails with InvalidArgument
+before it is decoded (its size is read from the JPEG, PNG, GIF or BMP header; a WebP is
+checked once decoded), so a 10,000 x 10,000 photo never takes the 300 MB of its pixels."""
+
 
 def preset_crop(spec: ExportSpec) -> CropSpec | None:
     """The crop of the zoo preset `spec` is named after (`ExportSpec.from_preset`, or
@@ -55,12 +61,14 @@ def load_pipeline(
     return FacePipeline.from_task(task, crop, max_faces=max_faces, fold=fold)
 
 
-def decode_images(image_bytes: tf.Tensor, names: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+def decode_images(
+    image_bytes: tf.Tensor, names: tf.Tensor, max_pixels: int = MAX_PIXELS
+) -> tuple[tf.Tensor, tf.Tensor]:
     """Encoded images (N,) -> uint8 RGB (N, H, W, 3), each at the top left of the largest
     height and width, zero-padded, and their true sizes (N, 2) int32. Bytes of no known format
-    fail with InvalidArgument naming the input (`names` (N,), e.g. ``image_bytes[3]``);
-    truncated ones with the decoder's InvalidArgument ("Invalid JPEG data", "Invalid PNG
-    data")."""
+    fail with InvalidArgument naming the input (`names` (N,), e.g. ``image_bytes[3]``), and
+    so do images of more than `max_pixels` pixels (before they are decoded); truncated ones
+    with the decoder's InvalidArgument ("Invalid JPEG data", "Invalid PNG data")."""
     count = tf.shape(image_bytes)[0]
 
     def decode(i, decoded, sizes):
@@ -69,7 +77,7 @@ def decode_images(image_bytes: tf.Tensor, names: tf.Tensor) -> tuple[tf.Tensor, 
             _known_format(data), [tf.strings.join([names[i], " ", NOT_AN_IMAGE])], summarize=1
         )
         with tf.control_dependencies([check]):
-            image = decode_bytes(tf.identity(data))
+            image = decode_within_size(tf.identity(data), names[i], decode_bytes, max_pixels)
         return i + 1, decoded.write(i, image), sizes.write(i, tf.shape(image)[:2])
 
     decoded = tf.TensorArray(tf.uint8, size=count, infer_shape=False, element_shape=[None, None, 3])
@@ -92,20 +100,72 @@ def decode_images(image_bytes: tf.Tensor, names: tf.Tensor) -> tuple[tf.Tensor, 
     return tf.cond(count > 0, padded.stack, lambda: empty), sizes
 
 
+def decode_within_size(
+    data: tf.Tensor, name: tf.Tensor, decode, max_pixels: int = MAX_PIXELS
+) -> tf.Tensor:
+    """`decode(data)` (an image (H, W, C)) once the size in the header of `data` is found to
+    have at most `max_pixels` pixels, and the decoded size too; else InvalidArgument naming
+    the input (`name`), its size and the limit."""
+    with tf.control_dependencies([_size_check(_header_size(data), name, max_pixels)]):
+        image = decode(tf.identity(data))
+    with tf.control_dependencies([_size_check(tf.shape(image)[:2], name, max_pixels)]):
+        return tf.identity(image)
+
+
+HEADER = 26
+"""Bytes read from the start of a photo: its format's signature and its size fields."""
+
+
+def _head(data: tf.Tensor) -> tf.Tensor:
+    """The first `HEADER` bytes of `data`, zero-padded when it is shorter."""
+    start = tf.strings.substr(data, 0, HEADER)
+    return tf.strings.substr(tf.strings.join([start, "\0" * HEADER]), 0, HEADER)
+
+
+def _starts(head: tf.Tensor, name: str) -> tf.Tensor:
+    """True when `head` starts as format `name` of `FORMATS` does."""
+    offset, magic = FORMATS[name]
+    return tf.equal(tf.strings.substr(head, offset, len(magic)), magic)
+
+
 def _known_format(data: tf.Tensor) -> tf.Tensor:
     """True when `data` starts as one of `FORMATS` does."""
-    width = max(offset + len(magic) for offset, magic in FORMATS.values())
-    head = tf.strings.substr(
-        tf.strings.join([tf.strings.substr(data, 0, width), "\0" * width]), 0, width
+    head = _head(data)
+    return tf.reduce_any(tf.stack([_starts(head, name) for name in FORMATS]))
+
+
+def _header_size(data: tf.Tensor) -> tf.Tensor:
+    """(height, width) int64 as the header of JPEG, PNG, GIF or BMP bytes states it (a BMP's
+    height may be negative: rows stored top-down); (0, 0) for WebP."""
+    head = _head(data)
+
+    def fields(offset: int, dtype: tf.DType, little_endian: bool) -> tf.Tensor:
+        raw = tf.strings.substr(head, offset, 2 * dtype.size)
+        width_height = tf.io.decode_raw(raw, dtype, little_endian=little_endian)
+        return tf.abs(tf.cast(width_height[::-1], tf.int64))
+
+    return tf.case(
+        [
+            (_starts(head, "JPEG"), lambda: tf.cast(tf.io.extract_jpeg_shape(data)[:2], tf.int64)),
+            (_starts(head, "PNG"), lambda: fields(16, tf.int32, little_endian=False)),
+            (_starts(head, "GIF"), lambda: fields(6, tf.uint16, little_endian=True)),
+            (_starts(head, "BMP"), lambda: fields(18, tf.int32, little_endian=True)),
+        ],
+        default=lambda: tf.zeros([2], tf.int64),
     )
-    matches = [
-        tf.equal(tf.strings.substr(head, offset, len(magic)), magic)
-        for offset, magic in FORMATS.values()
-    ]
-    return tf.reduce_any(tf.stack(matches))
 
 
-def _names(index: tf.Tensor) -> tf.Tensor:
+def _size_check(size: tf.Tensor, name: tf.Tensor, max_pixels: int) -> tf.Operation:
+    """Assert that an image of `size` (height, width) has at most `max_pixels` pixels."""
+    size = tf.cast(size, tf.int64)
+    height, width = tf.strings.as_string(size[0]), tf.strings.as_string(size[1])
+    pixels = tf.strings.as_string(size[0] * size[1])
+    too_large = f" pixels, more than the {max_pixels} a photo may have: scale it down"
+    message = tf.strings.join([name, " is ", height, " x ", width, " = ", pixels, too_large])
+    return tf.debugging.Assert(size[0] * size[1] <= max_pixels, [message], summarize=1)
+
+
+def names_of(index: tf.Tensor) -> tf.Tensor:
     """``image_bytes[i]`` (or ``[b, t]``) for each row of int `index` (N, k)."""
     joined = tf.strings.reduce_join(tf.strings.as_string(index), axis=1, separator=", ")
     return tf.strings.join(["image_bytes[", joined, "]"])
@@ -137,7 +197,7 @@ class PipelineEndpoints:
 
     def _decode(self, image_bytes):
         index = tf.range(tf.shape(image_bytes, out_type=tf.int64)[0])[:, None]
-        return decode_images(image_bytes, _names(index))
+        return decode_images(image_bytes, names_of(index))
 
     def detect(self, image_bytes):
         """Boxes, scores, landmarks and counts of the faces of each photo."""
@@ -163,7 +223,7 @@ class PipelineEndpoints:
         """Each row's frames (non-empty strings) as one set: the head on their chosen faces."""
         mask = tf.strings.length(image_bytes) > 0
         where = tf.where(mask)
-        images, sizes = decode_images(tf.gather_nd(image_bytes, where), _names(where))
+        images, sizes = decode_images(tf.gather_nd(image_bytes, where), names_of(where))
         chosen = self.pipeline.chosen_faces(images, sizes)
         shape = tf.shape(image_bytes, tf.int64)
 

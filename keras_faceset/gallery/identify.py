@@ -3,14 +3,16 @@
 Photos: each face found (`FaceEmbedder.find_faces`) is a query of one frame. Videos: faces are
 found on every `step`-th frame, linked into tracks (`FaceTracker`), and each track, a set of
 frames, is aggregated by the gallery's set head into one template and identified, with the
-weight the head gave each kept frame. Frames are processed `chunk` at a time, so memory does
-not grow with the video's length.
+weight the head gave each kept frame. Frames are processed `chunk` at a time and each track
+is identified once it ends (`iter_identify_video`), so memory does not grow with the video's
+length.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -117,7 +119,7 @@ def tracker_for(gallery: Gallery, max_missed: int = 5, max_frames: int = 64) -> 
 
 def identify_video(
     gallery: Gallery,
-    video: str | os.PathLike,
+    video: str | os.PathLike | Iterable[np.ndarray],
     step: int = 5,
     k: int = 5,
     fpir: float = 1e-2,
@@ -125,21 +127,61 @@ def identify_video(
     tracker: FaceTracker | None = None,
     min_detections: int = 1,
     chunk: int = 32,
+    name: str = "<video>",
 ) -> list[TrackMatch]:
     """The face tracks of `video` (every `step`-th frame searched for faces), each identified
-    by its set-head template; tracks with fewer than `min_detections` detections are left
-    out. `tracker` defaults to `tracker_for(gallery)`."""
-    embedder = gallery.embedder
+    by its set-head template, by track id; see `iter_identify_video`."""
+    found = iter_identify_video(
+        gallery, video, step, k, fpir, threshold, tracker, min_detections, chunk, name
+    )
+    return sorted(found, key=lambda match: match.track_id)
+
+
+def iter_identify_video(
+    gallery: Gallery,
+    video: str | os.PathLike | Iterable[np.ndarray],
+    step: int = 5,
+    k: int = 5,
+    fpir: float = 1e-2,
+    threshold: float | None = None,
+    tracker: FaceTracker | None = None,
+    min_detections: int = 1,
+    chunk: int = 32,
+    name: str = "<video>",
+) -> Iterator[TrackMatch]:
+    """The face tracks of `video` (a video file, or an iterable of uint8 RGB frames (H, W, 3),
+    any length: a generator is read as it goes), each identified by its set-head template as
+    soon as it has ended (at most `chunk` sampled frames later), in the order they end. Every
+    `step`-th frame is searched for faces; tracks with fewer than `min_detections` detections
+    are left out. Memory holds one chunk of frames and the live tracks, whatever the video's
+    length: ended tracks are handed over (`FaceTracker.pop_ended`) and forgotten. `tracker`
+    defaults to `tracker_for(gallery)`; track labels are `<video path or name>#track<id>`."""
     tracker = tracker if tracker is not None else tracker_for(gallery)
+    source = name if not isinstance(video, (str, os.PathLike)) else os.fspath(video)
+    if isinstance(video, (str, os.PathLike)):
+        sampled = video_frames(video, step)
+    else:
+        sampled = itertools.islice(enumerate(video), 0, None, step)
     frames: list[tuple[int, np.ndarray]] = []
-    for frame in video_frames(video, step):
+    for frame in sampled:
         frames.append(frame)
         if len(frames) == chunk:
-            _track(embedder, tracker, frames)
+            _track(gallery.embedder, tracker, frames)
             frames = []
+            ended = tracker.pop_ended()
+            yield from _identify_tracks(gallery, source, ended, k, fpir, threshold, min_detections)
     if frames:
-        _track(embedder, tracker, frames)
-    tracks = [t for t in tracker.tracks() if t.detections >= min_detections]
+        _track(gallery.embedder, tracker, frames)
+    ended = tracker.pop_ended(end_live=True)
+    yield from _identify_tracks(gallery, source, ended, k, fpir, threshold, min_detections)
+
+
+def _identify_tracks(
+    gallery: Gallery, source: str, tracks: list[Track], k, fpir, threshold, min_detections: int
+) -> list[TrackMatch]:
+    """Each of `tracks` (with at least `min_detections` detections) identified by its
+    set-head template."""
+    tracks = [t for t in tracks if t.detections >= min_detections]
     if not tracks:
         return []
     vectors = {"frame_embeddings": np.concatenate([t.embeddings for t in tracks])}
@@ -148,11 +190,11 @@ def identify_video(
     sizes = np.array([len(t.frames) for t in tracks])
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     rows = [range(s, s + n) for s, n in zip(starts, sizes, strict=True)]
-    templates, weights, _ = embedder.set_embeddings(vectors, rows)
-    labels = [f"{os.fspath(video)}#track{t.track_id}" for t in tracks]
+    templates, weights, _ = gallery.embedder.set_embeddings(vectors, rows)
+    labels = [f"{source}#track{t.track_id}" for t in tracks]
     answers = gallery.search_vectors(templates, k, fpir, threshold, labels)
     return [
-        _track_match(os.fspath(video), track, w[: len(track.frames)], answer)
+        _track_match(source, track, w[: len(track.frames)], answer)
         for track, w, answer in zip(tracks, weights, answers, strict=True)
     ]
 

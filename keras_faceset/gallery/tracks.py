@@ -5,7 +5,8 @@ A detection joins the live track that maximises ``IoU + cos`` among those it may
 ``cos >= link_similarity`` and either ``IoU >= min_iou`` (it stayed in place) or
 ``cos >= reid_similarity`` (it moved, or came back after a gap). Each track and each
 detection is used once per frame, best pairs first (greedy matching, as in IOU trackers).
-A track ends after `max_missed` sampled frames without a detection.
+A track ends after `max_missed` sampled frames without a detection; `pop_ended` hands the
+ended tracks over and forgets them, so over a long video the tracker holds only the live ones.
 
 Memory per track is bounded: a running sum of its unit embeddings for linking, and at most
 `max_frames` frames (frame index, box, the embedding and features given) kept for the set
@@ -106,6 +107,7 @@ class FaceTracker:
         self._live: list[Track] = []
         self._ended: list[Track] = []
         self._last_frame = -1
+        self._next_id = 0
 
     def update(self, frame: int, boxes, embeddings, features=None) -> list[int]:
         """Add one sampled frame's detections: boxes (n, 4), embeddings (n, dim) and optional
@@ -129,7 +131,8 @@ class FaceTracker:
         for i, box in enumerate(boxes):
             track = assigned.get(i)
             if track is None:
-                track = Track(len(self._live) + len(self._ended), frame, frame)
+                track = Track(self._next_id, frame, frame)
+                self._next_id += 1
                 self._live.append(track)
             face_features = None if features is None else features[i]
             track.add(
@@ -170,5 +173,13 @@ class FaceTracker:
         return assigned
 
     def tracks(self) -> list[Track]:
-        """Every track so far (ended and live), by id."""
+        """Every track so far (ended and live) that `pop_ended` has not handed over, by id."""
         return sorted(self._ended + self._live, key=lambda track: track.track_id)
+
+    def pop_ended(self, end_live: bool = False) -> list[Track]:
+        """The tracks that have ended (with `end_live`, at the end of the video: the live ones
+        too), by id; the tracker forgets them (track ids keep counting up)."""
+        ended, self._ended = self._ended, []
+        if end_live:
+            ended, self._live = ended + self._live, []
+        return sorted(ended, key=lambda track: track.track_id)

@@ -98,7 +98,9 @@ class _AngularMarginHead(keras.layers.Layer):
         raise NotImplementedError
 
     def _target_mask(self, labels, batch_size):
-        labels = validate_labels(labels)
+        labels = validate_labels(
+            labels, self.num_classes, f"{type(self).__name__} layer {self.name}"
+        )
         if None not in (batch_size, labels.shape[0]) and batch_size != labels.shape[0]:
             raise ValueError(
                 f"labels batch {labels.shape[0]} does not match embeddings batch {batch_size}"

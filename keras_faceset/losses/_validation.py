@@ -16,18 +16,59 @@ def _as_vector(values, name: str):
     return values
 
 
-def validate_labels(labels):
+def validate_labels(labels, num_classes: int | None = None, owner: str = "labels"):
     """Check identity labels of shape `(B,)` or `(B, 1)` with an integer dtype.
 
     Returns them as an int32 tensor of shape `(B,)`; raises `ValueError` for a float
     (or bool) dtype, a rank other than 1 or 2, or a `(B, k)` shape with `k != 1`. The float
     labels of Keras' build under a multi-replica strategy (`build_labels`) are accepted.
+    With `num_classes`, every label must lie in `[0, num_classes)` (see `check_label_range`).
     """
     labels = build_labels(ops.convert_to_tensor(labels))
     dtype = keras.backend.standardize_dtype(labels.dtype)
     if "int" not in dtype:
         raise ValueError(f"labels must have an integer dtype (identity indices), got {dtype}")
-    return ops.cast(_as_vector(labels, "labels"), "int32")
+    labels = ops.cast(_as_vector(labels, "labels"), "int32")
+    return labels if num_classes is None else check_label_range(labels, num_classes, owner)
+
+
+def _out_of_range(owner: str, num_classes: int) -> str:
+    return (
+        f"{owner}: a label is outside [0, {num_classes}): labels index the {num_classes} "
+        f"classes it was built with. Remap the labels to 0..{num_classes - 1}, or build it "
+        "with more classes"
+    )
+
+
+def check_label_range(labels, num_classes: int, owner: str):
+    """`labels` (int32 `(B,)`) if all lie in `[0, num_classes)`, else an error naming the
+    first bad label, its batch row, the number of classes and `owner`.
+
+    Eagerly a `ValueError`; inside a TensorFlow graph (`model.fit`) an assertion that fails
+    the step with `InvalidArgumentError` and the same message (XLA compiles assertions out:
+    use `jit_compile=False` to keep it). A one-hot of an out-of-range label would otherwise be
+    all zeros: no target logit, no margin, no center, a silently wrong loss."""
+    num_classes = int(num_classes)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        if not tf.executing_eagerly():
+            in_range = tf.logical_and(labels >= 0, labels < num_classes)
+            row = tf.argmin(tf.cast(in_range, tf.int32), output_type=tf.int32)
+            message = _out_of_range(owner, num_classes)
+            check = tf.debugging.Assert(
+                tf.reduce_all(in_range),
+                [message, "label:", tf.gather(labels, row), "at batch row:", row],
+            )
+            with tf.control_dependencies([check]):
+                return tf.identity(labels)
+    values = ops.convert_to_numpy(labels)
+    bad = ((values < 0) | (values >= num_classes)).nonzero()[0]
+    if bad.size:
+        raise ValueError(
+            f"label {values[bad[0]]} at batch row {bad[0]}: " + _out_of_range(owner, num_classes)
+        )
+    return labels
 
 
 def validate_pair_labels(y_same):

@@ -26,8 +26,8 @@ from keras_faceset.losses.distribute import all_gather
 
 def center_loss(labels, embeddings, centers):
     """Batch mean of 1/2 ||x_i - c_{y_i}||^2; labels (B,) or (B, 1) ints, embeddings (B, D),
-    centers (C, D). Gradients reach the embeddings and the centers."""
-    labels = validate_labels(labels)
+    centers (C, D), labels in [0, C). Gradients reach the embeddings and the centers."""
+    labels = validate_labels(labels, centers.shape[0], "center loss")
     embeddings = validate_embeddings(embeddings)
     own_centers = ops.take(centers, labels, axis=0)
     return 0.5 * ops.mean(ops.sum(ops.square(embeddings - own_centers), axis=-1))
@@ -151,7 +151,7 @@ class CenterLoss(EmbeddingLossLayer):
 
     def call(self, inputs, training=None):
         embeddings, labels = inputs
-        labels = validate_labels(labels)
+        labels = validate_labels(labels, self.num_classes, f"CenterLoss layer {self.name}")
         loss = center_loss(labels, ops.cast(embeddings, self.centers.dtype), self.centers)
         self.add_loss(self.weight * loss)
         if training:

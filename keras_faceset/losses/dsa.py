@@ -79,7 +79,7 @@ def dsa_loss(
 ):
     """Batch mean of lambda d(x, c_y) + (1 - lambda) mean_n J(x, c_n) over the negatives in
     `negative_mask` (B, C), restricted to the allowed ones (see `allowed_negatives`)."""
-    labels = validate_labels(labels)
+    labels = validate_labels(labels, centers.shape[0], "DSA loss")
     num_centers = ops.shape(centers)[0]
     embeddings = ops.cast(validate_embeddings(embeddings), centers.dtype)
     cosine = ops.matmul(l2_normalize(embeddings), ops.transpose(l2_normalize(centers)))
@@ -147,7 +147,7 @@ class DSALoss(EmbeddingLossLayer):
 
     def call(self, inputs):
         embeddings, labels = inputs
-        labels = validate_labels(labels)
+        labels = validate_labels(labels, self.num_centers, f"DSALoss layer {self.name}")
         mask = sample_negative_mask(
             labels, self.num_centers, self.num_identities, self.p, seed=self.seed_generator
         )
