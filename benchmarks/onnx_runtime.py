@@ -8,7 +8,14 @@ Rows, per backbone and batch size, timed in interleaved rounds in one process:
   for InceptionResNetV1, exported from facenet-pytorch (``torch.onnx``);
 * ONNX Runtime int8: static QDQ quantization of each float32 export (`quantize_static`,
   per-channel weights, activations calibrated on real LFW face chips);
+* our own int8: TFLite full-integer post-training quantization of the folded float32 graph
+  (calibrated on the same chips), run by LiteRT's interpreter (XNNPack, 2 threads);
 * the eager peers (facenet-pytorch; dlib's own ``compute_face_descriptor``).
+
+After the timing, each row runs again alone in a fresh child process (batch 32, 3 calls) that
+loads only what the row needs (TensorFlow and the Keras model for ours, only onnxruntime and
+the .onnx file for ONNX Runtime, only LiteRT and the .tflite file for TFLite): its peak RSS
+(VmHWM) is the row's ``peak_rss_mb``. File sizes of the exported models: ``model_file_mb``.
 
 Our exports are of the pretrained presets' frame models (preprocessing included), so that
 ``--lfw`` can put each row's LFW View 2 accuracy beside its speed, on the same chips (those of
@@ -22,7 +29,10 @@ download this benchmark does not make): its rows are for speed only.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -46,10 +56,15 @@ from benchmarks.common import (
     write_result,
 )
 from benchmarks.precision import lfw_view2
+from keras_faceset.files import atomic_path
 
 PRESETS = {"facenet": "InceptionResNetV1", "dlib_resnet": "DlibResNet"}
 ORT_THREADS = 2
-CALIBRATION_IMAGES = 256
+TFLITE_THREADS = 2
+RSS_BATCH = 32
+OURS = {"ours folded float32": "float32", "ours folded mixed_bfloat16": "mixed_bfloat16"}
+TFLITE_INT8 = "ours int8 TFLite (XNNPack)"
+SIZES = {"facenet": 160, "dlib_resnet": 150}
 
 
 def frame_function(frame_model, size: int):
@@ -63,12 +78,11 @@ def frame_function(frame_model, size: int):
     )
 
 
-def export_keras(frame_model, size: int, path: Path) -> Path:
-    """`frame_model` (its embeddings) as ONNX through tf2onnx, once (kept at `path`)."""
+def export_keras(fn, path: Path) -> Path:
+    """`fn` (a `frame_function`) as ONNX through tf2onnx, once (kept at `path`)."""
     if not path.exists():
         import tf2onnx
 
-        fn = frame_function(frame_model, size)
         tmp = path.with_suffix(".tmp")
         tf2onnx.convert.from_function(
             fn, input_signature=fn.input_signature, opset=17, output_path=str(tmp)
@@ -137,6 +151,17 @@ def quantize(float_path: Path, calibration: np.ndarray, path: Path) -> Path:
     return path
 
 
+def tflite_int8(frame_model, calibration: np.ndarray, path: Path) -> Path:
+    """`FaceEmbedder(precision="int8")`'s quantization (`quantize_int8`) of `frame_model`,
+    calibrated on `calibration`, once (kept at `path`)."""
+    from keras_faceset.embedder import quantize_int8
+
+    if not path.exists():
+        with atomic_path(path) as tmp:
+            quantize_int8(frame_model, calibration, tmp)
+    return path
+
+
 def session(path: Path, threads: int = ORT_THREADS):
     import onnxruntime as ort
 
@@ -170,6 +195,18 @@ def ort_runner(path: Path, x: np.ndarray):
     return lambda: model.predict_on_batch(x)
 
 
+def tflite_runner(path: Path, x: np.ndarray):
+    model = int8_frame_model(path)
+    return lambda: model.predict_on_batch(x)
+
+
+def int8_frame_model(path: Path):
+    """`FaceEmbedder(precision="int8")`'s `Int8FrameModel` on `TFLITE_THREADS` threads."""
+    from keras_faceset.embedder import Int8FrameModel
+
+    return Int8FrameModel(path, threads=TFLITE_THREADS)
+
+
 def tf_runner(fn, x: np.ndarray):
     import tensorflow as tf
 
@@ -177,39 +214,33 @@ def tf_runner(fn, x: np.ndarray):
     return lambda: fn(tensor).numpy()
 
 
-def calibration_chips(embedder, count: int = CALIBRATION_IMAGES) -> np.ndarray:
-    """`count` seeded LFW View 1 DevTrain images cropped as the preset crops them."""
-    from keras_faceset.data.lfw import LFW
+def calibration_chips(embedder) -> np.ndarray:
+    """`FaceEmbedder(precision="int8")`'s calibration images (`CALIBRATION_IMAGES` seeded LFW
+    View 1 DevTrain images) cropped as the preset crops them."""
+    from keras_faceset.embedder import calibration_images
 
-    pairs = LFW(SHARED / "data" / "lfw").pairs("dev_train")
-    paths = sorted(set(pairs.path_a) | set(pairs.path_b))
-    chosen = np.random.default_rng(0).choice(len(paths), count, replace=False)
-    return embedder.chips([paths[i] for i in sorted(chosen)])
+    os.environ.setdefault("KERAS_FACESET_DATA", str(SHARED / "data" / "lfw"))
+    return embedder.chips(calibration_images())
 
 
 def models_for(preset: str, work: Path, chip_cache: str) -> dict:
     """{row name: ("tf", fn) | ("ort", path) | ("torch"|"dlib", None)} for one preset, and the
     embedder whose chips they share."""
     from keras_faceset.embedder import FaceEmbedder
-    from keras_faceset.models.fold import fold_batch_norm
 
     embedder = FaceEmbedder(preset, chip_cache=chip_cache)
     size = embedder.preset.input_size
-    backbone = embedder.task.frame_model
-    folded = fold_batch_norm(backbone)
-    rows = {
-        "ours folded float32": ("tf", frame_function(folded, size)),
-        "ours folded mixed_bfloat16": (
-            "tf",
-            frame_function(fold_batch_norm(backbone, dtype="mixed_bfloat16"), size),
-        ),
-    }
-    exported = export_keras(folded, size, work / f"{preset}_keras.onnx")
+    rows = {name: ("tf", ours_function(embedder.task, dtype)) for name, dtype in OURS.items()}
+    exported = export_keras(rows["ours folded float32"][1], work / f"{preset}_keras.onnx")
     calibration = calibration_chips(embedder).astype(np.float32)
     rows["ONNX Runtime float32 (ours, tf2onnx)"] = ("ort", exported)
     rows["ONNX Runtime int8 QDQ (ours, tf2onnx)"] = (
         "ort",
         quantize(exported, calibration, work / f"{preset}_keras_int8.onnx"),
+    )
+    rows[TFLITE_INT8] = (
+        "tflite",
+        tflite_int8(embedder.frame_model, calibration, work / f"{preset}_int8.tflite"),
     )
     if preset == "facenet":
         torch_path = export_torch(facenet_pytorch_model(), work / "facenet_pytorch.onnx")
@@ -225,12 +256,54 @@ def models_for(preset: str, work: Path, chip_cache: str) -> dict:
     return {"embedder": embedder, "size": size, "rows": rows}
 
 
+def ours_function(task, dtype: str):
+    """The task's frame model folded (`fold_batch_norm`, `dtype`) as a `frame_function`."""
+    from keras_faceset.models.fold import fold_batch_norm
+
+    size = task.frame_model.input_shape[1]
+    folded = fold_batch_norm(task.frame_model, dtype=None if dtype == "float32" else dtype)
+    return frame_function(folded, size)
+
+
+def peak_rss(prepared: dict) -> dict:
+    """{(preset, row): peak RSS in MiB} of each row run alone in a fresh child process."""
+    peaks = {}
+    for preset, entry in prepared.items():
+        for name, (kind, model) in entry["rows"].items():
+            spec = OURS[name] if kind == "tf" else str(model or "-")
+            command = [sys.executable, "-m", "benchmarks.onnx_runtime", "--rss-child"]
+            done = subprocess.run(
+                [*command, kind, preset, spec], capture_output=True, text=True, check=True
+            )
+            peaks[preset, name] = json.loads(done.stdout.splitlines()[-1])["peak_rss_mb"]
+            print(f"  {preset} {name}: peak RSS {peaks[preset, name]:.0f} MiB", flush=True)
+    return peaks
+
+
+def rss_child(kind: str, preset: str, spec: str) -> None:
+    """One row alone (`peak_rss`'s child): load it, run `RSS_BATCH` chips 3 times, print its
+    peak RSS as JSON."""
+    if kind == "tf":
+        from keras_faceset import zoo
+
+        model = ours_function(zoo.load(preset, form="task"), spec)
+    else:
+        model = None if spec == "-" else Path(spec)
+    torch_model = facenet_pytorch_model() if kind == "torch" else None
+    run = runner(kind, model, RSS_BATCH, SIZES[preset], torch_model)
+    for _ in range(3):
+        run()
+    print(json.dumps({"peak_rss_mb": peak_rss_mb()}))
+
+
 def runner(kind: str, model, batch: int, size: int, torch_model):
     x = np.random.default_rng(batch).integers(0, 256, (batch, size, size, 3)).astype(np.float32)
     if kind == "tf":
         return tf_runner(model, x)
     if kind == "ort":
         return ort_runner(model, x)
+    if kind == "tflite":
+        return tflite_runner(model, x)
     if kind == "ort_nchw":
         return ort_runner(model, ((x - 127.5) / 128.0).transpose(0, 3, 1, 2).copy())
     if kind == "torch":
@@ -271,15 +344,17 @@ def speed(prepared: dict, batches, repeats: int) -> list[dict]:
     return rows
 
 
-def lfw_accuracy(prepared: dict) -> list[dict]:
-    """LFW View 2 of every pretrained row (ours and our exports) on the chip cache's chips."""
+def lfw_accuracy(prepared: dict, only=None) -> list[dict]:
+    """LFW View 2 of every pretrained row (ours and our exports) on the chip cache's chips; with
+    `only`, of the rows whose name contains one of its strings."""
     rows = []
     for preset, entry in prepared.items():
         embedder = entry["embedder"]
+        frame_models = {"tf": TfFrameModel, "ort": OrtFrameModel, "tflite": int8_frame_model}
         for name, (kind, model) in entry["rows"].items():
-            if kind not in ("tf", "ort"):
+            if kind not in frame_models or (only and not any(o in name for o in only)):
                 continue
-            embedder.frame_model = OrtFrameModel(model) if kind == "ort" else TfFrameModel(model)
+            embedder.frame_model = frame_models[kind](model)
             rows.append({"preset": preset, "row": name, **lfw_view2(embedder)})
             print(f"  {preset} {name}: {100 * rows[-1]['accuracy']:.2f} %", flush=True)
     return rows
@@ -296,10 +371,20 @@ class TfFrameModel:
 
 
 def main(chip_cache: str, work: Path, quick: bool, presets) -> dict:
-    machine = machine_info(ort_threads=ORT_THREADS, torch_threads=TORCH_THREADS)
+    from keras_faceset.embedder import CALIBRATION_IMAGES
+
+    machine = machine_info(
+        ort_threads=ORT_THREADS,
+        torch_threads=TORCH_THREADS,
+        tflite_threads=TFLITE_THREADS,
+        **versions(),
+    )
     banner("ONNX Runtime vs ours", machine)
     prepared = prepare(presets, work, chip_cache)
     rows = speed(prepared, (8,) if quick else (8, 32), 3 if quick else 5)
+    peaks = peak_rss(prepared)
+    for row in rows:
+        row["peak_rss_mb"] = peaks[row["preset"], row["row"]]
     lines = [
         [
             r["model"],
@@ -309,22 +394,28 @@ def main(chip_cache: str, work: Path, quick: bool, presets) -> dict:
             ratio_text(r["vs_ort_float32"]),
             ratio_text(r["vs_best_ort"]),
             f"{r['cores_busy']:.1f}",
+            f"{r['peak_rss_mb']:.0f}",
         ]
         for r in rows
     ]
     headers = ["model", "path", "batch", "images/s median [min-max]", "vs ORT float32"]
-    print(table([*headers, "vs best ORT", "cores busy"], lines))
+    print(table([*headers, "vs best ORT", "cores busy", "peak RSS MiB"], lines))
+    sizes = file_sizes(work)
+    print("model files (MiB): " + ", ".join(f"{k} {v:.1f}" for k, v in sizes.items()))
     path = write_result(
         "onnx_runtime",
         machine,
         rows=rows,
-        onnx_file_mb=file_sizes(work),
-        peak_rss_mb=peak_rss_mb(),
+        model_file_mb=sizes,
+        benchmark_peak_rss_mb=peak_rss_mb(),
         notes="images/s = batch / wall seconds per call, median [min-max] over interleaved "
         "rounds (each sample >= 1 s); vs_* = the other row's seconds / own seconds per round. "
         f"ONNX Runtime: CPUExecutionProvider, {ORT_THREADS} intra-op threads, all graph "
         "optimisations; int8 = quantize_static QDQ, per-channel int8 weights, uint8 "
-        f"activations calibrated (MinMax) on {CALIBRATION_IMAGES} LFW DevTrain chips. Ours "
+        f"activations calibrated (MinMax) on {CALIBRATION_IMAGES} LFW DevTrain chips. "
+        "TFLite int8: full-integer post-training quantization calibrated on the same chips, "
+        f"LiteRT interpreter, XNNPack, {TFLITE_THREADS} threads. peak_rss_mb: the row alone "
+        f"in a fresh process (VmHWM after {RSS_BATCH}-chip calls). Ours "
         "and our exports carry the pretrained weights and the preset's preprocessing; the "
         "facenet-pytorch export has random weights (speed only). Random pixels.",
     )
@@ -332,17 +423,20 @@ def main(chip_cache: str, work: Path, quick: bool, presets) -> dict:
     return {"rows": rows}
 
 
-def main_lfw(chip_cache: str, work: Path, presets) -> dict:
-    machine = machine_info(ort_threads=ORT_THREADS, chip_cache=chip_cache)
+def main_lfw(chip_cache: str, work: Path, presets, only=None) -> dict:
+    machine = machine_info(
+        ort_threads=ORT_THREADS, chip_cache=chip_cache, tflite_threads=TFLITE_THREADS, **versions()
+    )
     banner("ONNX Runtime vs ours: LFW View 2 per row", machine)
-    accuracy = lfw_accuracy(prepare(presets, work, chip_cache))
+    accuracy = lfw_accuracy(prepare(presets, work, chip_cache), only)
     lines = [
         [a["preset"], a["row"], f"{100 * a['accuracy']:.2f} +/- {100 * a['std']:.2f}"]
         for a in accuracy
     ]
     print(table(["preset", "path", "LFW View 2 %"], lines))
+    name = "onnx_runtime_lfw" + "".join(f"_{o.lower()}" for o in only or ())
     path = write_result(
-        "onnx_runtime_lfw",
+        name,
         machine,
         rows=accuracy,
         notes="LFW View 2 (10-fold, cosine, no flip) of each pretrained row, the preset's crop "
@@ -352,24 +446,46 @@ def main_lfw(chip_cache: str, work: Path, presets) -> dict:
     return {"rows": accuracy}
 
 
+def versions() -> dict:
+    """The versions of the packages behind the ONNX Runtime and TFLite rows."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for package in ("onnxruntime", "onnx", "tf2onnx", "ai-edge-litert"):
+        try:
+            found[f"{package.replace('-', '_')}_version"] = version(package)
+        except PackageNotFoundError:
+            found[f"{package.replace('-', '_')}_version"] = None
+    return found
+
+
 def prepare(presets, work: Path, chip_cache: str) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     return {preset: models_for(preset, work, chip_cache) for preset in presets}
 
 
 def file_sizes(work: Path) -> dict:
-    return {path.name: path.stat().st_size / 2**20 for path in sorted(work.glob("*.onnx"))}
+    files = [*work.glob("*.onnx"), *work.glob("*.tflite")]
+    return {path.name: path.stat().st_size / 2**20 for path in sorted(files)}
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--rss-child"]:
+        rss_child(*sys.argv[2:5])
+        sys.exit()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--chips", required=True, help="chip cache with the LFW crops")
     parser.add_argument("--work", default="onnx-models", help="folder for the ONNX files")
     parser.add_argument("--lfw", action="store_true", help="LFW View 2 per row instead of speed")
     parser.add_argument("--quick", action="store_true", help="batch 8 only, fewer rounds")
+    parser.add_argument(
+        "--rows",
+        nargs="+",
+        help="--lfw: only the rows whose name has one of these (onnx_runtime_lfw_<rows>.json)",
+    )
     parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=list(PRESETS))
     args = parser.parse_args()
     if args.lfw:
-        main_lfw(args.chips, Path(args.work), args.presets)
+        main_lfw(args.chips, Path(args.work), args.presets, args.rows)
     else:
         main(args.chips, Path(args.work), args.quick, args.presets)
