@@ -145,7 +145,16 @@ def _load_in_subprocess(queue):
     queue.put(_kernel(model).tolist())
 
 
-def test_two_processes_loading_into_an_empty_cache_both_succeed(tiny, tmp_path):
+def test_two_processes_loading_into_an_empty_cache_both_succeed(tiny, tmp_path, monkeypatch):
+    """Both get the weights; one converts, the other waits on the cache lock and reads them."""
+    conversions, convert = tmp_path / "conversions", tiny_model.convert
+
+    def logged(path):
+        with open(conversions, "a") as handle:
+            handle.write("converted\n")
+        return convert(path)
+
+    monkeypatch.setattr(tiny_model, "convert", logged)  # the forked workers inherit it
     context = multiprocessing.get_context("fork")
     queue = context.Queue()
     workers = [context.Process(target=_load_in_subprocess, args=(queue,)) for _ in range(2)]
@@ -159,3 +168,4 @@ def test_two_processes_loading_into_an_empty_cache_both_succeed(tiny, tmp_path):
         np.testing.assert_array_equal(result, KERNEL)
     files = sorted(p.name for p in (tmp_path / "home" / "tiny").iterdir())
     assert files == [".lock", "tiny.weights.h5", "tiny.weights.h5.sha256"]
+    assert conversions.read_text().splitlines() == ["converted"]
