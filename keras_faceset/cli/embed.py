@@ -48,10 +48,23 @@ def register(add_command) -> None:
         help="embed every face of each image (video frame) with its box, score and landmarks, "
         "instead of the one chosen face (image models; needs detection; no chip cache)",
     )
+    embed.add_argument(
+        "--runner",
+        nargs=argparse.REMAINDER,
+        metavar="RUNNER [BEAM OPTIONS]",
+        help="run as an Apache Beam pipeline (pip install 'keras-faceset[beam]'): DirectRunner, "
+        "DataflowRunner, FlinkRunner or SparkRunner, then that runner's options (last on the "
+        "line: what follows goes to Beam, e.g. --runner DirectRunner --direct_num_workers 2 "
+        "--direct_running_mode multi_processing). OUTPUT is then a folder (or gs://, s3://) "
+        "of gallery Parquet shards, dead-letter.jsonl (the inputs not embedded, with why) and "
+        "summary.json; an input ending in .csv is a manifest (columns path, optional set_id)",
+    )
     embed.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> None:
+    if args.runner is not None:
+        return _run_pipeline(args)
     output = Path(args.output)
     if output.suffix not in (".npz", ".parquet"):
         raise ValueError(f"output must end in .npz or .parquet, got {output.name}")
@@ -246,3 +259,41 @@ def _parquet_engine() -> None:
 
     if not any(importlib.util.find_spec(m) for m in ("pyarrow", "fastparquet")):
         raise ImportError("writing .parquet needs pyarrow (pip install pyarrow); or use -o out.npz")
+
+
+def _run_pipeline(args: argparse.Namespace) -> None:
+    """`embed --runner`: `keras_faceset.pipelines.embed_gallery` on that Beam runner."""
+    from keras_faceset.pipelines import RUNNERS, embed_gallery
+
+    runner, *options = args.runner or [""]
+    if runner not in RUNNERS:
+        raise ValueError(f"--runner {runner!r}: expected one of {', '.join(RUNNERS)}")
+    if args.all_faces:
+        raise ValueError("--all-faces is not available with --runner")
+    manifests = [path for path in args.inputs if path.endswith(".csv")]
+    if len(manifests) > 1:
+        raise ValueError(f"give at most one manifest .csv, got {', '.join(manifests)}")
+    if args.quiet:
+        from keras_faceset.progress import set_enabled
+
+        set_enabled(False)
+    summary = embed_gallery(
+        [path for path in args.inputs if path not in manifests],
+        args.output,
+        args.model,
+        manifest=manifests[0] if manifests else None,
+        max_frames=args.max_frames,
+        pipeline_args=["--runner", runner, *options],
+        align=args.align,
+        detector=args.detector,
+        chip_cache=args.chip_cache,
+        flip=args.flip,
+        precision=args.precision,
+        model_file=args.model_file,
+    )
+    print(
+        f"{summary['embedded']} embedded, {summary['dead_letter']} in "
+        f"{args.output}/dead-letter.jsonl (of {summary['inputs']} inputs) -> {args.output}"
+    )
+    if not summary["embedded"]:
+        raise ValueError("no input could be embedded (the dead letter says why)")

@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -77,15 +78,16 @@ class EmbedFn(beam.DoFn):
 
 
 def build_embedder(model: str, options: dict) -> FaceEmbedder:
-    """`FaceEmbedder(model, **options)`; a ``model_file`` on a Beam filesystem (gs://, s3://)
-    is copied to a local temporary file first (once per worker)."""
+    """`FaceEmbedder(model, **options)`; a ``model_file`` or ``weights`` file on a Beam
+    filesystem (gs://, s3://) is copied to a local temporary folder first (once per worker)."""
     options = dict(options)
-    source = options.get("model_file")
-    if source is not None and "://" in str(source):
-        local = Path(tempfile.mkdtemp(prefix="keras_faceset-")) / Path(str(source)).name
-        with FileSystems.open(str(source)) as remote, open(local, "wb") as handle:
-            handle.write(remote.read())
-        options["model_file"] = local
+    for key in ("model_file", "weights"):
+        source = options.get(key)
+        if source is not None and "://" in str(source):
+            local = Path(tempfile.mkdtemp(prefix="keras_faceset-")) / Path(str(source)).name
+            with FileSystems.open(str(source)) as remote, open(local, "wb") as handle:
+                shutil.copyfileobj(remote, handle)
+            options[key] = local
     return FaceEmbedder(model, **options)
 
 

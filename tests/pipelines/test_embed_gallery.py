@@ -19,7 +19,7 @@ from PIL import Image, ImageOps
 pytest.importorskip("apache_beam")
 
 from keras_faceset.embedder import FaceEmbedder  # noqa: E402
-from keras_faceset.gallery import Gallery  # noqa: E402
+from keras_faceset.gallery import Gallery, GalleryModelError  # noqa: E402
 from keras_faceset.pipelines import add_to_gallery, embed_gallery, read_output  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "images"
@@ -78,14 +78,12 @@ def run_bounded(command, limit_s=LIMIT_S):
 
 @pytest.fixture(scope="module")
 def two_workers(album, tmp_path_factory):
-    """The album embedded by dlib_resnet with 2 DirectRunner worker processes."""
+    """The album embedded by `keras-faceset embed dlib_resnet --runner DirectRunner` with 2
+    worker processes."""
     output = tmp_path_factory.mktemp("two-workers") / "out"
-    code = (
-        "import sys; from keras_faceset.pipelines import embed_gallery; "
-        "embed_gallery([sys.argv[1]], sys.argv[2], 'dlib_resnet', shards=3, "
-        "pipeline_args=sys.argv[3:])"
-    )
-    run_bounded([sys.executable, "-c", code, str(album), str(output), *TWO_WORKERS])
+    cli = [sys.executable, "-m", "keras_faceset.cli", "embed", "dlib_resnet", str(album)]
+    printed = run_bounded([*cli, "-q", "-o", str(output), *TWO_WORKERS])
+    assert f"7 embedded, 2 in {output}/dead-letter.jsonl (of 9 inputs)" in printed
     return output
 
 
@@ -111,7 +109,28 @@ def test_rows_equal_the_in_process_embedder(two_workers, album, dlib):
     assert set(media.frame["model"]) == {"dlib_resnet"}
     assert set(media.frame["model_version"]) == {dlib.frame_key}
     assert [list(w) for w in media.frame["weights"]] == [[1.0]] * len(media)
-    assert info["shard_count"] == 3 and len(info["shards"]) == 3
+    assert info["shard_count"] == 8 and len(info["shards"]) == 8
+
+
+def test_the_pipeline_gives_the_rows_of_in_process_embed(two_workers, album, tmp_path):
+    """`keras-faceset embed` in one process: the same embeddings for the photos with a face;
+    its faceless photo (central crop, face_found False) and unreadable file are the
+    pipeline's dead letters."""
+    import pandas as pd
+
+    from keras_faceset.cli import main
+
+    assert main(["embed", "dlib_resnet", str(album), "-q", "-o", str(tmp_path / "e.parquet")]) == 0
+    in_process = pd.read_parquet(tmp_path / "e.parquet").set_index("path")
+    media, _, dead, _ = read_output(two_workers)
+    assert set(in_process.index) == set(media.frame["source"]) | {
+        str(album / "Colin_Powell" / "wall.png")
+    }
+    assert not in_process.loc[str(album / "Colin_Powell" / "wall.png"), "face_found"]
+    rows = np.stack(in_process.loc[list(media.frame["source"]), "embedding"])
+    np.testing.assert_allclose(media.vectors["embedding"], rows, atol=1e-5)
+    errors = pd.read_csv(tmp_path / "e.parquet.errors.csv")
+    assert set(errors["path"]) | {str(album / "Colin_Powell" / "wall.png")} == set(dead["source"])
 
 
 def test_every_input_is_embedded_or_dead_lettered(two_workers, album):
@@ -130,7 +149,7 @@ def test_a_rerun_writes_the_same_files_and_never_duplicates(two_workers, album, 
     output = tmp_path / "out"
     shutil.copytree(two_workers, output)
     before = files(output)
-    embed_gallery([album], str(output), "dlib_resnet", shards=3, pipeline_args=IN_MEMORY)
+    embed_gallery([album], str(output), "dlib_resnet", pipeline_args=IN_MEMORY)
     assert files(output) == before  # in one process, the same bytes as with two workers
     embed_gallery([album], str(output), "dlib_resnet", shards=2, pipeline_args=IN_MEMORY)
     media, faces, dead, info = read_output(output)
@@ -146,7 +165,7 @@ def test_a_rerun_writes_the_same_files_and_never_duplicates(two_workers, album, 
     assert dead.equals(first_dead)
     shard_files = sorted(p.name for p in output.glob("*.parquet"))
     assert shard_files == sorted(name for pair in info["shards"] for name in pair)
-    assert len(shard_files) == 4  # the three shards of the earlier run are gone
+    assert len(shard_files) == 4  # the eight shards of the earlier run are gone
 
 
 def test_the_gallery_enrols_and_searches_the_output(two_workers, dlib, tmp_path):
@@ -162,6 +181,9 @@ def test_the_gallery_enrols_and_searches_the_output(two_workers, dlib, tmp_path)
     assert [a.person for a in answers] == [
         "Colin_Powell" if c else "Serena_Williams" for c in colin
     ]
+    centre = Gallery.create(tmp_path / "centre", FaceEmbedder("dlib_resnet", align="center"))
+    with pytest.raises(GalleryModelError, match="embed with the gallery's model"):
+        add_to_gallery(centre, two_workers)
 
 
 class FailsOnFlips(FaceEmbedder):
@@ -222,3 +244,27 @@ def test_sets_from_folders_and_a_manifest(album, tmp_path):
         taken = faces.frame["media_id"] == media.frame["media_id"][row]
         assert list(faces.frame["frame"][taken]) == frames
     assert json.loads((output / "summary.json").read_text())["inputs"] == 4
+
+
+@pytest.mark.slow
+def test_lfw_images_with_two_workers_equal_the_in_process_embedder(tmp_path):
+    """240 LFW images (the first people in sorted order) with 2 worker processes."""
+    from tests.conftest import LFW_DIR, require
+
+    images = sorted(require(LFW_DIR / "lfw-deepfunneled").rglob("*.jpg"))[:240]
+    manifest = tmp_path / "lfw.csv"
+    manifest.write_text("path\n" + "".join(f"{p}\n" for p in images))
+    output = tmp_path / "out"
+    code = (
+        "import sys; from keras_faceset.pipelines import embed_gallery; "
+        "embed_gallery([], sys.argv[1], 'dlib_resnet', manifest=sys.argv[2], "
+        "pipeline_args=sys.argv[3:])"
+    )
+    run_bounded([sys.executable, "-c", code, str(output), str(manifest), *TWO_WORKERS], 900)
+    media, _, dead, info = read_output(output)
+    assert len(media) + len(dead) == info["inputs"] == len(images)
+    assert len(dead) <= 2, dead  # LFW's deep-funneled images nearly all show a face
+    assert media.frame["media_id"].is_unique
+    reference = FaceEmbedder("dlib_resnet").embed_images(list(media.frame["source"]))
+    np.testing.assert_allclose(media.vectors["embedding"], reference, atol=1e-5)
+    assert (media.frame["set_id"] == [str(Path(s).parent) for s in media.frame["source"]]).all()
