@@ -1,5 +1,6 @@
-"""`keras-faceset embed` and `evaluate sets|folder` through subprocess, on small real inputs
-made from the example photos (the slow tests use LFW from ../shared)."""
+"""`keras-faceset embed` and `evaluate sets|folder` on small real inputs made from the example
+photos (the slow tests use LFW from ../shared): one embed and one evaluate command (and the slow
+ones) through a subprocess, as users run them, the others in this process (`run_in_process`)."""
 
 import importlib.util
 import itertools
@@ -21,6 +22,7 @@ from tests.cli.helpers import (
     labelled_folder,
     no_log_lines,
     run,
+    run_in_process,
     save,
     variants,
     write_video,
@@ -100,7 +102,7 @@ def test_embed_skips_unreadable_files_and_flags_rows_without_a_face(tmp_path):
     faceless = grey(folder / "grey.png")
     notes, cut = unreadable_files(folder)
     out = tmp_path / "faces.parquet"
-    result = run("embed", "dlib_resnet", folder, "-o", out, check=False)
+    result = run_in_process("embed", "dlib_resnet", folder, "-o", out, check=False)
     if not HAS_PARQUET:
         assert result.returncode == 1 and "needs pyarrow" in result.stderr
         return
@@ -126,24 +128,25 @@ def test_embed_skips_unreadable_files_and_flags_rows_without_a_face(tmp_path):
     assert all(len(box) == 4 for box in table["box"])
     assert "no face found in 1 image(s)" in result.stdout and str(faceless) in set(table["path"])
 
-    again = run("embed", "dlib_resnet", SERENA_1, "-o", out)  # no errors: no stale list
+    again = run_in_process("embed", "dlib_resnet", SERENA_1, "-o", out)  # no errors: no stale list
     assert "skipped" not in again.stdout and not (tmp_path / "faces.parquet.errors.csv").exists()
 
 
 def test_embed_output_suffix(tmp_path):
-    result = run("embed", "dlib_resnet", EXAMPLES, "-o", tmp_path / "x.csv", check=False)
+    result = run_in_process("embed", "dlib_resnet", EXAMPLES, "-o", tmp_path / "x.csv", check=False)
     assert result.returncode == 1 and "output must end in .npz or .parquet" in result.stderr
 
 
 def test_evaluate_needs_root_for_folder_only(tmp_path):
-    result = run("evaluate", "dlib_resnet", "folder", check=False)
+    result = run_in_process("evaluate", "dlib_resnet", "folder", check=False)
     assert result.returncode == 1 and "give ROOT" in result.stderr
-    assert "give ROOT" in run("evaluate", "dlib_resnet", "lfw", tmp_path, check=False).stderr
+    result = run_in_process("evaluate", "dlib_resnet", "lfw", tmp_path, check=False)
+    assert "give ROOT" in result.stderr
 
 
 def test_evaluate_folder_equals_brute_force_on_the_same_embeddings(tmp_path):
     root = labelled_folder(tmp_path / "faces")
-    result = run("evaluate", "dlib_resnet", "folder", root, "--out", tmp_path / "out")
+    result = run_in_process("evaluate", "dlib_resnet", "folder", root, "--out", tmp_path / "out")
     no_log_lines(result)
     summary = pd.read_csv(tmp_path / "out" / "summary.csv").iloc[0]
     scores = pd.read_csv(tmp_path / "out" / "scores.csv")
@@ -336,6 +339,6 @@ def test_verify_two_sets_defaults_to_the_set_preset_threshold_at_far_1e2(tmp_pat
         (tmp_path / name).mkdir()
         for image in images:
             shutil.copy(image, tmp_path / name)
-    out = run("verify", "nan", tmp_path / "a", tmp_path / "b", check=False).stdout
+    out = run_in_process("verify", "nan", tmp_path / "a", tmp_path / "b", check=False).stdout
     threshold = get_preset("nan").thresholds["1e-02"]
     assert f"decision at FAR 1e-2 (threshold {threshold:.4f}):" in out
