@@ -64,6 +64,7 @@ TFLITE_THREADS = 2
 RSS_BATCH = 32
 OURS = {"ours folded float32": "float32", "ours folded mixed_bfloat16": "mixed_bfloat16"}
 TFLITE_INT8 = "ours int8 TFLite (XNNPack)"
+ORT_FLOAT32 = "ONNX Runtime float32 (ours, tf2onnx)"
 SIZES = {"facenet": 160, "dlib_resnet": 150}
 
 
@@ -233,7 +234,7 @@ def models_for(preset: str, work: Path, chip_cache: str) -> dict:
     rows = {name: ("tf", ours_function(embedder.task, dtype)) for name, dtype in OURS.items()}
     exported = export_keras(rows["ours folded float32"][1], work / f"{preset}_keras.onnx")
     calibration = calibration_chips(embedder).astype(np.float32)
-    rows["ONNX Runtime float32 (ours, tf2onnx)"] = ("ort", exported)
+    rows[ORT_FLOAT32] = ("ort", exported)
     rows["ONNX Runtime int8 QDQ (ours, tf2onnx)"] = (
         "ort",
         quantize(exported, calibration, work / f"{preset}_keras_int8.onnx"),
@@ -333,9 +334,7 @@ def speed(prepared: dict, batches, repeats: int) -> list[dict]:
                         "row": name,
                         "batch": batch,
                         **row,
-                        "vs_ort_float32": paired_ratio(
-                            row, stats["ONNX Runtime float32 (ours, tf2onnx)"]
-                        ),
+                        "vs_ort_float32": paired_ratio(row, stats[ORT_FLOAT32]),
                         "vs_best_ort": paired_ratio(row, stats[best_ort]),
                         "best_ort": best_ort,
                     }
@@ -370,7 +369,7 @@ class TfFrameModel:
         return {"frame_embeddings": self.fn(np.asarray(chips, np.float32)).numpy()}
 
 
-def main(chip_cache: str, work: Path, quick: bool, presets) -> dict:
+def main(chip_cache: str, work: Path, quick: bool, presets, only=None, batches=None) -> dict:
     from keras_faceset.embedder import CALIBRATION_IMAGES
 
     machine = machine_info(
@@ -381,7 +380,15 @@ def main(chip_cache: str, work: Path, quick: bool, presets) -> dict:
     )
     banner("ONNX Runtime vs ours", machine)
     prepared = prepare(presets, work, chip_cache)
-    rows = speed(prepared, (8,) if quick else (8, 32), 3 if quick else 5)
+    if only:  # the rows asked for, and the float32 export every ratio is paired with
+        for entry in prepared.values():
+            entry["rows"] = {
+                name: row
+                for name, row in entry["rows"].items()
+                if name == ORT_FLOAT32 or any(o in name for o in only)
+            }
+    batches = batches or ((8,) if quick else (8, 32))
+    rows = speed(prepared, batches, 3 if quick else 5)
     peaks = peak_rss(prepared)
     for row in rows:
         row["peak_rss_mb"] = peaks[row["preset"], row["row"]]
@@ -400,10 +407,10 @@ def main(chip_cache: str, work: Path, quick: bool, presets) -> dict:
     ]
     headers = ["model", "path", "batch", "images/s median [min-max]", "vs ORT float32"]
     print(table([*headers, "vs best ORT", "cores busy", "peak RSS MiB"], lines))
-    sizes = file_sizes(work)
+    sizes = file_sizes(prepared)
     print("model files (MiB): " + ", ".join(f"{k} {v:.1f}" for k, v in sizes.items()))
     path = write_result(
-        "onnx_runtime",
+        "onnx_runtime" + "".join(f"_{o.lower()}" for o in only or ()),
         machine,
         rows=rows,
         model_file_mb=sizes,
@@ -464,9 +471,10 @@ def prepare(presets, work: Path, chip_cache: str) -> dict:
     return {preset: models_for(preset, work, chip_cache) for preset in presets}
 
 
-def file_sizes(work: Path) -> dict:
-    files = [*work.glob("*.onnx"), *work.glob("*.tflite")]
-    return {path.name: path.stat().st_size / 2**20 for path in sorted(files)}
+def file_sizes(prepared: dict) -> dict:
+    """{file name: MiB} of the rows' model files (ONNX, TFLite)."""
+    files = [m for e in prepared.values() for _, m in e["rows"].values() if isinstance(m, Path)]
+    return {path.name: path.stat().st_size / 2**20 for path in files}
 
 
 if __name__ == "__main__":
@@ -481,11 +489,13 @@ if __name__ == "__main__":
     parser.add_argument(
         "--rows",
         nargs="+",
-        help="--lfw: only the rows whose name has one of these (onnx_runtime_lfw_<rows>.json)",
+        help="only the rows whose name has one of these (and ORT float32, the reference), "
+        "written to onnx_runtime[_lfw]_<rows>.json",
     )
+    parser.add_argument("--batches", nargs="+", type=int, help="batch sizes (default 8 32)")
     parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=list(PRESETS))
     args = parser.parse_args()
     if args.lfw:
         main_lfw(args.chips, Path(args.work), args.presets, args.rows)
     else:
-        main(args.chips, Path(args.work), args.quick, args.presets)
+        main(args.chips, Path(args.work), args.quick, args.presets, args.rows, args.batches)
