@@ -1,7 +1,9 @@
-"""`keras-faceset detect` through subprocess on the example photos, a 2x2 collage of them (four
-faces), a grey image (none) and files that are no image: CSV and JSON against the in-graph
-detector in process, --max-faces, annotated PNGs with --draw."""
+"""`keras-faceset detect` (a subprocess for the first test, in this process for the others) on
+the example photos, a 2x2 collage of them (four faces), a grey image (none) and files that are
+no image: CSV and JSON against the in-graph detector in process, --max-faces, annotated PNGs
+with --draw."""
 
+import functools
 import json
 
 import numpy as np
@@ -10,7 +12,17 @@ import pytest
 
 from keras_faceset.data.images import load_image
 from keras_faceset.detect import LANDMARK_NAMES, Mtcnn
-from tests.cli.helpers import POWELL, SERENA_1, SERENA_2, grey, no_log_lines, photo, run, save
+from tests.cli.helpers import (
+    POWELL,
+    SERENA_1,
+    SERENA_2,
+    grey,
+    no_log_lines,
+    photo,
+    run,
+    run_in_process,
+    save,
+)
 
 
 @pytest.fixture
@@ -27,8 +39,14 @@ def inputs(tmp_path):
     return paths, [tmp_path / "in" / "notes.jpg", tmp_path / "in" / "cut.jpg"]
 
 
+@functools.cache
+def detector(max_faces: int) -> Mtcnn:
+    """One in-graph detector per max_faces for the module (each traces its graph once)."""
+    return Mtcnn(max_faces=max_faces)
+
+
 def expected_faces(path, max_faces=16):
-    found = Mtcnn(max_faces=max_faces).detect(load_image(path).numpy()[None])
+    found = detector(max_faces).detect(load_image(path).numpy()[None])
     count = int(found["counts"][0])
     return {key: found[key][0, :count].numpy() for key in ("boxes", "scores", "landmarks")}
 
@@ -69,7 +87,7 @@ def test_detect_writes_every_face_to_csv_and_draws_them(tmp_path, inputs):
 def test_detect_json_keeps_the_largest_faces(tmp_path, inputs):
     images, _ = inputs
     out = tmp_path / "faces.json"
-    result = run("detect", images[3], images[4], "--max-faces", 2, "-o", out)
+    result = run_in_process("detect", images[3], images[4], "--max-faces", 2, "-o", out)
     assert "2 faces in 2 images" in result.stdout
     records = json.loads(out.read_text())
     assert [record["path"] for record in records] == [str(images[3]), str(images[4])]
@@ -85,8 +103,8 @@ def test_detect_json_keeps_the_largest_faces(tmp_path, inputs):
 
 def test_detect_refuses_a_wrong_output_and_nothing_readable(tmp_path, inputs):
     images, broken = inputs
-    result = run("detect", images[0], "-o", tmp_path / "faces.txt", check=False)
+    result = run_in_process("detect", images[0], "-o", tmp_path / "faces.txt", check=False)
     assert result.returncode == 1 and "output must end in .csv or .json" in result.stderr
-    result = run("detect", *broken, tmp_path / "missing.jpg", check=False)
+    result = run_in_process("detect", *broken, tmp_path / "missing.jpg", check=False)
     assert result.returncode == 1 and "no image could be read" in result.stderr
     assert f"skipped {tmp_path / 'missing.jpg'}: " in result.stderr
