@@ -29,8 +29,9 @@ def embed_gallery(
     **embedder_options,
 ) -> dict:
     """Embed image files, folders and videos (and the rows of a `manifest` CSV: a ``path``
-    column, optionally ``set_id``) into the Parquet tables of folder `output` (local, or any
-    Beam filesystem: gs://, s3://) with a Beam pipeline; returns its summary.json.
+    column, optionally ``set_id``; an image there may be a URL TensorFlow reads, gs://...) into
+    the Parquet tables of folder `output` (local, or any Beam filesystem: gs://, s3://) with a
+    Beam pipeline; returns its summary.json.
 
     An image preset gives one row per image (each image of a folder, each of `max_frames`
     frames of a video); a set preset one row per folder, video, image or manifest set. The

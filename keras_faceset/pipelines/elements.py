@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_faceset.data.folders import Frame
+from keras_faceset.data.images import load_image
 from keras_faceset.data.inputs import frame_label, image_paths, input_sets, is_video, set_inputs
 from keras_faceset.embedder import FaceEmbedder
 from keras_faceset.files import READ_ERRORS
@@ -77,6 +78,11 @@ def expand(source: str, set_id: str | None, per_image: bool, max_frames: int | N
     folder) and each sampled frame of a video (set id: the video), else the whole input as one
     set (set id: the input). An input that cannot be read is one element with its error."""
     source = os.fspath(source)
+    if is_url(source):  # one image on a remote filesystem: no folder listing, no video
+        parent = source.rsplit("/", 1)[0]
+        if per_image:
+            return [Element(set_id or parent, source, "image", [source])]
+        return [Element(set_id or source, source, "set", [source])]
     try:
         if not per_image:
             ((name, frames),) = input_sets([source], max_frames)
@@ -91,6 +97,23 @@ def expand(source: str, set_id: str | None, per_image: bool, max_frames: int | N
     except READ_ERRORS as error:
         kind = "image" if per_image else "set"
         return [Element(set_id or source, source, kind, [], str(error))]
+
+
+def is_url(path: str) -> bool:
+    """A path on a filesystem TensorFlow reads by URL (gs://, s3:// with tensorflow-io,
+    hdfs://, file://)."""
+    return "://" in path
+
+
+def load_url(url: str) -> np.ndarray:
+    """The image at `url`, uint8 RGB, upright (`load_image` through TensorFlow's filesystems);
+    ValueError naming the URL when it cannot be read or decoded."""
+    import tensorflow as tf
+
+    try:
+        return load_image(tf.constant(url)).numpy()
+    except tf.errors.OpError as error:
+        raise ValueError(f"cannot read image {url}: {error.message}") from error
 
 
 def merge_set(set_id: str, sources: Sequence[str], max_frames: int | None) -> Element:
@@ -155,7 +178,10 @@ def _media_item(element: Element) -> MediaItem:
     if element.error is not None:
         return MediaItem(element.source, element.kind, [], [], element.error)
     try:
-        frames = set_inputs(element.frames)
+        frames = [
+            load_url(frame) if isinstance(frame, str) and is_url(frame) else frame
+            for frame in set_inputs(element.frames)
+        ]
     except READ_ERRORS as error:
         return MediaItem(element.source, element.kind, [], [], str(error))
     return MediaItem(element.source, element.kind, frames, list(map(frame_label, element.frames)))

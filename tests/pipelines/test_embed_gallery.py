@@ -268,3 +268,20 @@ def test_lfw_images_with_two_workers_equal_the_in_process_embedder(tmp_path):
     reference = FaceEmbedder("dlib_resnet").embed_images(list(media.frame["source"]))
     np.testing.assert_allclose(media.vectors["embedding"], reference, atol=1e-5)
     assert (media.frame["set_id"] == [str(Path(s).parent) for s in media.frame["source"]]).all()
+
+
+def test_images_by_url_in_a_manifest(album, dlib, tmp_path):
+    """file:// URLs (read as gs:// ones are, through TensorFlow's filesystems): the same
+    embedding as the local file; a missing one is a dead letter."""
+    photo = album / "Serena_Williams" / "Serena_Williams_0001.jpg"
+    missing = f"file://{album}/missing.jpg"
+    manifest = tmp_path / "urls.csv"
+    manifest.write_text(f"path\nfile://{photo}\n{missing}\n")
+    output = tmp_path / "out"
+    embed_gallery([], str(output), "dlib_resnet", manifest=str(manifest), pipeline_args=IN_MEMORY)
+    media, _, dead, _ = read_output(output)
+    assert list(media.frame["source"]) == [f"file://{photo}"]
+    assert list(media.frame["set_id"]) == [f"file://{photo.parent}"]
+    np.testing.assert_allclose(media.vectors["embedding"], dlib.embed_images([photo]), atol=1e-5)
+    assert list(dead["source"]) == [missing]
+    assert dead["reason"][0].startswith(f"cannot read image {missing}")
