@@ -69,6 +69,9 @@ class FaceEmbedder:
             to the unfolded graph within 1e-4, 7-15 % faster on CPU).
         detector: "graph" (MTCNN in one TensorFlow graph, `keras_faceset.detect`; the default)
             or "package" (the `mtcnn` package: the same faces, about half the speed).
+        precision: "float32" (the default: the same embeddings on every CPU), "bfloat16" or
+            "int8" (`EMBEDDER_PRECISIONS`; speed and LFW View 2 of each in
+            docs/performance.md).
     """
 
     def __init__(
