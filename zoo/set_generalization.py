@@ -6,6 +6,9 @@ Yale B sets (3 near-frontal + 3 extreme-light images, or 6 random). Every head i
 mean pooling of the same unit frame embeddings on the same pairs: accuracy and TAR@FAR=1e-2,
 with a paired bootstrap 95 % interval of the difference (1,000 resamplings of the set pairs,
 seed 0). With --record, the head's and mean pooling's figures of each variant are recorded.
+With --record-as MODEL (one head, e.g. trained without a family by `zoo/train_set_heads.py
+--leave-out`), the head's rows are recorded under MODEL, so that they never replace the shipped
+head's, and mean pooling's rows (the same pairs) are left as they are.
 
     python zoo/set_generalization.py --data ../shared/data/lfw \\
         --yale ../shared/data/extended_yaleb_dev --record keras_faceset/zoo/results.csv
@@ -67,8 +70,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--weights", default=SHIPPED_WEIGHTS, help="folder of the head weights")
     parser.add_argument("--resamples", type=int, default=RESAMPLES)
     parser.add_argument("--record", default=None, help="results CSV to record rows in")
+    parser.add_argument(
+        "--record-as",
+        default=None,
+        metavar="MODEL",
+        help="with --record and one head: record its rows under MODEL, not the preset's",
+    )
     parser.add_argument("--out", default=None, help="CSV of the comparison table")
     args = parser.parse_args(argv)
+    names = args.heads.split(",")
+    if args.record_as and not (args.record and len(names) == 1):
+        parser.error(
+            f"--record-as names one head's rows: give it with --record and one --heads, "
+            f"not {args.heads!r}"
+        )
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     variants = lfw_variants(LFW(args.data), cache, args.chips)
@@ -78,11 +93,13 @@ def main(argv: list[str] | None = None) -> None:
         f"Yale B: {counts['images']} images, centre-crop fallback for {counts['fallbacks']}",
         flush=True,
     )
-    heads = load_heads(args.heads.split(","), Path(args.weights))
-    command = "python zoo/set_generalization.py " + shlex.join(sys.argv[1:])
+    heads = load_heads(names, Path(args.weights))
+    command = "python zoo/set_generalization.py " + shlex.join(
+        sys.argv[1:] if argv is None else argv
+    )
     rows, recorded = [], set()
     for name, head in heads.items():
-        model = get_preset(name).head.results_model
+        model = args.record_as or get_preset(name).head.results_model
         for variant, v in variants.items():
             result = compare(head, v, args.resamples)
             report, mean_report = result.pop("report"), result.pop("mean_report")
@@ -98,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
                 record_result(
                     args.record, result_row(model, variant, report, v["same"].size, command)
                 )
-                if variant not in recorded:
+                if not args.record_as and variant not in recorded:
                     record_result(
                         args.record,
                         result_row("mean_dlib", variant, mean_report, v["same"].size, command),
