@@ -1,9 +1,9 @@
 """The Apache Beam pipeline of `keras_faceset.pipelines.embed_gallery` (needs apache-beam).
 
-inputs (Create, or a manifest's lines) -> elements (`expand`, `merge_set`) -> Reshuffle ->
-BatchElements -> `EmbedFn` (the model built once per worker in ``setup``; rows, or dead
-letters on a tagged output) -> one Parquet shard pair per ``media_id % shards`` -> the
-dead-letter file and summary.json, last.
+inputs (Create, or a manifest's lines) -> elements (`expand`, `merge_set`) -> one per source
+(grouped by it, which also spreads them over the workers) -> BatchElements -> `EmbedFn` (the
+model built once per worker in ``setup``; rows, or dead letters on a tagged output) -> one
+Parquet shard pair per ``media_id % shards`` -> the dead-letter file and summary.json, last.
 """
 
 from __future__ import annotations
@@ -108,7 +108,9 @@ def run(
         elements = _elements(pipeline, inputs, manifest, per_image, max_frames)
         results = (
             elements
-            | "Spread" >> beam.Reshuffle()
+            | "BySource" >> beam.Map(lambda element: (element.source, element))
+            | "Once" >> beam.GroupByKey()  # an input given twice is embedded once
+            | "First" >> beam.Map(lambda group: min(group[1], key=lambda e: (e.set_id, e.kind)))
             | "Batch"
             >> beam.BatchElements(
                 min_batch_size=1,

@@ -151,7 +151,8 @@ def test_a_rerun_writes_the_same_files_and_never_duplicates(two_workers, album, 
     before = files(output)
     embed_gallery([album], str(output), "dlib_resnet", pipeline_args=IN_MEMORY)
     assert files(output) == before  # in one process, the same bytes as with two workers
-    embed_gallery([album], str(output), "dlib_resnet", shards=2, pipeline_args=IN_MEMORY)
+    again = [album, album / "Colin_Powell" / "copy.jpg"]  # a file given twice: one row
+    embed_gallery(again, str(output), "dlib_resnet", shards=2, pipeline_args=IN_MEMORY)
     media, faces, dead, info = read_output(output)
     first, _, first_dead, _ = read_output(two_workers)
     order = np.argsort(media.frame["media_id"].to_numpy())
