@@ -12,9 +12,9 @@ Paths, timed in interleaved rounds per frame size (one sample = one batch of 32 
 - the `mtcnn`-package path, `FaceEmbedder(name, detector="package")`;
 - the peer: face_recognition's pipeline (dlib's HOG detector, upsampled once as
   ``face_recognition.face_locations`` does, the 5-point shape predictor and dlib's ResNet
-  descriptor, batched over the 32 photos). facenet-pytorch's MTCNN needs torchvision's NMS,
-  and PyPI's torchvision does not load beside the CPU torch wheel installed, so it is not the
-  peer here.
+  descriptor, batched over the 32 photos). facenet-pytorch's MTCNN imports torchvision (its
+  batched NMS and transforms), not installed beside the CPU torch wheel here, so it is not the
+  peer.
 
 At 250 x 250 also decoding alone and each detector alone (the share of detection). Peak RSS of
 one batch of 32 1280 x 720 frames per path, each in a fresh process (VmHWM of /proc: Linux's
