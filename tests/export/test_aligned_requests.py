@@ -13,7 +13,6 @@ import tensorflow as tf
 from keras_faceset import zoo
 from keras_faceset.align import align_faces
 from keras_faceset.embedder import FaceEmbedder
-from keras_faceset.export import ExportSpec, export_saved_model
 from tests.conftest import REPO
 from tests.export.helpers import (
     encode,
@@ -28,10 +27,9 @@ SIZE = (150, 150)
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    spec = ExportSpec.from_preset("dlib_resnet")
-    model_dir = export_saved_model(spec, tmp_path_factory.mktemp("models"), warmup_requests=False)
-    return spec.backbone, model_dir, tf.saved_model.load(str(model_dir))
+def exported(dlib_export):
+    spec, model_dir, loaded = dlib_export
+    return spec.backbone, model_dir, loaded
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 from keras_faceset.data.images import load_image
 from keras_faceset.embedder import FaceEmbedder
-from keras_faceset.export import ExportSpec, export_saved_model
+from keras_faceset.export import ExportSpec
 from keras_faceset.export.client import parse_rest_response
 from keras_faceset.export.pipeline import (
     NOT_AN_IMAGE,
@@ -51,10 +51,9 @@ def png(image: np.ndarray) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    spec = ExportSpec.from_preset("dlib_resnet")
-    model_dir = export_saved_model(spec, tmp_path_factory.mktemp("models"))
-    return model_dir, tf.saved_model.load(str(model_dir))
+def exported(dlib_export):
+    _, model_dir, loaded = dlib_export
+    return model_dir, loaded
 
 
 @pytest.fixture(scope="module")
