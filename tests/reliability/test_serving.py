@@ -171,9 +171,9 @@ def test_a_served_10000_by_10000_photo_is_refused_in_bounded_memory_and_answers_
 
 @pytest.mark.slow
 def test_sustained_concurrent_requests_answer_without_error_in_flat_memory(served):
-    """L1: 8 client threads call `embed_faces` and `embed_images` for 60 s (a third of the
-    calls `embed_images`); every answer is the reference one; resident memory grows by less
-    than 5 % after a 10 s warm-up. Prints the latency percentiles."""
+    """L1: 8 client threads call the export for 60 s after a 10 s warm-up, six `embed_faces`
+    and two `embed_images`; every answer is the reference one; resident memory grows by less
+    than 5 % after the warm-up. Prints the latency percentiles."""
     photo = PHOTO.read_bytes()
     chip = np.asarray(Image.open(PHOTO).convert("RGB").resize((150, 150)))[None]
     calls = {
