@@ -9,8 +9,9 @@ integer labels, the identity's index in sorted order) are the same on every mach
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -166,12 +167,18 @@ def read_video_frames(path: str | os.PathLike, indices: Sequence[int]) -> np.nda
     return np.stack([found[i] for i in indices])
 
 
-def video_frames(path: str | os.PathLike, step: int = 1) -> Iterator[tuple[int, np.ndarray]]:
-    """Every `step`-th frame of a video as (frame index, uint8 RGB (H, W, 3)), decoded one at a
-    time (memory holds one frame, whatever the video's length)."""
+def video_frames(
+    video: str | os.PathLike | Iterable[np.ndarray], step: int = 1
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Every `step`-th frame of a video as (frame index, frame): of a video file, uint8 RGB
+    (H, W, 3) decoded one at a time; of an iterable of frames (e.g. a generator), the frames as
+    they come. Memory holds one frame, whatever the video's length."""
     if isinstance(step, bool) or not isinstance(step, int) or step < 1:
         raise ValueError(f"step must be a positive int, got {step!r}")
-    cv2, capture = _open(path)
+    if not isinstance(video, (str, os.PathLike)):
+        yield from itertools.islice(enumerate(video), 0, None, step)
+        return
+    cv2, capture = _open(video)
     try:
         index = 0
         while capture.grab():

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from keras_faceset.data.folders import video_frames
 from keras_faceset.detect.cascade import Mtcnn
 
 VideoInput = str | os.PathLike | Iterable[np.ndarray]
@@ -57,17 +58,10 @@ def iter_detect_video(
     videos). One `VideoFaces` per batch: memory holds one batch of frames, whatever the
     video's length. Frames of different sizes are padded into a batch with their true sizes
     (each gets what it gets alone)."""
-    if isinstance(step, bool) or not isinstance(step, int) or step < 1:
-        raise ValueError(f"step must be a positive int, got {step!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     detector = detector if detector is not None else Mtcnn()
-    if isinstance(video, (str, os.PathLike)):
-        from keras_faceset.data.folders import video_frames
-
-        sampled = video_frames(video, step)
-    else:
-        sampled = itertools.islice(enumerate(video), 0, None, step)
+    sampled = video_frames(video, step)
     while batch := list(itertools.islice(sampled, batch_size)):
         yield _detect(detector, batch)
 

@@ -10,7 +10,6 @@ length.
 
 from __future__ import annotations
 
-import itertools
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -158,10 +157,7 @@ def iter_identify_video(
     defaults to `tracker_for(gallery)`; track labels are `<video path or name>#track<id>`."""
     tracker = tracker if tracker is not None else tracker_for(gallery)
     source = name if not isinstance(video, (str, os.PathLike)) else os.fspath(video)
-    if isinstance(video, (str, os.PathLike)):
-        sampled = video_frames(video, step)
-    else:
-        sampled = itertools.islice(enumerate(video), 0, None, step)
+    sampled = video_frames(video, step)
     frames: list[tuple[int, np.ndarray]] = []
     for frame in sampled:
         frames.append(frame)
