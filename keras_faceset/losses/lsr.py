@@ -10,19 +10,27 @@ so a labeled sample has a one-hot target and an unlabeled one (label -1) the uni
 import keras
 from keras import ops
 
-from keras_faceset.losses._validation import validate_embeddings, validate_labels
+from keras_faceset.losses._validation import (
+    check_label_range,
+    validate_embeddings,
+    validate_labels,
+)
 
 
 def lsr_loss(labels, logits, from_logits: bool = True):
     """Per-sample (B,) cross-entropy of `logits` (B, C) against one-hot targets for labels
     >= 0 and the uniform target 1/C for negative labels (unlabeled; use -1).
 
-    Label values are not checked inside the graph: every negative value counts as unlabeled.
-    With `from_logits=False`, `logits` are probabilities (as in Keras' cross-entropies)."""
+    Every negative value counts as unlabeled; a label >= C is an error naming it and its batch
+    row (`check_label_range`). With `from_logits=False`, `logits` are probabilities (as in
+    Keras' cross-entropies)."""
     labels = validate_labels(labels)
     logits = validate_embeddings(logits, "logits")
     num_classes = ops.shape(logits)[-1]
-    one_hot = ops.one_hot(ops.maximum(labels, 0), num_classes, dtype=logits.dtype)
+    labeled = ops.maximum(labels, 0)
+    if isinstance(num_classes, int):  # a static class count (always, under model.fit)
+        labeled = check_label_range(labeled, num_classes, f"lsr_loss over {num_classes} logits")
+    one_hot = ops.one_hot(labeled, num_classes, dtype=logits.dtype)
     uniform = ops.full_like(one_hot, 1.0 / num_classes)
     targets = ops.where(ops.expand_dims(labels >= 0, -1), one_hot, uniform)
     return ops.categorical_crossentropy(targets, logits, from_logits=from_logits)

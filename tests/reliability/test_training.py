@@ -8,12 +8,21 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from keras import ops
 
 from keras_faceset.cli import main
 from keras_faceset.cli import train as train_command
 from keras_faceset.cli.train import checkpoint_path
 from keras_faceset.layers import ArcFace, CosFace, L2SphereFace, NormalizedSoftmax, SphereFace
-from keras_faceset.losses import CenterLoss, DSALoss, TripletLoss, pairwise_distance, triplet_loss
+from keras_faceset.losses import (
+    CenterLoss,
+    DSALoss,
+    LSRLoss,
+    TripletLoss,
+    lsr_loss,
+    pairwise_distance,
+    triplet_loss,
+)
 from tests.cli.test_cli_train import FAST, image_data, presets, weights_of  # noqa: F401
 
 MINING = ("semi_hard", "hard", "all")
@@ -162,3 +171,19 @@ def test_a_nan_loss_stops_training_at_its_step_and_keeps_the_last_checkpoint(
     assert sorted(p.name for p in checkpoints.iterdir()) == [first.name]
     assert {path: path.read_bytes() for path in (first, out)} == saved
     assert all(np.isfinite(w).all() for w in weights_of(first))
+
+
+def test_an_lsr_label_beyond_the_logits_is_named_and_negative_ones_stay_unlabeled():
+    logits = np.random.default_rng(0).normal(size=(3, CLASSES)).astype("float32")
+    unlabeled = ops.convert_to_numpy(lsr_loss(np.array([-1, 2, -5], "int32"), logits))
+    uniform = -np.log(ops.convert_to_numpy(ops.softmax(logits))).mean(axis=1)
+    np.testing.assert_allclose(unlabeled[[0, 2]], uniform[[0, 2]], rtol=1e-5)
+    with pytest.raises(ValueError, match=rf"label {CLASSES} at batch row 1: lsr_loss over"):
+        lsr_loss(np.array([0, CLASSES, -1], "int32"), logits)
+    x = keras.Input((DIM,))
+    model = keras.Model(x, keras.layers.Dense(CLASSES)(x))
+    model.compile("sgd", LSRLoss(), jit_compile=False)
+    features, _ = _batch([0, 1, 2])
+    model.fit(features, np.array([0, -1, 9], "int32"), verbose=0)  # in range: fine
+    with pytest.raises(tf.errors.InvalidArgumentError, match="label:.*12"):
+        model.fit(features, np.array([0, 12, -1], "int32"), shuffle=False, verbose=0)
