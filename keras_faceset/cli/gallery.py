@@ -44,6 +44,11 @@ def register(add_command) -> None:
         metavar="ROOT",
         help="enrol ROOT/<person>/<photos or videos> and ROOT/<person>.jpg, one person each",
     )
+    add.add_argument(
+        "--embedded",
+        metavar="OUTPUT",
+        help="enrol what `keras-faceset embed --runner` wrote to OUTPUT (a person per set id)",
+    )
     add.add_argument("--append", action="store_true", help="add media to an enrolled person")
     add.add_argument("--max-frames", type=int, default=16, help="frames sampled from a video")
     remove = actions.add_parser("remove", help="remove people")
@@ -145,16 +150,24 @@ def run_gallery(args: argparse.Namespace) -> int:
 
 
 def _add(args: argparse.Namespace, gallery) -> int:
-    if (args.people is None) == (args.person is None):
-        raise ValueError("give PERSON MEDIA... or --people ROOT")
+    given = [args.person is not None, args.people is not None, args.embedded is not None]
+    if sum(given) != 1:
+        raise ValueError("give PERSON MEDIA..., --people ROOT or --embedded OUTPUT")
     if args.people is not None:
         people = _people_folder(Path(args.people))
+    elif args.embedded is not None:
+        people = None
     elif not args.media:
         raise ValueError(f"give the photos, folders or videos of {args.person}")
     else:
         people = {args.person: args.media}
     try:
-        reports = gallery.add_many(people, append=args.append, max_frames=args.max_frames)
+        if people is None:
+            from keras_faceset.pipelines import add_to_gallery
+
+            reports = add_to_gallery(gallery, args.embedded, append=args.append)
+        else:
+            reports = gallery.add_many(people, append=args.append, max_frames=args.max_frames)
     except ValueError as error:  # the library's remedy, in the command line's words
         raise ValueError(str(error).replace("append=True", "--append")) from None
     for report in reports:

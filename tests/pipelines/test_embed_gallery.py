@@ -187,6 +187,19 @@ def test_the_gallery_enrols_and_searches_the_output(two_workers, dlib, tmp_path)
         add_to_gallery(centre, two_workers)
 
 
+def test_the_gallery_command_enrols_the_output(two_workers, tmp_path, capsys):
+    from keras_faceset.cli import main
+
+    gallery = tmp_path / "gallery"
+    assert main(["gallery", "create", str(gallery), "--model", "dlib_resnet", "-q"]) == 0
+    assert main(["gallery", "add", str(gallery), "--embedded", str(two_workers), "-q"]) == 0
+    printed = capsys.readouterr().out
+    assert "Colin_Powell: 3 media" in printed and "Serena_Williams: 4 media" in printed
+    assert sorted(Gallery.open(gallery).list()["person"]) == ["Colin_Powell", "Serena_Williams"]
+    assert main(["gallery", "add", str(gallery), "Someone", "--embedded", str(two_workers)]) == 1
+    assert "--people ROOT or --embedded OUTPUT" in capsys.readouterr().err
+
+
 class FailsOnFlips(FaceEmbedder):
     """An embedder that raises on any batch holding a mirrored photo."""
 
