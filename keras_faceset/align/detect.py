@@ -91,9 +91,9 @@ class MtcnnDetector:
 
     def _model(self):
         if self._mtcnn is None and self.backend == "graph":
-            from keras_faceset.detect import Mtcnn
+            from keras_faceset.detect import shared_mtcnn
 
-            self._mtcnn = Mtcnn(
+            self._mtcnn = shared_mtcnn(
                 self.min_face_size,
                 self.thresholds,
                 self.scale_factor,

@@ -233,7 +233,8 @@ PER_FACE = {"image_index": ("N",), "boxes": ("N", 4), "landmarks": ("N", 5, 2), 
 
 def _checked(images, faces: dict, image_sizes):
     """`images`, the per-face tensors of `faces` (`PER_FACE`'s names) and `image_sizes` (B, 2),
-    with static shape checks (ValueError) and in-graph ones (InvalidArgumentError)."""
+    with static shape checks (ValueError) and in-graph ones (InvalidArgumentError) that run
+    before any op reads them."""
     images = tf.convert_to_tensor(images)
     _check_shape("images", images, ("B", "H", "W", 3))
     for name, expected in PER_FACE.items():
@@ -272,8 +273,9 @@ def _checked(images, faces: dict, image_sizes):
             index, shape[0], message="FaceChips: image_index past the batch of images"
         ),
     ]
-    with tf.control_dependencies(checks):
-        return tf.identity(images), tf.identity(image_sizes)
+    with tf.control_dependencies(checks):  # nothing reads an input before the checks pass
+        faces = {name: tf.identity(tensor) for name, tensor in faces.items()}
+        return tf.identity(images), faces, tf.identity(image_sizes)
 
 
 @keras.saving.register_keras_serializable(package="keras_faceset")
@@ -314,7 +316,7 @@ class FaceChips(keras.layers.Layer):
             "landmarks": tf.cast(landmarks, tf.float32),
             "found": tf.cast(found, tf.bool),
         }
-        images, image_sizes = _checked(images, faces, image_sizes)
+        images, faces, image_sizes = _checked(images, faces, image_sizes)
         index, found = faces["image_index"], faces["found"]
         if self.spec.method == "mtcnn_box":
             return self._box_chips(images, image_sizes, index, faces["boxes"], found)

@@ -31,6 +31,7 @@ its own boxes: an image in a padded batch gets exactly what it gets alone.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Sequence
@@ -478,3 +479,26 @@ def _pad_border(images, sizes, pads) -> tuple[tf.Tensor, tf.Tensor]:
     out = tf.gather(out, tf.clip_by_value(cols, 0, limit[1]), axis=2, batch_dims=1)
     ok = row_ok[:, :, None, None] & col_ok[:, None, :, None]
     return tf.where(ok, out, tf.constant(127, tf.uint8)), new_sizes
+
+
+def shared_mtcnn(
+    min_face_size: float = 20,
+    thresholds: Sequence[float] = (0.6, 0.7, 0.7),
+    scale_factor: float = 0.709,
+    max_faces: int = 16,
+    retry_padding: float = 0.25,
+) -> Mtcnn:
+    """One `Mtcnn` per setting in a process, its graph traced once: what
+    `keras_faceset.align.MtcnnDetector` (so every `FaceEmbedder`) and `detect_video` use, so a
+    second embedder neither rebuilds the networks nor retraces the cascade."""
+    thresholds = tuple(float(t) for t in thresholds)
+    return _shared(
+        float(min_face_size), thresholds, float(scale_factor), int(max_faces), float(retry_padding)
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _shared(min_face_size, thresholds, scale_factor, max_faces, retry_padding) -> Mtcnn:
+    return Mtcnn(
+        min_face_size, thresholds, scale_factor, max_faces=max_faces, retry_padding=retry_padding
+    )

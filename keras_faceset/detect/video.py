@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from keras_faceset.data.folders import video_frames
-from keras_faceset.detect.cascade import Mtcnn
+from keras_faceset.detect.cascade import Mtcnn, shared_mtcnn
 
 VideoInput = str | os.PathLike | Iterable[np.ndarray]
 
@@ -54,13 +54,13 @@ def iter_detect_video(
 ) -> Iterator[VideoFaces]:
     """The faces of every `step`-th frame of `video` (a video file, or an iterable of uint8 RGB
     frames (H, W, 3), e.g. a generator, read as it goes), `batch_size` frames at a time through
-    `detector` (default: a new ``Mtcnn()``; build one and pass it when detecting several
-    videos). One `VideoFaces` per batch: memory holds one batch of frames, whatever the
-    video's length. Frames of different sizes are padded into a batch with their true sizes
+    `detector` (default: ``shared_mtcnn()``, the process's default detector). One
+    `VideoFaces` per batch: memory holds one batch of frames, whatever the video's length.
+    Frames of different sizes are padded into a batch with their true sizes
     (each gets what it gets alone)."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    detector = detector if detector is not None else Mtcnn()
+    detector = detector if detector is not None else shared_mtcnn()
     sampled = video_frames(video, step)
     while batch := list(itertools.islice(sampled, batch_size)):
         yield _detect(detector, batch)
