@@ -175,7 +175,9 @@ def _record(args: argparse.Namespace, embedder, protocol: str, row) -> None:
         {
             "model": model,
             "protocol": protocol,
-            "alignment": args.align + ("+flip" if args.flip else ""),
+            "alignment": args.align
+            + ("+flip" if args.flip else "")
+            + ("" if args.precision == "float32" else f"+{args.precision}"),
             "accuracy": row["accuracy"],
             "std": row["std"],
             "auc": row["auc"],
