@@ -14,8 +14,10 @@ logits ``(B, num_classes)`` in which only the target logit carries the margin; t
     model.fit([features, ids], ids)
 
 The margin is applied whenever labels are given (so ``evaluate`` reports the training
-objective). Called on embeddings alone (``head(embeddings)`` or ``head([embeddings])``) a head
-returns the un-margined scaled cosine logits ``s · cos θ_j``.
+objective); a label of -1 marks an unlabeled sample (SeqFace's sequences, as in `LSRLoss`),
+whose logits carry no margin. Any other label outside ``[0, num_classes)`` is an error.
+Called on embeddings alone (``head(embeddings)`` or ``head([embeddings])``) a head returns
+the un-margined scaled cosine logits ``s · cos θ_j``.
 """
 
 import math
@@ -99,7 +101,7 @@ class _AngularMarginHead(keras.layers.Layer):
 
     def _target_mask(self, labels, batch_size):
         labels = validate_labels(
-            labels, self.num_classes, f"{type(self).__name__} layer {self.name}"
+            labels, self.num_classes, f"{type(self).__name__} layer {self.name}", lowest=-1
         )
         if None not in (batch_size, labels.shape[0]) and batch_size != labels.shape[0]:
             raise ValueError(

@@ -16,33 +16,36 @@ def _as_vector(values, name: str):
     return values
 
 
-def validate_labels(labels, num_classes: int | None = None, owner: str = "labels"):
+def validate_labels(labels, num_classes: int | None = None, owner: str = "labels", lowest: int = 0):
     """Check identity labels of shape `(B,)` or `(B, 1)` with an integer dtype.
 
     Returns them as an int32 tensor of shape `(B,)`; raises `ValueError` for a float
     (or bool) dtype, a rank other than 1 or 2, or a `(B, k)` shape with `k != 1`. The float
     labels of Keras' build under a multi-replica strategy (`build_labels`) are accepted.
-    With `num_classes`, every label must lie in `[0, num_classes)` (see `check_label_range`).
+    With `num_classes`, every label must lie in `[lowest, num_classes)` (`check_label_range`).
     """
     labels = build_labels(ops.convert_to_tensor(labels))
     dtype = keras.backend.standardize_dtype(labels.dtype)
     if "int" not in dtype:
         raise ValueError(f"labels must have an integer dtype (identity indices), got {dtype}")
     labels = ops.cast(_as_vector(labels, "labels"), "int32")
-    return labels if num_classes is None else check_label_range(labels, num_classes, owner)
+    if num_classes is None:
+        return labels
+    return check_label_range(labels, num_classes, owner, lowest)
 
 
-def _out_of_range(owner: str, num_classes: int) -> str:
+def _out_of_range(owner: str, num_classes: int, lowest: int = 0) -> str:
     return (
-        f"{owner}: a label is outside [0, {num_classes}): labels index the {num_classes} "
+        f"{owner}: a label is outside [{lowest}, {num_classes}): labels index the {num_classes} "
         f"classes it was built with. Remap the labels to 0..{num_classes - 1}, or build it "
         "with more classes"
     )
 
 
-def check_label_range(labels, num_classes: int, owner: str):
-    """`labels` (int32 `(B,)`) if all lie in `[0, num_classes)`, else an error naming the
-    first bad label, its batch row, the number of classes and `owner`.
+def check_label_range(labels, num_classes: int, owner: str, lowest: int = 0):
+    """`labels` (int32 `(B,)`) if all lie in `[lowest, num_classes)`, else an error naming
+    the first bad label, its batch row, the number of classes and `owner` (`lowest=-1`: the
+    margin heads' -1 marks an unlabeled sample).
 
     Eagerly a `ValueError`; inside a TensorFlow graph (`model.fit`) an assertion that fails
     the step with `InvalidArgumentError` and the same message (XLA compiles assertions out:
@@ -53,9 +56,9 @@ def check_label_range(labels, num_classes: int, owner: str):
         import tensorflow as tf
 
         if not tf.executing_eagerly():
-            in_range = tf.logical_and(labels >= 0, labels < num_classes)
+            in_range = tf.logical_and(labels >= lowest, labels < num_classes)
             row = tf.argmin(tf.cast(in_range, tf.int32), output_type=tf.int32)
-            message = _out_of_range(owner, num_classes)
+            message = _out_of_range(owner, num_classes, lowest)
             check = tf.debugging.Assert(
                 tf.reduce_all(in_range),
                 [message, "label:", tf.gather(labels, row), "at batch row:", row],
@@ -63,10 +66,11 @@ def check_label_range(labels, num_classes: int, owner: str):
             with tf.control_dependencies([check]):
                 return tf.identity(labels)
     values = ops.convert_to_numpy(labels)
-    bad = ((values < 0) | (values >= num_classes)).nonzero()[0]
+    bad = ((values < lowest) | (values >= num_classes)).nonzero()[0]
     if bad.size:
         raise ValueError(
-            f"label {values[bad[0]]} at batch row {bad[0]}: " + _out_of_range(owner, num_classes)
+            f"label {values[bad[0]]} at batch row {bad[0]}: "
+            + _out_of_range(owner, num_classes, lowest)
         )
     return labels
 

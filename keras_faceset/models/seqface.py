@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+from keras import ops
 
 from keras_faceset.losses import CenterLoss, DSALoss
 from keras_faceset.models.identification import classifier_layer, needs_labels
@@ -83,7 +84,10 @@ def seqface_training_model(
             num_identities + num_sequences, weight=center_loss_weight, name="center_loss"
         )([x, labels])
     layer = classifier_layer(classifier, num_identities)
-    logits = layer([x, labels]) if needs_labels(layer) else layer(x)
+    if needs_labels(layer):  # sequence samples: label -1, no margin
+        logits = layer([x, ops.where(labels < num_identities, labels, -1)])
+    else:
+        logits = layer(x)
     return keras.Model(
         {key: frames, "labels": labels}, {"logits": logits}, name=f"{model.name}_training"
     )

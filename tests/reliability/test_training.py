@@ -100,6 +100,21 @@ HEADS = {
 }
 
 
+MARGIN_HEADS = ("ArcFace", "CosFace", "NormalizedSoftmax", "SphereFace", "L2SphereFace")
+
+
+@pytest.mark.parametrize("name", MARGIN_HEADS)
+def test_a_margin_heads_minus_one_label_is_an_unlabeled_sample_without_margin(name):
+    x, _ = _batch([0, 1])
+    head = HEADS[name]()
+    plain = ops.convert_to_numpy(head(x))
+    margined = ops.convert_to_numpy(head([x, np.array([3, -1], "int32")]))
+    np.testing.assert_allclose(margined[1], plain[1], rtol=1e-6)  # no margin on row 1
+    if name != "NormalizedSoftmax":  # the one head without a margin
+        assert not np.allclose(margined[0, 3], plain[0, 3])  # row 0's target has its margin
+    np.testing.assert_allclose(np.delete(margined[0], 3), np.delete(plain[0], 3), rtol=1e-6)
+
+
 def _head_model(name: str) -> keras.Model:
     x, y = keras.Input((DIM,)), keras.Input((), dtype="int32")
     out = HEADS[name]()([x, y])
@@ -117,23 +132,24 @@ def _batch(labels):
 
 
 @pytest.mark.parametrize("name", HEADS)
-@pytest.mark.parametrize(("bad", "row"), [(10, 2), (-1, 1)], ids=["too large", "negative"])
+@pytest.mark.parametrize(("bad", "row"), [(10, 2), (-2, 1)], ids=["too large", "negative"])
 def test_a_label_outside_the_classes_of_a_head_is_named_with_the_number_of_classes(name, bad, row):
     labels = [0, 9, 3][:row] + [bad] + [4]
     x, y = _batch(labels)
     head = HEADS[name]()
     owner = f"{name} layer {head.name}"
     head([x[:1], y[:1]])  # in range: fine
+    lowest = -1 if name in MARGIN_HEADS else 0  # a margin head's -1: unlabeled, no margin
     with pytest.raises(
         ValueError,
         match=rf"label {bad} at batch row {row}: {owner}: a label is "
-        rf"outside \[0, {CLASSES}\): labels index the {CLASSES} classes",
+        rf"outside \[{lowest}, {CLASSES}\): labels index the {CLASSES} classes",
     ):
         head([x, y])
     model = _head_model(name)
     model.fit([x[:1], y[:1]], y[:1], verbose=0)  # in range: fine
     label, at_row = re.escape(f"[label:] [{bad}] [at batch row:] [{row}]"), "(.|\n)*"
-    message = rf"{name} layer \w+: a label is outside \[0, {CLASSES}\){at_row}{label}"
+    message = rf"{name} layer \w+: a label is outside \[{lowest}, {CLASSES}\){at_row}{label}"
     with pytest.raises(tf.errors.InvalidArgumentError, match=message):
         model.fit([x, y], np.minimum(np.abs(y), CLASSES - 1), shuffle=False, verbose=0)
 
