@@ -155,7 +155,7 @@ def quantize(float_path: Path, calibration: np.ndarray, path: Path) -> Path:
 def tflite_int8(frame_model, calibration: np.ndarray, path: Path) -> Path:
     """`FaceEmbedder(precision="int8")`'s quantization (`quantize_int8`) of `frame_model`,
     calibrated on `calibration`, once (kept at `path`)."""
-    from keras_faceset.embedder import quantize_int8
+    from keras_faceset.models.quantize import quantize_int8
 
     if not path.exists():
         with atomic_path(path) as tmp:
@@ -203,7 +203,7 @@ def tflite_runner(path: Path, x: np.ndarray):
 
 def int8_frame_model(path: Path):
     """`FaceEmbedder(precision="int8")`'s `Int8FrameModel` on `TFLITE_THREADS` threads."""
-    from keras_faceset.embedder import Int8FrameModel
+    from keras_faceset.models.quantize import Int8FrameModel
 
     return Int8FrameModel(path, threads=TFLITE_THREADS)
 

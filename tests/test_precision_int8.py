@@ -5,7 +5,8 @@ import keras
 import numpy as np
 import pytest
 
-from keras_faceset.embedder import FaceEmbedder, Int8FrameModel, quantize_int8
+from keras_faceset.embedder import FaceEmbedder
+from keras_faceset.models.quantize import Int8FrameModel, quantize_int8
 from tests.conftest import DLIB_DAT, LFW_DIR, REPO, require
 
 
