@@ -85,15 +85,19 @@ def make_embedder(args: argparse.Namespace):
         from keras_faceset.progress import set_enabled
 
         set_enabled(False)
-    return FaceEmbedder(
-        args.model,
-        align=args.align,
-        chip_cache=args.chip_cache,
-        flip=args.flip,
-        precision=args.precision,
-        model_file=args.model_file,
-        detector=args.detector,
-    )
+    return FaceEmbedder(args.model, **embedder_options(args))
+
+
+def embedder_options(args: argparse.Namespace) -> dict:
+    """`FaceEmbedder`'s keyword arguments from the options `add_model_options` adds."""
+    return {
+        "align": args.align,
+        "chip_cache": args.chip_cache,
+        "flip": args.flip,
+        "precision": args.precision,
+        "model_file": args.model_file,
+        "detector": args.detector,
+    }
 
 
 def model_line(args: argparse.Namespace, embedder) -> str:

@@ -15,6 +15,7 @@ from keras_faceset.cli.common import (
     Item,
     add_model_options,
     embed_items,
+    embedder_options,
     make_embedder,
     read_items,
     write_csv,
@@ -284,12 +285,7 @@ def _run_pipeline(args: argparse.Namespace) -> None:
         manifest=manifests[0] if manifests else None,
         max_frames=args.max_frames,
         pipeline_args=["--runner", runner, *options],
-        align=args.align,
-        detector=args.detector,
-        chip_cache=args.chip_cache,
-        flip=args.flip,
-        precision=args.precision,
-        model_file=args.model_file,
+        **embedder_options(args),
     )
     print(
         f"{summary['embedded']} embedded, {summary['dead_letter']} in "
