@@ -49,8 +49,10 @@ def check_label_range(labels, num_classes: int, owner: str, lowest: int = 0):
 
     Eagerly a `ValueError`; inside a TensorFlow graph (`model.fit`) an assertion that fails
     the step with `InvalidArgumentError` and the same message (XLA compiles assertions out:
-    use `jit_compile=False` to keep it). A one-hot of an out-of-range label would otherwise be
-    all zeros: no target logit, no margin, no center, a silently wrong loss."""
+    use `jit_compile=False` to keep it). Under JAX only concrete (eager) labels are checked:
+    inside `jax.jit` (JAX's `model.fit`) there are no values to check. A one-hot of an
+    out-of-range label would otherwise be all zeros: no target logit, no margin, no center, a
+    silently wrong loss."""
     num_classes = int(num_classes)
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
@@ -65,6 +67,8 @@ def check_label_range(labels, num_classes: int, owner: str, lowest: int = 0):
             )
             with tf.control_dependencies([check]):
                 return tf.identity(labels)
+    if keras.backend.is_keras_tensor(labels) or _traced(labels):
+        return labels  # symbolic (a model being built, JAX under jit): no values to check
     values = ops.convert_to_numpy(labels)
     bad = ((values < lowest) | (values >= num_classes)).nonzero()[0]
     if bad.size:
@@ -73,6 +77,15 @@ def check_label_range(labels, num_classes: int, owner: str, lowest: int = 0):
             + _out_of_range(owner, num_classes, lowest)
         )
     return labels
+
+
+def _traced(tensor) -> bool:
+    """A JAX tracer (inside `jax.jit`, as `model.fit` runs under the JAX backend)."""
+    if keras.backend.backend() != "jax":
+        return False
+    import jax
+
+    return isinstance(tensor, jax.core.Tracer)
 
 
 def validate_pair_labels(y_same):
