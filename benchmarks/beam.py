@@ -40,31 +40,17 @@ RUNS = {
         "-o",
         f"{out}.parquet",
     ],
-    "embed_gallery, DirectRunner, 1 worker": lambda folder, out: [
-        sys.executable,
-        "-c",
-        BEAM,
-        folder,
-        out,
-        "--runner",
-        "DirectRunner",
-        "--direct_num_workers",
-        "1",
-    ],
-    "embed_gallery, DirectRunner, 2 workers (multi_processing)": lambda folder, out: [
-        sys.executable,
-        "-c",
-        BEAM,
-        folder,
-        out,
-        "--runner",
-        "DirectRunner",
-        "--direct_num_workers",
-        "2",
-        "--direct_running_mode",
-        "multi_processing",
-    ],
+    "embed_gallery, DirectRunner, 1 worker": lambda folder, out: _beam(folder, out, 1),
+    "embed_gallery, DirectRunner, 2 workers (multi_processing)": lambda folder, out: _beam(
+        folder, out, 2, "--direct_running_mode", "multi_processing"
+    ),
 }
+
+
+def _beam(folder, out, workers: int, *options: str) -> list[str]:
+    """`embed_gallery` on the DirectRunner with `workers` workers, in a process of its own."""
+    runner = ["--runner", "DirectRunner", "--direct_num_workers", str(workers), *options]
+    return [sys.executable, "-c", BEAM, folder, out, *runner]
 
 
 def _cli() -> list[str]:
