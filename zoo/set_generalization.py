@@ -1,14 +1,15 @@
 """Set heads against mean pooling on faces and corruptions they never saw in training.
 
 Variants (`keras_faceset.eval.set_generalization`): LFW DevTest people's sets undegraded, with
-each of the six degradation families alone, with two families on the same frame, and Extended
-Yale B sets (3 near-frontal + 3 extreme-light images, or 6 random). Every head is compared with
-mean pooling of the same unit frame embeddings on the same pairs: accuracy and TAR@FAR=1e-2,
-with a paired bootstrap 95 % interval of the difference (1,000 resamplings of the set pairs,
-seed 0). With --record, the head's and mean pooling's figures of each variant are recorded.
-With --record-as MODEL (one head, e.g. trained without a family by `zoo/train_set_heads.py
---leave-out`), the head's rows are recorded under MODEL, so that they never replace the shipped
-head's, and mean pooling's rows (the same pairs) are left as they are.
+each of the six degradation families alone (and at a harder severity, ``lfw_<family>_hard``),
+with two families on the same frame, and Extended Yale B sets (3 near-frontal + 3
+extreme-light images, or 6 random); --variants PATTERNS measures only some of them. Every head
+is compared with mean pooling of the same unit frame embeddings on the same pairs: accuracy and
+TAR@FAR=1e-2, with a paired bootstrap 95 % interval of the difference (1,000 resamplings of the
+set pairs, seed 0). With --record, the head's and mean pooling's figures of each variant are
+recorded. With --record-as MODEL (one head, e.g. trained without a family by
+`zoo/train_set_heads.py --leave-out`), the head's rows are recorded under MODEL, so that they
+never replace the shipped head's, and mean pooling's rows (the same pairs) are left as they are.
 
     python zoo/set_generalization.py --data ../shared/data/lfw \\
         --yale ../shared/data/extended_yaleb_dev --record keras_faceset/zoo/results.csv
@@ -17,6 +18,7 @@ head's, and mean pooling's rows (the same pairs) are left as they are.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import shlex
 import sys
 from pathlib import Path
@@ -44,6 +46,16 @@ PROTOCOL = "set_generalization_{}"
 def load_heads(names, weights_dir: Path) -> dict:
     """Preset name -> its head with the weights `weights_dir / head.weights`."""
     return {name: build_head(name, weights_dir / get_preset(name).head.weights) for name in names}
+
+
+def select_variants(variants: dict, patterns: list[str], parser) -> dict:
+    """The `variants` whose names match one of the shell `patterns` (in protocol order)."""
+    for pattern in patterns:
+        if not fnmatch.filter(variants, pattern):
+            parser.error(f"--variants {pattern!r} matches none of {', '.join(variants)}")
+    return {
+        name: v for name, v in variants.items() if any(fnmatch.fnmatch(name, p) for p in patterns)
+    }
 
 
 def result_row(model: str, variant: str, report: dict, pairs: int, command: str) -> dict:
@@ -76,6 +88,12 @@ def main(argv: list[str] | None = None) -> None:
         metavar="MODEL",
         help="with --record and one head: record its rows under MODEL, not the preset's",
     )
+    parser.add_argument(
+        "--variants",
+        default="*",
+        metavar="PATTERNS",
+        help="comma-separated variant names or shell patterns to measure, e.g. 'lfw_*_hard'",
+    )
     parser.add_argument("--out", default=None, help="CSV of the comparison table")
     args = parser.parse_args(argv)
     names = args.heads.split(",")
@@ -89,6 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     variants = lfw_variants(LFW(args.data), cache, args.chips)
     yale, counts = yale_variants(args.yale, cache, args.chips)
     variants.update(yale)
+    variants = select_variants(variants, args.variants.split(","), parser)
     print(
         f"Yale B: {counts['images']} images, centre-crop fallback for {counts['fallbacks']}",
         flush=True,
@@ -122,12 +141,11 @@ def main(argv: list[str] | None = None) -> None:
                     )
                     recorded.add(variant)
     table = pd.DataFrame(rows)
-    left_out = [f"lfw_{family}" for family in FAMILIES]
-    for name, part in table[table["variant"].isin(left_out)].groupby("head"):
-        row = part.loc[part[f"diff_{METRICS[1]}"].idxmin()]
-        print(
-            f"{name}: worst single family {row['variant']}, diff {row[f'diff_{METRICS[1]}']:+.4f}"
-        )
+    for label, suffix in (("single family", ""), ("hard single family", "_hard")):
+        single = [f"lfw_{family}{suffix}" for family in FAMILIES]
+        for name, part in table[table["variant"].isin(single)].groupby("head"):
+            row = part.loc[part[f"diff_{METRICS[1]}"].idxmin()]
+            print(f"{name}: worst {label} {row['variant']}, diff {row[f'diff_{METRICS[1]}']:+.4f}")
     if args.out:
         table.to_csv(args.out, index=False, float_format="%.6g")
 

@@ -10,6 +10,10 @@ Variants, each at least 1,000 set pairs (docs/set_generalization.md):
   U`SEVERITY` (the same frames and severities for every family: only the kind changes).
 - ``lfw_<a>+<b>`` for the `COMPOSITIONS`: the frames of ``lfw_<a>`` degraded again by `b`
   (its own severity and seed), two families on the same frame.
+- ``lfw_<family>_hard``: ``lfw_<family>`` with the same pairs and the same random draws per
+  frame, at `HARD_DEGRADE_PROBABILITY` and severity ~ U`HARD_SEVERITY` (fixed before any head
+  was measured on them): every frame degraded in ``lfw_<family>`` is degraded here too, with
+  the same kind and seed, more strongly; more frames are degraded.
 - ``yale_3+3`` and ``yale_random6``: Extended Yale B people (cropped, grayscale), sets of 3
   near-frontal + 3 extreme-light images (`extreme_light`), or 6 random images; `YALE_PAIRS`
   pairs, aligned as a user's files are (`keras_faceset.FaceEmbedder`, detection with the
@@ -58,6 +62,8 @@ COMPOSITIONS = (("blur", "noise"), ("downscale", "jpeg"), ("gamma", "occlusion")
 PAIRS_PER_FOLD = 50
 DEGRADE_PROBABILITY = 0.5
 SEVERITY = (0.3, 1.0)
+HARD_DEGRADE_PROBABILITY = 0.8
+HARD_SEVERITY = (0.8, 1.0)
 STREAMS = (20, 21)
 """Random streams of the LFW pair lists (pairs, degradations); 22 draws the compositions'
 second family, 30 the Yale B pairs."""
@@ -74,17 +80,22 @@ def extreme_light(azimuth: int, elevation: int) -> bool:
     return abs(azimuth) >= 60 or abs(elevation) >= 45
 
 
-def lfw_protocols(lfw: LFW, seed: int = 0) -> dict[str, pd.DataFrame]:
-    """The pair lists of ``lfw_clean`` and each ``lfw_<family>`` (same pairs and folds)."""
+def lfw_protocols(lfw: LFW, seed: int = 0, hard: bool = False) -> dict[str, pd.DataFrame]:
+    """The pair lists of ``lfw_clean`` and each ``lfw_<family>`` (same pairs and folds), or
+    with `hard` each ``lfw_<family>_hard`` only (the same pairs and per-frame draws at
+    `HARD_DEGRADE_PROBABILITY` and `HARD_SEVERITY`)."""
     common = {"seed": seed, "streams": STREAMS, "pairs_per_fold": PAIRS_PER_FOLD}
-    protocols = {"lfw_clean": lfw_sets.make_lfw_sets(lfw, **common)}
+    protocols = {} if hard else {"lfw_clean": lfw_sets.make_lfw_sets(lfw, **common)}
+    probability, severity = (
+        (HARD_DEGRADE_PROBABILITY, HARD_SEVERITY) if hard else (DEGRADE_PROBABILITY, SEVERITY)
+    )
     for family in FAMILIES:
-        protocols[f"lfw_{family}"] = lfw_sets.make_lfw_sets(
+        protocols[f"lfw_{family}{'_hard' if hard else ''}"] = lfw_sets.make_lfw_sets(
             lfw,
             degraded=True,
             kinds=[family],
-            degrade_probability=DEGRADE_PROBABILITY,
-            severity_range=list(SEVERITY),
+            degrade_probability=probability,
+            severity_range=list(severity),
             **common,
         )
     return protocols
@@ -93,15 +104,19 @@ def lfw_protocols(lfw: LFW, seed: int = 0) -> dict[str, pd.DataFrame]:
 def lfw_variants(
     lfw: LFW, cache: str | os.PathLike, chips: str | os.PathLike | None = None, seed: int = 0
 ) -> dict[str, dict]:
-    """The LFW variants (``lfw_clean``, ``lfw_<family>``, ``lfw_<a>+<b>``) in the
-    `keras_faceset.eval.protocol_cache` variant form, embedded once into `cache`."""
+    """The LFW variants (``lfw_clean``, ``lfw_<family>``, ``lfw_<a>+<b>``,
+    ``lfw_<family>_hard``) in the `keras_faceset.eval.protocol_cache` variant form, embedded
+    once into `cache` (the hard variants' frames in a file of their own)."""
     protocols = lfw_protocols(lfw, seed)
     variants, union = embedded_variants(protocols, lfw, cache, chips, "set_generalization_lfw")
     for first, second in COMPOSITIONS:
         variants[f"lfw_{first}+{second}"] = _composed(
             variants[f"lfw_{first}"], union, second, lfw, cache, chips, seed
         )
-    return variants
+    hard, _ = embedded_variants(
+        lfw_protocols(lfw, seed, hard=True), lfw, cache, chips, "set_generalization_lfw_hard"
+    )
+    return {**variants, **hard}
 
 
 def _composed(

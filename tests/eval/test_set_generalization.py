@@ -148,3 +148,41 @@ def test_composed_variant_points_degraded_frames_at_their_twice_degraded_rows(mo
     assert [r.tolist() for r in out["rows_b"]] == [[2, 5]]
     assert out["embedding"][[0, 4, 2, 5], 0].tolist() == [0.0, 10.0, 2.0, 11.0]
     assert out["severity"][4] == pytest.approx(0.5 + frames["severity2"][0])
+
+
+def mini_devtest(root) -> LFW:
+    """People files only: 300 DevTest people with 4..14 images, enough for 10 folds x 50 + 50
+    pairs; an empty DevTrain."""
+    people = [(f"Person_{i:03d}", 4 + (5 * i) % 11) for i in range(300)]
+    lines = "".join(f"{name}\t{count}\n" for name, count in people)
+    (root / "peopleDevTest.txt").write_text(f"{len(people)}\n{lines}")
+    (root / "peopleDevTrain.txt").write_text("0\n")
+    return LFW(root)
+
+
+def test_hard_variants_degrade_more_frames_more_strongly_with_the_same_draws(tmp_path, monkeypatch):
+    """``lfw_<family>_hard`` has the pairs of ``lfw_<family>``; each frame degraded there is
+    degraded here with the same kind and seed, at the severity its draw maps to in
+    `HARD_SEVERITY`; about `HARD_DEGRADE_PROBABILITY` of the frames are degraded."""
+    kinds = ("blur", "occlusion")  # two of the six keep the test fast
+    monkeypatch.setattr(sg, "FAMILIES", kinds)
+    lfw = mini_devtest(tmp_path)
+    base, hard = sg.lfw_protocols(lfw), sg.lfw_protocols(lfw, hard=True)
+    assert list(hard) == [f"lfw_{k}_hard" for k in kinds]
+    (low, high), (hard_low, hard_high) = sg.SEVERITY, sg.HARD_SEVERITY
+    for kind in kinds:
+        pairs, harder = base[f"lfw_{kind}"], hard[f"lfw_{kind}_hard"]
+        assert len(harder) == 1000 and harder["same"].sum() == 500
+        assert harder.iloc[:, :6].equals(pairs.iloc[:, :6])
+        specs = [s for side in ("degrade_a", "degrade_b") for row in pairs[side] for s in row]
+        hards = [s for side in ("degrade_a", "degrade_b") for row in harder[side] for s in row]
+        degraded = [s for s in hards if s is not None]
+        assert 0.77 < len(degraded) / len(hards) < 0.83
+        assert {s["kind"] for s in degraded} == {kind}
+        assert all(hard_low <= s["severity"] <= hard_high for s in degraded)
+        for spec, harder_spec in zip(specs, hards, strict=True):
+            if spec is not None:
+                assert harder_spec["seed"] == spec["seed"]
+                draw = (spec["severity"] - low) / (high - low)
+                expected = hard_low + (hard_high - hard_low) * draw
+                assert harder_spec["severity"] == pytest.approx(expected, abs=2e-3)
