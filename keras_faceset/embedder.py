@@ -30,9 +30,17 @@ from keras_faceset.align.pipeline import (
     find_faces,
     image_list,
 )
-from keras_faceset.files import sha256_file
+from keras_faceset.files import READ_ERRORS, sha256_file
 from keras_faceset.models import MeanSet, SetEmbeddingModel, fold_batch_norm, head_sets
-from keras_faceset.models.quantize import Int8FrameModel, quantize_int8
+from keras_faceset.models.quantize import (
+    CALIBRATION_IMAGES,
+    MIN_CALIBRATION_FACES,
+    CalibrationSource,
+    Int8FrameModel,
+    calibration_key,
+    calibration_sample,
+    quantize_int8,
+)
 from keras_faceset.models.set_inference import consecutive_rows
 from keras_faceset.progress import progress
 
@@ -44,10 +52,11 @@ dtype="mixed_bfloat16")`), ~1.9x images/s at batch 32 on CPUs with AVX512_BF16, 
 unchanged (docs/performance.md); slower at batch 1."""
 EMBEDDER_PRECISIONS = (*PRECISIONS, "int8")
 """`FaceEmbedder`'s: also `precision="int8"` (image presets), the folded graph quantized by
-TFLite (`quantize_int8`, calibrated once on `CALIBRATION_IMAGES` LFW View 1 DevTrain faces,
-cached in the zoo cache) and run by the LiteRT interpreter with XNNPack (`Int8FrameModel`):
-a .tflite model, not a TensorFlow graph."""
-CALIBRATION_IMAGES = 256
+TFLite (`quantize_int8`, calibrated once on `CALIBRATION_IMAGES` LFW View 1 DevTrain faces or
+on the caller's own, cached in the zoo cache) and run by the LiteRT interpreter with XNNPack
+(`Int8FrameModel`): a .tflite model, not a TensorFlow graph."""
+CALIBRATION_CHUNK = 32
+"""Calibration images decoded at a time (photos may be large)."""
 
 
 class FaceEmbedder:
@@ -73,6 +82,11 @@ class FaceEmbedder:
         precision: "float32" (the default: the same embeddings on every CPU), "bfloat16" or
             "int8" (`EMBEDDER_PRECISIONS`; speed and LFW View 2 of each in
             docs/performance.md).
+        calibration: with ``precision="int8"``, the faces to calibrate on instead of LFW's: a
+            folder of images (searched recursively) or a list of image files, aligned as any
+            photo (`CALIBRATION_IMAGES` sampled, seeded; at least `MIN_CALIBRATION_FACES` with
+            a face). Each set of files gets its own cached model. `int8_calibration` then
+            describes what the model was calibrated on.
     """
 
     def __init__(
@@ -87,6 +101,7 @@ class FaceEmbedder:
         fold: bool = True,
         model_file: str | os.PathLike | None = None,
         detector: str = "graph",
+        calibration: CalibrationSource | None = None,
     ):
         if align not in ALIGNMENTS:
             raise ValueError(f"unknown alignment {align!r}; expected one of {ALIGNMENTS}")
@@ -99,6 +114,11 @@ class FaceEmbedder:
             raise ValueError(
                 'precision="int8" quantizes an image preset\'s own weights (facenet, '
                 'dlib_resnet); for a set preset or a --model file use "bfloat16" or "float32"'
+            )
+        if calibration is not None and precision != "int8":
+            raise ValueError(
+                f'calibration images are for precision="int8" (they set its activation '
+                f"ranges); precision={precision!r} needs none: drop them or ask for int8"
             )
         if flip and self.preset.is_set_model:
             raise ValueError(f"--flip applies to image presets; {model} is a set model")
@@ -121,37 +141,102 @@ class FaceEmbedder:
         self.head = self.task.head
         self.frame_model = self.task.frame_model
         self.fallbacks = 0
+        self.int8_calibration: dict | None = None
         if fold or precision != "float32":
             dtype = "mixed_bfloat16" if precision == "bfloat16" else None
             self.frame_model = fold_batch_norm(self.frame_model, dtype=dtype)
         if precision == "int8":
-            self.frame_model = Int8FrameModel(self._int8_model(weights))
+            self.frame_model = Int8FrameModel(self._int8_model(weights, calibration))
             self.fallbacks = 0  # those of the calibration faces are not the caller's
         name = model if model_file is None else f"{model}:{self.model_file.name}"
         detected = f", {detector} detector" if align == "preset" else ""
         self.__name__ = f"{name}[{self.description}{detected}]"
 
-    def _int8_model(self, weights) -> Path:
+    def _int8_model(self, weights, calibration: CalibrationSource | None) -> Path:
         """The preset's int8 `.tflite` in the zoo cache, quantized on first use (calibration
-        faces aligned as this embedder aligns them); only of the pretrained weights."""
+        faces aligned as this embedder aligns them); only of the pretrained weights. LFW's
+        calibration is `<preset>.int8.tflite`; the caller's `<preset>.int8.<key>.tflite`, the
+        key hashing the files' bytes and `frame_key` (`calibration_key`), so no two sets of
+        faces share a model."""
         if weights != "pretrained":
             raise ValueError('precision="int8" quantizes the pretrained weights only')
-        target = zoo.cache.home_dir() / self.preset.name / f"{self.preset.name}.int8.tflite"
+        name = self.preset.name
+        if calibration is None:
+            paths, stem = None, f"{name}.int8"  # LFW's, sampled only when quantizing
+            self.int8_calibration = {
+                "source": "LFW View 1 DevTrain",
+                "images": CALIBRATION_IMAGES,
+                "seed": 0,
+            }
+        else:
+            paths = calibration_sample(calibration)
+            key = calibration_key(paths, self.frame_key)
+            stem = f"{name}.int8.{key[:16]}"
+            given = isinstance(calibration, (str, os.PathLike))
+            label = os.fspath(calibration) if given else "the image files given"
+            self.int8_calibration = {
+                "source": label,
+                "images": len(paths),
+                "seed": 0,
+                "sha256": key,
+            }
+        target = zoo.cache.home_dir() / name / f"{stem}.tflite"
         digest = target.with_name(target.name + ".sha256")
         with zoo.cache.file_lock(target.with_name(".int8.lock")):
             if target.is_file() and digest.is_file():
                 try:
                     sha256 = digest.read_text().strip()
-                    zoo.cache.verify_sha256(target, sha256, f"{self.preset.name} int8 model")
+                    zoo.cache.verify_sha256(target, sha256, f"{name} int8 model")
                     return target
                 except ValueError as error:
                     warnings.warn(f"{error} Quantizing again.", stacklevel=3)
-            calibration = self.chips(calibration_images())
+            faces = self._calibration_faces(
+                calibration_images() if paths is None else paths, self.int8_calibration["source"]
+            )
             with zoo.cache.atomic_path(target) as tmp:
-                quantize_int8(self.frame_model, calibration, tmp)
+                quantize_int8(self.frame_model, faces, tmp)
                 with zoo.cache.atomic_path(digest) as tmp_digest:
                     tmp_digest.write_text(sha256_file(tmp) + "\n")
         return target
+
+    def _calibration_faces(self, paths: Sequence[Path], source: str) -> np.ndarray:
+        """The chips of the faces in `paths`, aligned as this embedder aligns photos; files
+        that cannot be decoded and (with detection) images without a face are skipped and
+        named in a warning. Fewer than `MIN_CALIBRATION_FACES` faces is a ValueError."""
+        faces, skipped, faceless = [], [], []
+        for start in range(0, len(paths), CALIBRATION_CHUNK):
+            chunk, decoded = paths[start : start + CALIBRATION_CHUNK], []
+            for path in chunk:
+                try:
+                    decoded.append((path, _decode(path)))
+                except READ_ERRORS as error:
+                    skipped.append(f"{path} ({error})")
+            if not decoded:
+                continue
+            chips, aligned = self._chips([image for _, image in decoded])
+            found = np.ones(len(chips), bool) if aligned is None else ~aligned.fallback
+            faceless += [str(path) for (path, _), ok in zip(decoded, found, strict=True) if not ok]
+            faces.append(chips[found])
+        count = sum(len(chips) for chips in faces)
+        if skipped or faceless:
+            shown = [f"unreadable: {item}" for item in skipped[:5]]
+            shown += [f"no face: {item}" for item in faceless[:5]]
+            more = len(skipped) + len(faceless) - len(shown)
+            warnings.warn(
+                f"int8 calibration: skipped {len(skipped)} unreadable image(s) and "
+                f"{len(faceless)} without a face of the {len(paths)} sampled from {source}: "
+                + "; ".join(shown)
+                + (f"; and {more} more" if more > 0 else ""),
+                stacklevel=4,
+            )
+        if count < MIN_CALIBRATION_FACES:
+            raise ValueError(
+                f"int8 calibration found {count} face(s) in the {len(paths)} image(s) of "
+                f"{source} ({len(skipped)} unreadable, {len(faceless)} without a face); it "
+                f"needs at least {MIN_CALIBRATION_FACES}: add photos of faces (up to "
+                f"{CALIBRATION_IMAGES} are sampled), or leave calibration out to use LFW's"
+            )
+        return np.concatenate(faces)
 
     @property
     def takes_sets(self) -> bool:

@@ -22,7 +22,7 @@ faces detected in the image."""
 
 def add_model_options(command: argparse.ArgumentParser) -> None:
     """MODEL, --model PATH, --align, --detector, --chip-cache, --flip, --precision,
-    --max-frames, -q: the options of every command that embeds."""
+    --calibration DIR, --max-frames, -q: the options of every command that embeds."""
     command.add_argument("model", help="a preset name (see `keras-faceset list`)")
     command.add_argument(
         "--model",
@@ -58,14 +58,29 @@ def add_model_options(command: argparse.ArgumentParser) -> None:
         help="float32 (the default on every CPU: the same embeddings everywhere); bfloat16: "
         "bfloat16 compute, about 2x images/s at batch 32 on CPUs with AVX512_BF16 or AMX, "
         "LFW unchanged (opt in there); int8 (image presets): quantized once with TFLite, "
-        "calibrated on 256 LFW faces (needs LFW, $KERAS_FACESET_DATA), run with XNNPack; "
-        "LFW unchanged for facenet, 0.2 point lower for dlib_resnet (docs/performance.md)",
+        "calibrated on 256 LFW faces (needs LFW, $KERAS_FACESET_DATA) or on --calibration, "
+        "run with XNNPack; LFW unchanged for facenet, 0.2 point lower for dlib_resnet "
+        "(docs/performance.md)",
     )
+    add_calibration_option(command)
     command.add_argument(
         "--max-frames", type=int, default=16, help="frames sampled evenly from a video"
     )
     command.add_argument(
         "-q", "--quiet", action="store_true", help="no progress bars (none when not a TTY)"
+    )
+
+
+def add_calibration_option(command: argparse.ArgumentParser) -> None:
+    """--calibration DIR: the faces `--precision int8` calibrates on instead of LFW's (the
+    figures are `keras_faceset.models.quantize`'s, not imported: parsing loads no Keras)."""
+    command.add_argument(
+        "--calibration",
+        metavar="DIR",
+        default=None,
+        help="with --precision int8: calibrate on the face photos in DIR (searched "
+        "recursively; up to 256 sampled, at least 32 must show a face) instead of LFW's; "
+        "each set of photos gets its own cached model",
     )
 
 
@@ -97,6 +112,7 @@ def embedder_options(args: argparse.Namespace) -> dict:
         "precision": args.precision,
         "model_file": args.model_file,
         "detector": args.detector,
+        "calibration": args.calibration,
     }
 
 

@@ -1,4 +1,5 @@
-"""SavedModel export for TF Serving: versioned layout, four signatures, warm-up, GPU set-up.
+"""SavedModel export for TF Serving: versioned layout, four signatures, warm-up, GPU set-up;
+and the int8 `.tflite` export for LiteRT (`export_int8`; TF Serving cannot run it).
 
     from keras_faceset.export import ExportSpec, export_saved_model
     export_saved_model(ExportSpec.from_preset("facenet"), "models")  # models/facenet/1/
@@ -21,6 +22,7 @@ _SOURCES = {
     "next_version": "saved_model",
     "write_serving_configs": "saved_model",
     "ExportSpec": "spec",
+    "export_int8": "tflite",
     "example_inputs": "warmup",
     "write_warmup_requests": "warmup",
 }

@@ -47,11 +47,7 @@ class ExportSpec:
     head: keras.Model | None = None
 
     def __post_init__(self) -> None:
-        if not _NAME.match(self.name):
-            raise ValueError(
-                f"model name {self.name!r} must be letters, digits, '_', '.' or '-' "
-                "(it names a directory and the TF Serving model)."
-            )
+        check_name(self.name)
         size = self.input_size
         size = (size, size) if isinstance(size, int) else tuple(size)
         if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
@@ -190,6 +186,17 @@ class ExportSpec:
                 f"file on its own (keras-faceset export {path} BASE_DIR --name NAME)."
             )
         return cls.from_model(model, name=name or preset.name, input_size=size)
+
+
+def check_name(name: str) -> str:
+    """`name` when it can name an exported model (a directory or file, the TF Serving model),
+    else ValueError."""
+    if not _NAME.match(name):
+        raise ValueError(
+            f"model name {name!r} must be letters, digits, '_', '.' or '-' "
+            "(it names a directory and the TF Serving model)."
+        )
+    return name
 
 
 def _split(model: keras.Model) -> tuple[keras.Model, keras.Model | None]:
