@@ -9,7 +9,10 @@ Rows, per backbone and batch size, timed in interleaved rounds in one process:
 * ONNX Runtime int8: static QDQ quantization of each float32 export (`quantize_static`,
   per-channel weights, activations calibrated on real LFW face chips);
 * our own int8: TFLite full-integer post-training quantization of the folded float32 graph
-  (calibrated on the same chips), run by LiteRT's interpreter (XNNPack, 2 threads);
+  (calibrated on the same chips), run by LiteRT's interpreter (XNNPack, 2 threads), with
+  XNNPack's default and with its latest features (`experimental_default_delegate_latest_features`);
+  and TFLite dynamic-range quantization (int8 weights, activations quantized at run time);
+* the folded float32 graph converted to TFLite unquantized, run by the same interpreter;
 * the eager peers (facenet-pytorch; dlib's own ``compute_face_descriptor``).
 
 After the timing, each row runs again alone in a fresh child process (batch 32, 3 calls) that
@@ -64,6 +67,10 @@ TFLITE_THREADS = 2
 RSS_BATCH = 32
 OURS = {"ours folded float32": "float32", "ours folded mixed_bfloat16": "mixed_bfloat16"}
 TFLITE_INT8 = "ours int8 TFLite (XNNPack)"
+TFLITE_INT8_LATEST = "ours int8 TFLite (XNNPack latest features)"
+TFLITE_DYNAMIC = "ours int8 dynamic-range TFLite (XNNPack latest features)"
+TFLITE_FLOAT32 = "ours float32 TFLite (XNNPack)"
+TFLITE_FLOAT32_LATEST = "ours float32 TFLite (XNNPack latest features)"
 ORT_FLOAT32 = "ONNX Runtime float32 (ours, tf2onnx)"
 SIZES = {"facenet": 160, "dlib_resnet": 150}
 
@@ -89,6 +96,22 @@ def export_keras(fn, path: Path) -> Path:
             fn, input_signature=fn.input_signature, opset=17, output_path=str(tmp)
         )
         os.replace(tmp, path)
+    return path
+
+
+def export_tflite(fn, path: Path, dynamic_range: bool = False) -> Path:
+    """`fn` (a `frame_function`) as a TFLite model, once (kept at `path`): float32, or with
+    `dynamic_range` TFLite's dynamic-range quantization (int8 weights per channel, activations
+    quantized to int8 at run time, float32 input and output)."""
+    if not path.exists():
+        import tensorflow as tf
+
+        function = fn.get_concrete_function()
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([function], fn)
+        if dynamic_range:
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        with atomic_path(path) as tmp:
+            Path(tmp).write_bytes(converter.convert())
     return path
 
 
@@ -196,16 +219,35 @@ def ort_runner(path: Path, x: np.ndarray):
     return lambda: model.predict_on_batch(x)
 
 
-def tflite_runner(path: Path, x: np.ndarray):
-    model = int8_frame_model(path)
+def tflite_runner(path: Path, x: np.ndarray, kind: str = "tflite"):
+    model = TFLITE_KINDS[kind](path)
     return lambda: model.predict_on_batch(x)
 
 
 def int8_frame_model(path: Path):
-    """`FaceEmbedder(precision="int8")`'s `Int8FrameModel` on `TFLITE_THREADS` threads."""
+    """`FaceEmbedder(precision="int8")`'s `Int8FrameModel` on `TFLITE_THREADS` threads (it runs
+    any TFLite model with float32 input and output, the float32 one too)."""
     from keras_faceset.models.quantize import Int8FrameModel
 
     return Int8FrameModel(path, threads=TFLITE_THREADS)
+
+
+def latest_frame_model(path: Path):
+    """`int8_frame_model` with XNNPack's latest features switched on."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    model = int8_frame_model(path)
+    model.interpreter = Interpreter(
+        model_path=str(path),
+        num_threads=TFLITE_THREADS,
+        experimental_default_delegate_latest_features=True,
+    )
+    model.input = model.interpreter.get_input_details()[0]["index"]
+    model.output = model.interpreter.get_output_details()[0]["index"]
+    return model
+
+
+TFLITE_KINDS = {"tflite": int8_frame_model, "tflite_latest": latest_frame_model}
 
 
 def tf_runner(fn, x: np.ndarray):
@@ -239,10 +281,15 @@ def models_for(preset: str, work: Path, chip_cache: str) -> dict:
         "ort",
         quantize(exported, calibration, work / f"{preset}_keras_int8.onnx"),
     )
-    rows[TFLITE_INT8] = (
-        "tflite",
-        tflite_int8(embedder.frame_model, calibration, work / f"{preset}_int8.tflite"),
-    )
+    int8 = tflite_int8(embedder.frame_model, calibration, work / f"{preset}_int8.tflite")
+    rows[TFLITE_INT8] = ("tflite", int8)
+    rows[TFLITE_INT8_LATEST] = ("tflite_latest", int8)
+    folded = rows["ours folded float32"][1]
+    dynamic = export_tflite(folded, work / f"{preset}_dynamic.tflite", dynamic_range=True)
+    rows[TFLITE_DYNAMIC] = ("tflite_latest", dynamic)
+    float32 = export_tflite(folded, work / f"{preset}_float32.tflite")
+    rows[TFLITE_FLOAT32] = ("tflite", float32)
+    rows[TFLITE_FLOAT32_LATEST] = ("tflite_latest", float32)
     if preset == "facenet":
         torch_path = export_torch(facenet_pytorch_model(), work / "facenet_pytorch.onnx")
         standardised = ((calibration - 127.5) / 128.0).transpose(0, 3, 1, 2).copy()
@@ -303,8 +350,8 @@ def runner(kind: str, model, batch: int, size: int, torch_model):
         return tf_runner(model, x)
     if kind == "ort":
         return ort_runner(model, x)
-    if kind == "tflite":
-        return tflite_runner(model, x)
+    if kind in TFLITE_KINDS:
+        return tflite_runner(model, x, kind)
     if kind == "ort_nchw":
         return ort_runner(model, ((x - 127.5) / 128.0).transpose(0, 3, 1, 2).copy())
     if kind == "torch":
@@ -349,7 +396,7 @@ def lfw_accuracy(prepared: dict, only=None) -> list[dict]:
     rows = []
     for preset, entry in prepared.items():
         embedder = entry["embedder"]
-        frame_models = {"tf": TfFrameModel, "ort": OrtFrameModel, "tflite": int8_frame_model}
+        frame_models = {"tf": TfFrameModel, "ort": OrtFrameModel, **TFLITE_KINDS}
         for name, (kind, model) in entry["rows"].items():
             if kind not in frame_models or (only and not any(o in name for o in only)):
                 continue
@@ -421,7 +468,10 @@ def main(chip_cache: str, work: Path, quick: bool, presets, only=None, batches=N
         "optimisations; int8 = quantize_static QDQ, per-channel int8 weights, uint8 "
         f"activations calibrated (MinMax) on {CALIBRATION_IMAGES} LFW DevTrain chips. "
         "TFLite int8: full-integer post-training quantization calibrated on the same chips, "
-        f"LiteRT interpreter, XNNPack, {TFLITE_THREADS} threads. peak_rss_mb: the row alone "
+        f"LiteRT interpreter, XNNPack, {TFLITE_THREADS} threads; 'latest features': "
+        "experimental_default_delegate_latest_features=True; dynamic-range: int8 weights, "
+        "activations quantized at run time; float32 TFLite: the same graph unquantized. "
+        "peak_rss_mb: the row alone "
         f"in a fresh process (VmHWM after {RSS_BATCH}-chip calls). Ours "
         "and our exports carry the pretrained weights and the preset's preprocessing; the "
         "facenet-pytorch export has random weights (speed only). Random pixels.",
