@@ -175,9 +175,7 @@ def _record(args: argparse.Namespace, embedder, protocol: str, row) -> None:
         {
             "model": model,
             "protocol": protocol,
-            "alignment": args.align
-            + ("+flip" if args.flip else "")
-            + ("" if args.precision == "float32" else f"+{args.precision}"),
+            "alignment": _alignment_key(args, embedder),
             "accuracy": row["accuracy"],
             "std": row["std"],
             "auc": row["auc"],
@@ -188,6 +186,19 @@ def _record(args: argparse.Namespace, embedder, protocol: str, row) -> None:
         },
     )
     print(f"recorded {protocol} in {args.record}")
+
+
+def _alignment_key(args: argparse.Namespace, embedder) -> str:
+    """The row's alignment: preset crop, ``+flip``, ``+bfloat16`` / ``+int8``; an int8 model
+    calibrated on the user's own faces adds ``@`` and 12 hex digits of their sha256, so its row
+    never replaces the LFW-calibrated one."""
+    key = args.align + ("+flip" if args.flip else "")
+    if args.precision != "float32":
+        key += f"+{args.precision}"
+    calibration = embedder.int8_calibration or {}
+    if "sha256" in calibration:
+        key += f"@{calibration['sha256'][:12]}"
+    return key
 
 
 def _print_calibration(args: argparse.Namespace, embedder, scores) -> None:
