@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -457,7 +458,7 @@ def main(chip_cache: str, work: Path, quick: bool, presets, only=None, batches=N
     sizes = file_sizes(prepared)
     print("model files (MiB): " + ", ".join(f"{k} {v:.1f}" for k, v in sizes.items()))
     path = write_result(
-        "onnx_runtime" + "".join(f"_{o.lower()}" for o in only or ()),
+        "onnx_runtime" + rows_suffix(only),
         machine,
         rows=rows,
         model_file_mb=sizes,
@@ -491,7 +492,7 @@ def main_lfw(chip_cache: str, work: Path, presets, only=None) -> dict:
         for a in accuracy
     ]
     print(table(["preset", "path", "LFW View 2 %"], lines))
-    name = "onnx_runtime_lfw" + "".join(f"_{o.lower()}" for o in only or ())
+    name = "onnx_runtime_lfw" + rows_suffix(only)
     path = write_result(
         name,
         machine,
@@ -501,6 +502,12 @@ def main_lfw(chip_cache: str, work: Path, presets, only=None) -> dict:
     )
     print(f"wrote {path}")
     return {"rows": accuracy}
+
+
+def rows_suffix(only) -> str:
+    """The results file's suffix for `--rows`: "_" and each string in lower case, each run of
+    other characters than letters and digits as one "_" ("TFLite (XNNPack)": "_tflite_xnnpack")."""
+    return "".join("_" + re.sub(r"[^a-z0-9]+", "_", o.lower()).strip("_") for o in only or ())
 
 
 def versions() -> dict:
