@@ -58,6 +58,11 @@ def select_variants(variants: dict, patterns: list[str], parser) -> dict:
     }
 
 
+def preset_thresholds(name: str) -> tuple[float, float]:
+    """The FAR 1e-2 cosine-distance thresholds of set preset `name` and of ``mean``."""
+    return tuple(get_preset(n).thresholds["1e-02"] for n in (name, "mean"))
+
+
 def result_row(model: str, variant: str, report: dict, pairs: int, command: str) -> dict:
     alignment = "preset" if variant.startswith("yale") else "five_point"
     return {
@@ -94,6 +99,12 @@ def main(argv: list[str] | None = None) -> None:
         metavar="PATTERNS",
         help="comma-separated variant names or shell patterns to measure, e.g. 'lfw_*_hard'",
     )
+    parser.add_argument(
+        "--thresholds",
+        action="store_true",
+        help="also print the FAR and TAR that each preset's FAR 1e-2 threshold (and the mean "
+        "preset's) gives on each variant (for the shipped weights, whose thresholds they are)",
+    )
     parser.add_argument("--out", default=None, help="CSV of the comparison table")
     args = parser.parse_args(argv)
     names = args.heads.split(",")
@@ -119,8 +130,9 @@ def main(argv: list[str] | None = None) -> None:
     rows, recorded = [], set()
     for name, head in heads.items():
         model = args.record_as or get_preset(name).head.results_model
+        thresholds = preset_thresholds(name) if args.thresholds else None
         for variant, v in variants.items():
-            result = compare(head, v, args.resamples)
+            result = compare(head, v, args.resamples, 0, thresholds)
             report, mean_report = result.pop("report"), result.pop("mean_report")
             rows.append({"head": name, "variant": variant, **result})
             line = ", ".join(
@@ -130,6 +142,14 @@ def main(argv: list[str] | None = None) -> None:
                 for m in METRICS
             )
             print(f"{name} {variant}: {line}", flush=True)
+            if thresholds:
+                print(
+                    f"{name} {variant}: at the FAR 1e-2 thresholds {thresholds[0]:.4f} "
+                    f"(mean {thresholds[1]:.4f}): FAR {result['far@threshold']:.3f} "
+                    f"(mean {result['mean_far@threshold']:.3f}), TAR "
+                    f"{result['tar@threshold']:.3f} (mean {result['mean_tar@threshold']:.3f})",
+                    flush=True,
+                )
             if args.record:
                 record_result(
                     args.record, result_row(model, variant, report, v["same"].size, command)

@@ -320,15 +320,35 @@ def set_scores(head: keras.Model | None, variant: dict) -> tuple[np.ndarray, dic
     return np.sum(sides[0] * sides[1], axis=1), report
 
 
+def threshold_rates(scores, same, threshold: float) -> tuple[float, float]:
+    """(FAR, TAR) of a preset's cosine-distance `threshold` (*same* when 1 − similarity <=
+    threshold, as ``keras-faceset verify`` decides) on pairs of similarities `scores`."""
+    accept = 1.0 - np.asarray(scores, np.float64) <= threshold
+    same = np.asarray(same, bool)
+    return float(accept[~same].mean()), float(accept[same].mean())
+
+
 def compare(
-    head: keras.Model, variant: dict, resamples: int = RESAMPLES, seed: int = 0
+    head: keras.Model,
+    variant: dict,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+    thresholds: tuple[float, float] | None = None,
 ) -> dict[str, float]:
-    """`paired_bootstrap` of `head` against mean pooling on `variant`, with both reports."""
+    """`paired_bootstrap` of `head` against mean pooling on `variant`, with both reports; with
+    `thresholds` (the head's and mean pooling's FAR 1e-2 distance thresholds) also the FAR
+    and TAR each gives on these pairs (`threshold_rates`: does a preset's threshold keep its
+    FAR on other data?)."""
     scores, report = set_scores(head, variant)
     baseline, mean_report = set_scores(None, variant)
-    return {
+    out = {
         "pairs": len(scores),
         **paired_bootstrap(scores, baseline, variant["same"], variant["fold"], resamples, seed),
-        "report": report,
-        "mean_report": mean_report,
     }
+    if thresholds is not None:
+        for prefix, values, threshold in zip(
+            ("", "mean_"), (scores, baseline), thresholds, strict=True
+        ):
+            far, tar = threshold_rates(values, variant["same"], threshold)
+            out.update({f"{prefix}far@threshold": far, f"{prefix}tar@threshold": tar})
+    return {**out, "report": report, "mean_report": mean_report}

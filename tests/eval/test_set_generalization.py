@@ -186,3 +186,37 @@ def test_hard_variants_degrade_more_frames_more_strongly_with_the_same_draws(tmp
                 draw = (spec["severity"] - low) / (high - low)
                 expected = hard_low + (hard_high - hard_low) * draw
                 assert harder_spec["severity"] == pytest.approx(expected, abs=2e-3)
+
+
+def test_threshold_rates_accept_a_distance_at_or_below_the_threshold():
+    scores = np.array([0.75, 0.5, 0.875, 0.25, 0.75, 0.5])  # distances 0.25, 0.5, 0.125, ...
+    same = np.array([True, True, True, False, False, False])
+    assert sg.threshold_rates(scores, same, 0.25) == (1 / 3, 2 / 3)
+    assert sg.threshold_rates(scores, same, 0.5) == (2 / 3, 1.0)
+    assert sg.threshold_rates(scores, same, 0.0) == (0.0, 0.0)
+
+
+def test_compare_with_thresholds_gives_each_method_its_far_and_tar(rng):
+    embeddings = rng.normal(size=(12, 4)).astype(np.float32)
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    rows_a = [rng.choice(12, 3, replace=False) for _ in range(40)]
+    rows_b = [rng.choice(12, 2, replace=False) for _ in range(40)]
+    variant = {
+        "rows_a": rows_a,
+        "rows_b": rows_b,
+        "same": np.arange(40) < 20,
+        "fold": np.arange(40) % 10,
+        "embedding": embeddings,
+    }
+    out = sg.compare(None, variant, resamples=5, thresholds=(0.6, 0.3))  # mean pooling twice
+    unit = (
+        [embeddings[r].mean(axis=0) for r in rows_a],
+        [embeddings[r].mean(axis=0) for r in rows_b],
+    )
+    a, b = (np.array(u) / np.linalg.norm(u, axis=1, keepdims=True) for u in unit)
+    distance = 1.0 - np.sum(a * b, axis=1)
+    for prefix, threshold in (("", 0.6), ("mean_", 0.3)):
+        accept = distance <= threshold
+        assert out[f"{prefix}far@threshold"] == pytest.approx(accept[20:].mean())
+        assert out[f"{prefix}tar@threshold"] == pytest.approx(accept[:20].mean())
+    assert "far@threshold" not in sg.compare(None, variant, resamples=5)

@@ -1,5 +1,6 @@
 """zoo/set_generalization.py --variants: only the variants matching the patterns are measured
-and recorded; a pattern matching none is an error naming the variants."""
+and recorded, a pattern matching none is an error naming the variants; --thresholds: the
+presets' FAR 1e-2 thresholds go to `compare` and their FAR and TAR are printed."""
 
 import argparse
 
@@ -24,7 +25,8 @@ def test_select_variants_keeps_protocol_order_and_refuses_an_unknown_pattern():
         script.select_variants(variants, ["lfw_*", "lfw_fog"], parser)
 
 
-def test_variants_option_records_only_the_selected_rows(tmp_path, fake_protocol, capsys):  # noqa: F811
+@pytest.mark.usefixtures("fake_protocol")
+def test_variants_option_records_only_the_selected_rows(tmp_path, capsys):
     csv = tmp_path / "results.csv"
     common = ["--data", "lfw", "--cache", str(tmp_path / "cache"), "--yale", "yale"]
     script.main([*common, "--heads", "qan", "--record", str(csv), "--variants", "yale_*"])
@@ -36,3 +38,28 @@ def test_variants_option_records_only_the_selected_rows(tmp_path, fake_protocol,
     with pytest.raises(SystemExit):
         script.main([*common, "--variants", "lfw_fog"])
     assert "--variants 'lfw_fog' matches none of lfw_jpeg, yale_3+3" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("fake_protocol")
+def test_thresholds_option_prints_the_presets_far_and_tar(tmp_path, capsys, monkeypatch):
+    seen = []
+
+    def fake_compare(head, variant, resamples, seed, thresholds):
+        seen.append(thresholds)
+        rates = {"far@threshold": 0.25, "tar@threshold": 0.5}
+        rates.update({f"mean_{k}": v / 2 for k, v in rates.items()})
+        zero = {
+            f"{kind}{m}": 0.0
+            for m in script.METRICS
+            for kind in ("", "mean_", "diff_", "low_", "high_")
+        }
+        return {**zero, **rates, "report": {}, "mean_report": {}}
+
+    monkeypatch.setattr(script, "compare", fake_compare)
+    common = ["--data", "lfw", "--cache", str(tmp_path / "cache"), "--yale", "yale"]
+    script.main([*common, "--heads", "qan", "--variants", "yale_3+3", "--thresholds"])
+    assert seen == [(script.get_preset("qan").thresholds["1e-02"], 0.0512)]
+    assert (
+        "qan yale_3+3: at the FAR 1e-2 thresholds 0.0655 (mean 0.0512): FAR 0.250 (mean 0.125), "
+        "TAR 0.500 (mean 0.250)" in capsys.readouterr().out
+    )
