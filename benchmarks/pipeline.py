@@ -17,8 +17,9 @@ Paths, timed in interleaved rounds per frame size (one sample = one batch of 32 
   peer.
 
 At 250 x 250 also decoding alone and each detector alone (the share of detection). Peak RSS of
-one batch of 32 1280 x 720 frames per path, each in a fresh process (VmHWM of /proc: Linux's
-getrusage ru_maxrss is carried over from the large parent across fork + exec)."""
+one batch of 32 1280 x 720 frames per path, and of the in-graph detector alone at three chunk
+sizes, each in a fresh process (VmHWM of /proc: Linux's getrusage ru_maxrss is carried over
+from the large parent across fork + exec)."""
 
 from __future__ import annotations
 
@@ -54,6 +55,10 @@ RESULT = RESULTS / "pipeline.json"
 PEER_UPSAMPLE = 1
 """dlib HOG detector upsampling, face_recognition's default (finds faces from ~40 px)."""
 OURS, SIGNATURE, PACKAGE, PEER = "ours", "ours, embed_faces signature", "mtcnn package", "peer"
+DETECTOR = "detector alone, chunk_pixels="
+DETECTOR_CHUNKS = (1, 1 << 21, 1 << 25)
+"""`Mtcnn(chunk_pixels=...)` of the peak RSS rows: one 1280 x 720 frame per chunk, the default
+(two), all 32 at once."""
 
 
 def inputs(kind: str, folder: Path) -> list[Path]:
@@ -134,6 +139,21 @@ def signature_runner(name: str):
     return run
 
 
+def detector_runner(chunk_pixels: int):
+    """`Mtcnn(chunk_pixels=...)` on the decoded files as one batch (a function of the paths
+    returning the number of faces found)."""
+    from keras_faceset.data.images import load_image
+    from keras_faceset.detect import Mtcnn
+
+    detector = Mtcnn(chunk_pixels=chunk_pixels)
+
+    def run(paths):
+        images = np.stack([load_image(p).numpy() for p in paths])
+        return int(detector.detect(images)["counts"].numpy().sum())
+
+    return run
+
+
 def build(path: str, preset: str | None):
     """A function of a list of files for one path (`preset` None: the peer), returning the
     number of faces it found and embedded (FaceEmbedder embeds a photo without a face by its
@@ -142,6 +162,8 @@ def build(path: str, preset: str | None):
         return DlibPipeline()
     if path == SIGNATURE:
         return signature_runner(preset)
+    if path.startswith(DETECTOR):
+        return detector_runner(int(path.removeprefix(DETECTOR)))
     from keras_faceset.embedder import FaceEmbedder
 
     detector = "graph" if path == OURS else "package"
@@ -235,7 +257,8 @@ def peak_rss(paths: list[Path], presets) -> list[dict]:
     """`rss_child` of every path, one fresh process each."""
     rows = []
     cases = [(p, preset) for preset in presets for p in (OURS, SIGNATURE, PACKAGE)]
-    for path, preset in [*cases, (PEER, None)]:
+    cases += [(PEER, None)] + [(f"{DETECTOR}{chunk}", None) for chunk in DETECTOR_CHUNKS]
+    for path, preset in cases:
         command = [sys.executable, "-m", "benchmarks.pipeline", "--rss-child", path]
         command += [preset or "-", *map(str, paths)]
         out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
@@ -258,7 +281,10 @@ NOTES = (
     "FaceEmbedder with detector='package'; peer: face_recognition's dlib pipeline (HOG "
     "upsampled once, 5 landmarks, ResNet descriptor of every face), the same for both "
     "presets. share_detect = the detector alone on the decoded batch / the path's median "
-    "seconds. Peak RSS: one batch in a fresh process per path (VmHWM)."
+    "seconds. Peak RSS: one batch in a fresh process per path (VmHWM); 'detector alone' rows: "
+    "the in-graph MTCNN on the decoded batch, the cascade one chunk of chunk_pixels after "
+    "another (1: a frame at a time; 2097152, the default: two 1280x720 frames; 33554432: all "
+    "32)."
 )
 
 

@@ -24,9 +24,12 @@ the threshold, whether or not that box was itself dropped (a "fast" NMS, in matr
 `tf.image.non_max_suppression` keeps more). At most `max_proposals` boxes enter each NMS (the
 highest scored); the package has no such bound.
 
-R-Net and O-Net run once over the boxes of every image; P-Net runs batched when every image
-has the padded size, else one image at a time (`tf.map_fn`), and each image's NMS sees only
-its own boxes: an image in a padded batch gets exactly what it gets alone.
+The batch goes through the cascade in chunks of about `chunk_pixels` pixels, one after
+another, so memory follows the chunk (a ``tf.while_loop``). Within a chunk P-Net runs batched
+when every image has the padded size, else one image at a time (`tf.map_fn`); R-Net and
+O-Net run over the crops of every image, `CROPS_AT_ONCE` pixels of crops per call; each
+image's NMS sees only its own boxes: an image in a padded batch gets exactly what it gets
+alone.
 """
 
 from __future__ import annotations
@@ -53,6 +56,11 @@ NMS_RNET = 0.7
 NMS_ONET = 0.7
 """The `mtcnn` package's NMS thresholds (IoU; O-Net's over the smaller box)."""
 
+CROPS_AT_ONCE = 1 << 16
+"""Pixels of R-Net's / O-Net's crops per network call (113 crops of 24 x 24, 28 of 48 x 48):
+feature maps that stay in the CPU's caches make these stages about a third faster on 2 cores
+than one call on every crop of the batch."""
+
 
 class Mtcnn(tf.Module):
     """MTCNN face detector: uint8 images in, boxes, scores and five landmarks out, in one graph.
@@ -65,6 +73,9 @@ class Mtcnn(tf.Module):
     gives the detector no context); 0 turns the retry off. `max_proposals` bounds the boxes
     that enter each NMS (and so memory). `weights_dir`: a folder holding the `mtcnn` package's
     ``pnet.lz4``, ``rnet.lz4``, ``onet.lz4`` (default: the installed package's).
+    `chunk_pixels`: the cascade runs on consecutive chunks of a batch of about that many pixels
+    (at least one image; the default takes 32 LFW photos, or 2 frames of 1280 x 720, at once),
+    so its memory follows the chunk, not the batch; it does not change what is found.
     """
 
     def __init__(
@@ -76,6 +87,7 @@ class Mtcnn(tf.Module):
         retry_padding: float = 0.25,
         max_proposals: int = 2000,
         weights_dir: str | os.PathLike | None = None,
+        chunk_pixels: int = 1 << 21,
     ):
         super().__init__(name="mtcnn")
         thresholds = tuple(float(t) for t in thresholds)
@@ -88,9 +100,10 @@ class Mtcnn(tf.Module):
             )
         if not 0.0 < scale_factor < 1.0:
             raise ValueError(f"scale_factor must be in (0, 1), got {scale_factor}")
-        if max_faces < 1 or max_proposals < 1:
+        if max_faces < 1 or max_proposals < 1 or chunk_pixels < 1:
             raise ValueError(
-                f"max_faces and max_proposals must be positive, got {max_faces}, {max_proposals}"
+                "max_faces, max_proposals and chunk_pixels must be positive, got "
+                f"{max_faces}, {max_proposals}, {chunk_pixels}"
             )
         if retry_padding < 0:
             raise ValueError(f"retry_padding must be >= 0, got {retry_padding}")
@@ -100,6 +113,7 @@ class Mtcnn(tf.Module):
         self.max_faces = int(max_faces)
         self.retry_padding = float(retry_padding)
         self.max_proposals = int(max_proposals)
+        self.chunk_pixels = int(chunk_pixels)
         self.pnet = mtcnn_network("pnet", weights_dir)
         self.rnet = mtcnn_network("rnet", weights_dir)
         self.onet = mtcnn_network("onet", weights_dir)
@@ -212,6 +226,40 @@ class Mtcnn(tf.Module):
         return {key: tf.tensor_scatter_nd_update(found[key], index, again[key]) for key in found}
 
     def _cascade(self, images: tf.Tensor, sizes: tf.Tensor) -> dict[str, tf.Tensor]:
+        """`_faces` of a non-empty batch, one chunk of `chunk_pixels` (at least one image)
+        after another: only one chunk's pyramid, maps and crops are alive at a time."""
+        images = tf.ensure_shape(images, [None, None, None, 3])
+        sizes = tf.ensure_shape(sizes, [None, 2])
+        batch = tf.shape(images)[0]
+        step = tf.maximum(self.chunk_pixels // tf.reduce_prod(tf.shape(images)[1:3]), 1)
+        faces = self.max_faces
+        shapes = {"boxes": [faces, 4], "scores": [faces], "landmarks": [faces, 5, 2], "counts": []}
+        parts = tuple(
+            tf.TensorArray(
+                tf.int32 if key == "counts" else tf.float32,
+                size=0,
+                dynamic_size=True,
+                infer_shape=False,
+                element_shape=[None, *shape],
+            )
+            for key, shape in shapes.items()
+        )
+        keys = tuple(shapes)
+
+        def chunk(start, parts):
+            found = self._faces(images[start : start + step], sizes[start : start + step])
+            index = start // step
+            return start + step, tuple(
+                part.write(index, found[key]) for part, key in zip(parts, keys, strict=True)
+            )
+
+        _, parts = tf.while_loop(
+            lambda start, _: start < batch, chunk, (tf.constant(0), parts), parallel_iterations=1
+        )
+        return {key: part.concat() for key, part in zip(keys, parts, strict=True)}
+
+    def _faces(self, images: tf.Tensor, sizes: tf.Tensor) -> dict[str, tf.Tensor]:
+        """The whole cascade on a batch: `_largest`'s faces of each image."""
         x = (tf.cast(images, tf.float32) - 127.5) / 128.0
         extent = tf.shape(x)[1:3]
 
@@ -337,27 +385,35 @@ def _network_stage(network, side, decode, x, sizes, rows, counts, threshold, ove
     where = tf.where(valid)
     boxes = tf.ensure_shape(tf.gather_nd(rows[:, :width, :4], where), [None, 4])
     crops = _crops(x, sizes, boxes, where[:, 0], side)
-    # one extra blank crop: TensorFlow's CPU convolution mishandles an empty batch (a tf.pad
-    # here would be folded into the convolution's padding by Grappler, and lost)
-    outputs = network(tf.concat([crops, tf.zeros([1, side, side, 3])], axis=0), training=False)
-    found = decode(boxes, [output[:-1] for output in outputs])
+    found = decode(boxes, _in_chunks(network, crops, side))
     shape = tf.stack([tf.shape(rows)[0], width, tf.shape(found)[1]])
     dense = tf.scatter_nd(where, found, tf.cast(shape, tf.int64))
-    keep = valid & (dense[..., 4] > threshold)
+    rows, counts = _compact(dense, valid & (dense[..., 4] > threshold), width)
+    kept = tf.range(width) < counts[:, None]
+    return _compact(rows, _suppress(rows, kept, overlap, method), width)
 
-    def one(args):
-        image_rows, count = _compact(*args, width)
-        valid = tf.range(width) < count
-        return _compact(image_rows, _suppress(image_rows, valid, overlap, method), width)
 
-    return tf.map_fn(
-        one,
-        (dense, keep),
-        fn_output_signature=(
-            tf.TensorSpec([None, found.shape[1]], tf.float32),
-            tf.TensorSpec([], tf.int32),
+def _in_chunks(network, crops: tf.Tensor, side: int) -> list[tf.Tensor]:
+    """`network`'s outputs on `crops` (N, side, side, 3), computed `CROPS_AT_ONCE` pixels of
+    crops at a time, two chunks in flight (the last chunk padded with blank crops, dropped from
+    the outputs; at least one chunk, as TensorFlow's CPU convolution mishandles an empty
+    batch)."""
+    size = max(CROPS_AT_ONCE // side**2, 1)
+    count = tf.shape(crops)[0]
+    chunks = tf.maximum((count + size - 1) // size, 1)
+    # blank crops concatenated, not tf.pad: Grappler would fold a pad into the convolution's
+    # own padding, and lose it
+    blank = tf.zeros(tf.stack([chunks * size - count, side, side, 3]))
+    grouped = tf.reshape(tf.concat([crops, blank], axis=0), [chunks, size, side, side, 3])
+    outputs = tf.map_fn(
+        lambda chunk: tuple(network(chunk, training=False)),
+        grouped,
+        fn_output_signature=tuple(
+            tf.TensorSpec([size, *output.shape[1:]], tf.float32) for output in network.outputs
         ),
+        parallel_iterations=2,
     )
+    return [tf.reshape(output, [-1, *output.shape[2:]])[:count] for output in outputs]
 
 
 def _pnet_boxes(regression, probability, scale, threshold, limit) -> tf.Tensor:

@@ -115,6 +115,19 @@ def test_batch_of_one_size_equals_each_image_alone(detector, photos, collage):
             np.testing.assert_allclose(together[key][index], alone[key][0], atol=1e-4)
 
 
+def test_chunks_change_nothing(detector, photos, collage):
+    """One image per chunk of the cascade (each image's crops in one R-Net call) finds exactly
+    what one chunk of the whole batch finds (its 190 crops in two R-Net calls)."""
+    batch = np.stack([collage[:250, :250], collage[250:, 250:], collage[:250, 250:], *photos])
+    whole = detector.detect(batch)
+    one_by_one = Mtcnn(chunk_pixels=1).detect(batch)
+    assert whole["counts"].numpy().tolist() == [1] * 6
+    for key in whole:
+        np.testing.assert_array_equal(one_by_one[key], whole[key])
+    with pytest.raises(ValueError, match="chunk_pixels must be positive"):
+        Mtcnn(chunk_pixels=0)
+
+
 def test_faces_are_sorted_by_score_and_padded_with_zeros(detector, collage):
     found = detector.detect(collage[None])
     scores = found["scores"][0].numpy()
@@ -210,6 +223,9 @@ def test_one_graph_for_every_batch_and_image_size(detector, photos):
     for shape in [(1, 250, 250), (3, 250, 250), (2, 137, 301)]:
         detector.detect(resized(np.stack(photos)[: shape[0]], *shape[1:]))
     assert detector.detect_graph.experimental_get_tracing_count() == 1
+    outputs = detector.detect_graph.get_concrete_function().structured_outputs
+    assert outputs["boxes"].shape.as_list() == [None, 16, 4]  # static, as FaceChips needs
+    assert outputs["landmarks"].shape.as_list() == [None, 16, 5, 2]
 
 
 def test_saved_model_serves_the_same_detections(detector, collage, tmp_path):
