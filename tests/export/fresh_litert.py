@@ -1,10 +1,11 @@
-"""Run in a fresh interpreter that never imports keras_faceset or Keras: serve an int8 export
-as its manifest says, with LiteRT (`ai_edge_litert`, else TensorFlow's `tf.lite`).
+"""Run in a fresh interpreter that never imports keras_faceset: serve an int8 export as its
+manifest says, with LiteRT (`ai_edge_litert`: nor Keras, nor TensorFlow), else TensorFlow's
+`tf.lite` (importing TensorFlow loads Keras).
 
     python fresh_litert.py MODEL.int8.json CHIPS.npy RESULTS.npz
 
 RESULTS.npz gets `embeddings` (the L2-normalised outputs, batch resized to the chips'),
-`sha256_ok` and `modules` (imported packages).
+`sha256_ok`, `engine` ("litert" or "tf.lite") and `modules` (imported packages).
 """
 
 import hashlib
@@ -16,10 +17,13 @@ import numpy as np
 
 try:
     from ai_edge_litert.interpreter import Interpreter
+
+    ENGINE = "litert"
 except ImportError:
     import tensorflow as tf
 
     Interpreter = tf.lite.Interpreter
+    ENGINE = "tf.lite"
 
 
 def main(manifest_path, chips_path, results_path):
@@ -37,8 +41,11 @@ def main(manifest_path, chips_path, results_path):
     raw = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
     embeddings = raw / np.linalg.norm(raw, axis=1, keepdims=True)
     modules = np.array(sorted(m for m in sys.modules if "." not in m))
-    np.savez(results_path, embeddings=embeddings, sha256_ok=sha256_ok, modules=modules)
-    return 0 if "keras_faceset" not in sys.modules and "keras" not in sys.modules else 1
+    np.savez(
+        results_path, embeddings=embeddings, sha256_ok=sha256_ok, engine=ENGINE, modules=modules
+    )
+    keras_free = ENGINE == "tf.lite" or "keras" not in sys.modules
+    return 0 if "keras_faceset" not in sys.modules and keras_free else 1
 
 
 if __name__ == "__main__":

@@ -92,7 +92,8 @@ def test_int8_export_writes_the_embedders_model_and_a_manifest_that_serves_it(
     assert done.returncode == 0, done.stderr[-3000:]
     with np.load(tmp_path / "served.npz") as served:
         assert served["sha256_ok"] and "keras_faceset" not in set(served["modules"])
-        assert "keras" not in set(served["modules"])
+        if served["engine"] == "litert":  # tf.lite, the fallback, comes with TensorFlow's Keras
+            assert "keras" not in set(served["modules"])
         int8 = unit_frames(embedder, chips)
         np.testing.assert_allclose(served["embeddings"], int8, atol=INT8_ATOL, rtol=0)
     float32 = unit_frames(FaceEmbedder("tiny"), chips)
