@@ -8,10 +8,11 @@ Rows, per backbone and batch size, timed in interleaved rounds in one process:
   for InceptionResNetV1, exported from facenet-pytorch (``torch.onnx``);
 * ONNX Runtime int8: static QDQ quantization of each float32 export (`quantize_static`,
   per-channel weights, activations calibrated on real LFW face chips);
-* our own int8: TFLite full-integer post-training quantization of the folded float32 graph
-  (calibrated on the same chips), run by LiteRT's interpreter (XNNPack, 2 threads), with
+* our own int8, `FaceEmbedder(precision="int8" | "int8-dynamic")`'s conversions
+  (`convert_tflite`) of the folded float32 graph: TFLite full-integer post-training
+  quantization (calibrated on the same chips) and dynamic-range quantization (int8 weights,
+  activations quantized at run time), run by LiteRT's interpreter (XNNPack, 2 threads), with
   XNNPack's default and with its latest features (`experimental_default_delegate_latest_features`);
-  and TFLite dynamic-range quantization (int8 weights, activations quantized at run time);
 * the folded float32 graph converted to TFLite unquantized, run by the same interpreter;
 * the eager peers (facenet-pytorch; dlib's own ``compute_face_descriptor``).
 
@@ -69,22 +70,12 @@ RSS_BATCH = 32
 OURS = {"ours folded float32": "float32", "ours folded mixed_bfloat16": "mixed_bfloat16"}
 TFLITE_INT8 = "ours int8 TFLite (XNNPack)"
 TFLITE_INT8_LATEST = "ours int8 TFLite (XNNPack latest features)"
-TFLITE_DYNAMIC = "ours int8 dynamic-range TFLite (XNNPack latest features)"
+TFLITE_DYNAMIC = "ours int8-dynamic TFLite (XNNPack)"
+TFLITE_DYNAMIC_LATEST = "ours int8-dynamic TFLite (XNNPack latest features)"
 TFLITE_FLOAT32 = "ours float32 TFLite (XNNPack)"
 TFLITE_FLOAT32_LATEST = "ours float32 TFLite (XNNPack latest features)"
 ORT_FLOAT32 = "ONNX Runtime float32 (ours, tf2onnx)"
 SIZES = {"facenet": 160, "dlib_resnet": 150}
-
-
-def frame_function(frame_model, size: int):
-    """`frame_model`'s embeddings as one `tf.function` on float32 (N, size, size, 3) chips."""
-    import tensorflow as tf
-
-    spec = tf.TensorSpec((None, size, size, 3), tf.float32, name="chips")
-    return tf.function(
-        lambda chips: frame_model(chips, training=False)["frame_embeddings"],
-        input_signature=[spec],
-    )
 
 
 def export_keras(fn, path: Path) -> Path:
@@ -97,22 +88,6 @@ def export_keras(fn, path: Path) -> Path:
             fn, input_signature=fn.input_signature, opset=17, output_path=str(tmp)
         )
         os.replace(tmp, path)
-    return path
-
-
-def export_tflite(fn, path: Path, dynamic_range: bool = False) -> Path:
-    """`fn` (a `frame_function`) as a TFLite model, once (kept at `path`): float32, or with
-    `dynamic_range` TFLite's dynamic-range quantization (int8 weights per channel, activations
-    quantized to int8 at run time, float32 input and output)."""
-    if not path.exists():
-        import tensorflow as tf
-
-        function = fn.get_concrete_function()
-        converter = tf.lite.TFLiteConverter.from_concrete_functions([function], fn)
-        if dynamic_range:
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        with atomic_path(path) as tmp:
-            Path(tmp).write_bytes(converter.convert())
     return path
 
 
@@ -176,14 +151,14 @@ def quantize(float_path: Path, calibration: np.ndarray, path: Path) -> Path:
     return path
 
 
-def tflite_int8(frame_model, calibration: np.ndarray, path: Path) -> Path:
-    """`FaceEmbedder(precision="int8")`'s quantization (`quantize_int8`) of `frame_model`,
-    calibrated on `calibration`, once (kept at `path`)."""
-    from keras_faceset.models.quantize import quantize_int8
+def tflite_model(frame_model, precision: str, path: Path, chips: np.ndarray | None = None):
+    """`FaceEmbedder(precision=...)`'s conversion (`convert_tflite`) of `frame_model` to a
+    `precision` TFLite model ("int8" calibrated on `chips`), once (kept at `path`)."""
+    from keras_faceset.models.quantize import convert_tflite
 
     if not path.exists():
         with atomic_path(path) as tmp:
-            quantize_int8(frame_model, calibration, tmp)
+            convert_tflite(frame_model, tmp, precision, chips)
     return path
 
 
@@ -225,27 +200,17 @@ def tflite_runner(path: Path, x: np.ndarray, kind: str = "tflite"):
     return lambda: model.predict_on_batch(x)
 
 
-def int8_frame_model(path: Path):
-    """`FaceEmbedder(precision="int8")`'s `Int8FrameModel` on `TFLITE_THREADS` threads (it runs
-    any TFLite model with float32 input and output, the float32 one too)."""
+def int8_frame_model(path: Path, latest_features: bool = False):
+    """`FaceEmbedder(precision="int8" | "int8-dynamic")`'s `Int8FrameModel` on `TFLITE_THREADS`
+    threads (it runs any TFLite model with float32 input and output, the float32 one too)."""
     from keras_faceset.models.quantize import Int8FrameModel
 
-    return Int8FrameModel(path, threads=TFLITE_THREADS)
+    return Int8FrameModel(path, threads=TFLITE_THREADS, latest_features=latest_features)
 
 
 def latest_frame_model(path: Path):
     """`int8_frame_model` with XNNPack's latest features switched on."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    model = int8_frame_model(path)
-    model.interpreter = Interpreter(
-        model_path=str(path),
-        num_threads=TFLITE_THREADS,
-        experimental_default_delegate_latest_features=True,
-    )
-    model.input = model.interpreter.get_input_details()[0]["index"]
-    model.output = model.interpreter.get_output_details()[0]["index"]
-    return model
+    return int8_frame_model(path, latest_features=True)
 
 
 TFLITE_KINDS = {"tflite": int8_frame_model, "tflite_latest": latest_frame_model}
@@ -282,13 +247,14 @@ def models_for(preset: str, work: Path, chip_cache: str) -> dict:
         "ort",
         quantize(exported, calibration, work / f"{preset}_keras_int8.onnx"),
     )
-    int8 = tflite_int8(embedder.frame_model, calibration, work / f"{preset}_int8.tflite")
+    folded = embedder.frame_model  # batch norm folded, float32
+    int8 = tflite_model(folded, "int8", work / f"{preset}_int8.tflite", calibration)
     rows[TFLITE_INT8] = ("tflite", int8)
     rows[TFLITE_INT8_LATEST] = ("tflite_latest", int8)
-    folded = rows["ours folded float32"][1]
-    dynamic = export_tflite(folded, work / f"{preset}_dynamic.tflite", dynamic_range=True)
-    rows[TFLITE_DYNAMIC] = ("tflite_latest", dynamic)
-    float32 = export_tflite(folded, work / f"{preset}_float32.tflite")
+    dynamic = tflite_model(folded, "int8-dynamic", work / f"{preset}_dynamic.tflite")
+    rows[TFLITE_DYNAMIC] = ("tflite", dynamic)
+    rows[TFLITE_DYNAMIC_LATEST] = ("tflite_latest", dynamic)
+    float32 = tflite_model(folded, "float32", work / f"{preset}_float32.tflite")
     rows[TFLITE_FLOAT32] = ("tflite", float32)
     rows[TFLITE_FLOAT32_LATEST] = ("tflite_latest", float32)
     if preset == "facenet":
@@ -308,10 +274,10 @@ def models_for(preset: str, work: Path, chip_cache: str) -> dict:
 def ours_function(task, dtype: str):
     """The task's frame model folded (`fold_batch_norm`, `dtype`) as a `frame_function`."""
     from keras_faceset.models.fold import fold_batch_norm
+    from keras_faceset.models.quantize import frame_function
 
-    size = task.frame_model.input_shape[1]
     folded = fold_batch_norm(task.frame_model, dtype=None if dtype == "float32" else dtype)
-    return frame_function(folded, size)
+    return frame_function(folded)
 
 
 def peak_rss(prepared: dict) -> dict:

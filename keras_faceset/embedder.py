@@ -35,11 +35,12 @@ from keras_faceset.models import MeanSet, SetEmbeddingModel, fold_batch_norm, he
 from keras_faceset.models.quantize import (
     CALIBRATION_IMAGES,
     MIN_CALIBRATION_FACES,
+    TFLITE_PRECISIONS,
     CalibrationSource,
     Int8FrameModel,
     calibration_key,
     calibration_sample,
-    quantize_int8,
+    convert_tflite,
 )
 from keras_faceset.models.set_inference import consecutive_rows
 from keras_faceset.progress import progress
@@ -50,11 +51,13 @@ PRECISIONS = ("float32", "bfloat16")
 `precision="bfloat16"`: bfloat16 compute on the folded graph (`fold_batch_norm(...,
 dtype="mixed_bfloat16")`), ~1.9x images/s at batch 32 on CPUs with AVX512_BF16, LFW View 2
 unchanged (docs/performance.md); slower at batch 1."""
-EMBEDDER_PRECISIONS = (*PRECISIONS, "int8")
-"""`FaceEmbedder`'s: also `precision="int8"` (image presets), the folded graph quantized by
-TFLite (`quantize_int8`, calibrated once on `CALIBRATION_IMAGES` LFW View 1 DevTrain faces or
-on the caller's own, cached in the zoo cache) and run by the LiteRT interpreter with XNNPack
-(`Int8FrameModel`): a .tflite model, not a TensorFlow graph."""
+EMBEDDER_PRECISIONS = (*PRECISIONS, *TFLITE_PRECISIONS)
+"""`FaceEmbedder`'s: also (image presets) the folded graph quantized by TFLite once, cached in
+the zoo cache, and run by the LiteRT interpreter with XNNPack (`Int8FrameModel`: a .tflite
+model, not a TensorFlow graph): `precision="int8"` full-integer (`convert_tflite`, calibrated
+on `CALIBRATION_IMAGES` LFW View 1 DevTrain faces or on the caller's own) and
+`precision="int8-dynamic"` dynamic-range (int8 weights, activations quantized at run time: no
+calibration faces, no LFW needed)."""
 CALIBRATION_CHUNK = 32
 """Calibration images decoded at a time (photos may be large)."""
 
@@ -79,8 +82,8 @@ class FaceEmbedder:
             to the unfolded graph within 1e-4, 7-15 % faster on CPU).
         detector: "graph" (MTCNN in one TensorFlow graph, `keras_faceset.detect`; the default)
             or "package" (the `mtcnn` package: the same faces, about half the speed).
-        precision: "float32" (the default: the same embeddings on every CPU), "bfloat16" or
-            "int8" (`EMBEDDER_PRECISIONS`; speed and LFW View 2 of each in
+        precision: "float32" (the default: the same embeddings on every CPU), "bfloat16",
+            "int8" or "int8-dynamic" (`EMBEDDER_PRECISIONS`; speed and LFW View 2 of each in
             docs/performance.md).
         calibration: with ``precision="int8"``, the faces to calibrate on instead of LFW's: a
             folder of images (searched recursively) or a list of image files, aligned as any
@@ -110,9 +113,10 @@ class FaceEmbedder:
                 f"unknown precision {precision!r}; expected one of {EMBEDDER_PRECISIONS}"
             )
         self.preset = zoo.get_preset(model)
-        if precision == "int8" and (self.preset.is_set_model or model_file is not None):
+        quantized = precision in TFLITE_PRECISIONS
+        if quantized and (self.preset.is_set_model or model_file is not None):
             raise ValueError(
-                'precision="int8" quantizes an image preset\'s own weights (facenet, '
+                f"precision={precision!r} quantizes an image preset's own weights (facenet, "
                 'dlib_resnet); for a set preset or a --model file use "bfloat16" or "float32"'
             )
         if calibration is not None and precision != "int8":
@@ -145,23 +149,26 @@ class FaceEmbedder:
         if fold or precision != "float32":
             dtype = "mixed_bfloat16" if precision == "bfloat16" else None
             self.frame_model = fold_batch_norm(self.frame_model, dtype=dtype)
-        if precision == "int8":
-            self.frame_model = Int8FrameModel(self._int8_model(weights, calibration))
+        if quantized:
+            self.frame_model = Int8FrameModel(self._tflite_model(precision, weights, calibration))
             self.fallbacks = 0  # those of the calibration faces are not the caller's
         name = model if model_file is None else f"{model}:{self.model_file.name}"
         detected = f", {detector} detector" if align == "preset" else ""
         self.__name__ = f"{name}[{self.description}{detected}]"
 
-    def _int8_model(self, weights, calibration: CalibrationSource | None) -> Path:
-        """The preset's int8 `.tflite` in the zoo cache, quantized on first use (calibration
-        faces aligned as this embedder aligns them); only of the pretrained weights. LFW's
-        calibration is `<preset>.int8.tflite`; the caller's `<preset>.int8.<key>.tflite`, the
-        key hashing the files' bytes and `frame_key` (`calibration_key`), so no two sets of
-        faces share a model."""
+    def _tflite_model(self, precision: str, weights, calibration: CalibrationSource | None) -> Path:
+        """The preset's `precision` `.tflite` in the zoo cache, quantized on first use; only of
+        the pretrained weights. ``int8-dynamic`` is `<preset>.int8-dynamic.tflite`. ``int8``
+        is calibrated on faces aligned as this embedder aligns them: LFW's
+        `<preset>.int8.tflite`; the caller's `<preset>.int8.<key>.tflite`, the key hashing the
+        files' bytes and `frame_key` (`calibration_key`), so no two sets of faces share a
+        model."""
         if weights != "pretrained":
-            raise ValueError('precision="int8" quantizes the pretrained weights only')
+            raise ValueError(f"precision={precision!r} quantizes the pretrained weights only")
         name = self.preset.name
-        if calibration is None:
+        if precision == "int8-dynamic":
+            paths, stem = None, f"{name}.int8-dynamic"  # no calibration
+        elif calibration is None:
             paths, stem = None, f"{name}.int8"  # LFW's, sampled only when quantizing
             self.int8_calibration = {
                 "source": "LFW View 1 DevTrain",
@@ -186,15 +193,18 @@ class FaceEmbedder:
             if target.is_file() and digest.is_file():
                 try:
                     sha256 = digest.read_text().strip()
-                    zoo.cache.verify_sha256(target, sha256, f"{name} int8 model")
+                    zoo.cache.verify_sha256(target, sha256, f"{name} {precision} model")
                     return target
                 except ValueError as error:
                     warnings.warn(f"{error} Quantizing again.", stacklevel=3)
-            faces = self._calibration_faces(
-                calibration_images() if paths is None else paths, self.int8_calibration["source"]
-            )
+            faces = None
+            if precision == "int8":
+                faces = self._calibration_faces(
+                    calibration_images() if paths is None else paths,
+                    self.int8_calibration["source"],
+                )
             with zoo.cache.atomic_path(target) as tmp:
-                quantize_int8(self.frame_model, faces, tmp)
+                convert_tflite(self.frame_model, tmp, precision, faces)
                 with zoo.cache.atomic_path(digest) as tmp_digest:
                     tmp_digest.write_text(sha256_file(tmp) + "\n")
         return target

@@ -64,15 +64,16 @@ def presets(tiny, monkeypatch):  # noqa: F811
 
 @pytest.fixture
 def conversions(monkeypatch):
-    """The `quantize_int8` calls the embedder makes."""
+    """The `convert_tflite` calls the embedder makes: the calibration faces' count for int8,
+    the precision for the others."""
     calls = []
-    quantize = embedder_module.quantize_int8
+    convert = embedder_module.convert_tflite
 
-    def counted(frame_model, chips, path):
-        calls.append(len(chips))
-        return quantize(frame_model, chips, path)
+    def counted(frame_model, path, precision, chips=None):
+        calls.append(precision if chips is None else len(chips))
+        return convert(frame_model, path, precision, chips)
 
-    monkeypatch.setattr(embedder_module, "quantize_int8", counted)
+    monkeypatch.setattr(embedder_module, "convert_tflite", counted)
     return calls
 
 
@@ -171,3 +172,52 @@ def test_every_embedding_command_takes_calibration():
     (option,) = [a for a in parser._actions if a.dest == "calibration"]
     assert f"up to {CALIBRATION_IMAGES} sampled" in option.help
     assert f"at least {MIN_CALIBRATION_FACES} must show a face" in option.help
+
+
+INT8_DYNAMIC_COSINE = 0.9999
+"""Worst cosine of int8-dynamic frame embeddings to float32's. The tiny backbone has no kernel
+of the 1,024 weights from which TFLite quantizes one, so here it stays float32 (measured
+1e-7 apart): what the quantization does is tested in tests/models/test_quantize.py, on the
+real presets in the slow test below."""
+
+
+def test_int8_dynamic_needs_no_faces_is_cached_with_its_sha256_and_close_to_float32(
+    presets, conversions, tmp_path
+):
+    """Converted once on first use (no calibration, no LFW, no detection), reused after,
+    converted again when the cached file no longer matches its sha256."""
+    first = FaceEmbedder("tiny", precision="int8-dynamic", align="center")
+    assert conversions == ["int8-dynamic"]
+    path = first.frame_model.path
+    assert path.name == "tiny.int8-dynamic.tflite" and first.int8_calibration is None
+    assert sorted(p.name for p in path.parent.glob("tiny.int8*")) == [
+        "tiny.int8-dynamic.tflite",
+        "tiny.int8-dynamic.tflite.sha256",
+    ]
+    chips = first.chips(PHOTOS)
+    float32 = unit_frames(FaceEmbedder("tiny", align="center"), chips)
+    dynamic = unit_frames(first, chips)
+    cosine = np.sum(dynamic * float32, axis=1)
+    assert cosine.min() > INT8_DYNAMIC_COSINE, cosine
+
+    again = FaceEmbedder("tiny", precision="int8-dynamic")
+    assert conversions == ["int8-dynamic"] and again.frame_model.path == path
+    np.testing.assert_array_equal(unit_frames(again, chips), dynamic)
+
+    path.write_bytes(path.read_bytes()[:-1] + b"x")  # damaged in the cache
+    with pytest.warns(UserWarning, match="int8-dynamic model.*Quantizing again"):
+        FaceEmbedder("tiny", precision="int8-dynamic")
+    assert conversions == ["int8-dynamic", "int8-dynamic"]
+    np.testing.assert_array_equal(unit_frames(again, chips), dynamic)
+
+
+def test_int8_dynamic_refuses_calibration_set_presets_and_model_files(presets, tmp_path):
+    with pytest.raises(ValueError, match="precision='int8-dynamic' needs none"):
+        FaceEmbedder("tiny", precision="int8-dynamic", calibration=tmp_path)
+    with pytest.raises(ValueError, match="precision='int8-dynamic' quantizes an image preset"):
+        FaceEmbedder("nan", precision="int8-dynamic")
+    with pytest.raises(ValueError, match="pretrained weights only"):
+        FaceEmbedder("tiny", precision="int8-dynamic", weights=None)
+    expected = "('float32', 'bfloat16', 'int8', 'int8-dynamic')"
+    with pytest.raises(ValueError, match=re.escape(f"expected one of {expected}")):
+        FaceEmbedder("tiny", precision="int8_dynamic")

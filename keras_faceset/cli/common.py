@@ -53,14 +53,16 @@ def add_model_options(command: argparse.ArgumentParser) -> None:
     )
     command.add_argument(
         "--precision",
-        choices=("float32", "bfloat16", "int8"),
+        choices=("float32", "bfloat16", "int8", "int8-dynamic"),
         default="float32",
         help="float32 (the default on every CPU: the same embeddings everywhere); bfloat16: "
         "bfloat16 compute, about 2x images/s at batch 32 on CPUs with AVX512_BF16 or AMX, "
         "LFW unchanged (opt in there); int8 (image presets): quantized once with TFLite, "
         "calibrated on 256 LFW faces (needs LFW, $KERAS_FACESET_DATA) or on --calibration, "
-        "run with XNNPack; LFW unchanged for facenet, 0.2 point lower for dlib_resnet "
-        "(docs/performance.md)",
+        "run with XNNPack; LFW unchanged for facenet, 0.2 point lower for dlib_resnet; "
+        "int8-dynamic (image presets): int8 weights, activations quantized at run time, so "
+        "no calibration faces and no LFW; LFW within 0.1 point for both, our fastest facenet "
+        "path in the measured runs (docs/performance.md)",
     )
     add_calibration_option(command)
     command.add_argument(

@@ -189,9 +189,9 @@ def _record(args: argparse.Namespace, embedder, protocol: str, row) -> None:
 
 
 def _alignment_key(args: argparse.Namespace, embedder) -> str:
-    """The row's alignment: preset crop, ``+flip``, ``+bfloat16`` / ``+int8``; an int8 model
-    calibrated on the user's own faces adds ``@`` and 12 hex digits of their sha256, so its row
-    never replaces the LFW-calibrated one."""
+    """The row's alignment: preset crop, ``+flip``, ``+bfloat16`` / ``+int8`` /
+    ``+int8-dynamic``; an int8 model calibrated on the user's own faces adds ``@`` and 12 hex
+    digits of their sha256, so its row never replaces the LFW-calibrated one."""
     key = args.align + ("+flip" if args.flip else "")
     if args.precision != "float32":
         key += f"+{args.precision}"

@@ -6,10 +6,13 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+TFLITE_PRECISIONS = ("int8", "int8-dynamic")
+"""`keras_faceset.models.quantize.TFLITE_PRECISIONS`, written out: parsing loads no Keras."""
+
 
 def add_export_command(subparsers) -> argparse.ArgumentParser:
     """Add `export MODEL BASE_DIR [--model PATH] [--version N] [--name NAME] [--float16]
-    [--precision float32|bfloat16|int8] [--calibration DIR] [--xla] [--no-fold]
+    [--precision float32|bfloat16|int8|int8-dynamic] [--calibration DIR] [--xla] [--no-fold]
     [--no-warmup]` to the `add_subparsers()` object of the main parser; its handler is set
     as `run`."""
     parser = subparsers.add_parser(
@@ -17,8 +20,9 @@ def add_export_command(subparsers) -> argparse.ArgumentParser:
         help="write a TF Serving SavedModel to BASE_DIR/NAME/VERSION (int8: a LiteRT model)",
         description="Export a zoo preset or a .keras model as a versioned SavedModel with "
         "serving_default, embed_images, aggregate and embed_encoded signatures; with "
-        "--precision int8, an image preset's int8 TFLite model BASE_DIR/NAME.int8.tflite and "
-        "its manifest NAME.int8.json, for LiteRT (TF Serving cannot run TFLite models).",
+        "--precision int8 or int8-dynamic, an image preset's TFLite model "
+        "BASE_DIR/NAME.PRECISION.tflite and its manifest NAME.PRECISION.json, for LiteRT (TF "
+        "Serving cannot run TFLite models).",
     )
     parser.add_argument("model", help="a zoo preset name (see `list`) or a .keras file")
     parser.add_argument("base_dir", help="model base directory (TF Serving's --model_base_path)")
@@ -35,11 +39,12 @@ def add_export_command(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--float16", action="store_true", help="mixed precision (GPU serving)")
     parser.add_argument(
         "--precision",
-        choices=("float32", "bfloat16", "int8"),
+        choices=("float32", "bfloat16", *TFLITE_PRECISIONS),
         default="float32",
         help="bfloat16: the folded graph computes in bfloat16 (CPUs with AVX512_BF16 or AMX; "
-        "about 1.9x images/s, LFW unchanged); int8: the .tflite model of --precision int8 "
-        "elsewhere, for LiteRT, not TF Serving (docs/serving.md); default: %(default)s",
+        "about 1.9x images/s, LFW unchanged); int8, int8-dynamic: the .tflite model of that "
+        "--precision elsewhere, for LiteRT, not TF Serving (docs/serving.md); default: "
+        "%(default)s",
     )
     parser.add_argument(
         "--calibration",
@@ -64,11 +69,14 @@ def add_export_command(subparsers) -> argparse.ArgumentParser:
 def run_export(args: argparse.Namespace) -> None:
     from keras_faceset.export import ExportSpec, configure_gpu, export_saved_model
 
-    if args.precision == "int8":
+    if args.calibration is not None and args.precision != "int8":
+        raise ValueError(
+            "--calibration is for --precision int8 (it sets its activation ranges); "
+            f"--precision {args.precision} needs none: drop it or ask for int8"
+        )
+    if args.precision in TFLITE_PRECISIONS:
         print(_export_int8(args))
         return
-    if args.calibration is not None:
-        raise ValueError("--calibration is for --precision int8; float32 and bfloat16 need none")
     configure_gpu()
     if args.model_file is not None:
         if args.model.endswith(".keras"):
@@ -104,7 +112,7 @@ SAVED_MODEL_ONLY = {
     "no_fold": "--no-fold",
     "no_warmup": "--no-warmup",
 }
-"""Options of the SavedModel export that an int8 (.tflite) export has no use for."""
+"""Options of the SavedModel export that a TFLite (int8, int8-dynamic) export has no use for."""
 
 
 def _export_int8(args: argparse.Namespace) -> Path:
@@ -114,8 +122,14 @@ def _export_int8(args: argparse.Namespace) -> Path:
     if given or Path(args.model).suffix == ".keras":
         what = ", ".join(given) if given else f"a .keras MODEL ({args.model})"
         raise ValueError(
-            f"--precision int8 writes a preset's int8 .tflite model (LiteRT), which takes "
+            f"--precision {args.precision} writes a preset's .tflite model (LiteRT), which takes "
             f"none of {what}: those are for SavedModels; export a fine-tuned or .keras model "
             "with --precision float32 or bfloat16"
         )
-    return export_int8(args.model, args.base_dir, name=args.name, calibration=args.calibration)
+    return export_int8(
+        args.model,
+        args.base_dir,
+        name=args.name,
+        calibration=args.calibration,
+        precision=args.precision,
+    )

@@ -1,9 +1,11 @@
-"""The int8 export: TF Serving runs SavedModels and cannot run a TFLite model, so an int8 export
-is the `.tflite` file that `FaceEmbedder(precision="int8")` runs, written with a JSON manifest
-(preset, input and output, sha256, what it was calibrated on) for a LiteRT interpreter
-(docs/serving.md). float32 and bfloat16 exports are SavedModels (`export_saved_model`).
+"""The int8 exports: TF Serving runs SavedModels and cannot run a TFLite model, so an int8 or
+int8-dynamic export is the `.tflite` file that `FaceEmbedder(precision=...)` runs, written with
+a JSON manifest (preset, precision, input and output, sha256, what it was calibrated on) for a
+LiteRT interpreter (docs/serving.md). float32 and bfloat16 exports are SavedModels
+(`export_saved_model`).
 
     export_int8("facenet", "models")  # models/facenet.int8.tflite, models/facenet.int8.json
+    export_int8("facenet", "models", precision="int8-dynamic")  # models/facenet.int8-dynamic.*
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 
 from keras_faceset.export.spec import check_name
 from keras_faceset.files import atomic_path, sha256_file
-from keras_faceset.models.quantize import CalibrationSource
+from keras_faceset.models.quantize import TFLITE_PRECISIONS, CalibrationSource
 
 MANIFEST_VERSION = 1
 
@@ -25,23 +27,32 @@ def export_int8(
     base_dir: str | os.PathLike,
     name: str | None = None,
     calibration: CalibrationSource | None = None,
+    precision: str = "int8",
 ) -> Path:
-    """Write preset `model`'s int8 model as `<base_dir>/<name>.int8.tflite` and its manifest
-    `<name>.int8.json`; return the `.tflite` path.
+    """Write preset `model`'s `precision` model (`TFLITE_PRECISIONS`: "int8" or
+    "int8-dynamic") as `<base_dir>/<name>.<precision>.tflite` and its manifest
+    `<name>.<precision>.json`; return the `.tflite` path.
 
-    `calibration`: the faces to calibrate on (`FaceEmbedder`'s; default LFW's). The model is
-    quantized once into the zoo cache and copied from there; existing files are never
-    overwritten (FileExistsError). The model takes float32 RGB chips `(N, S, S, 3)`, 0..255,
-    cropped as the manifest's `crop` says, and gives the raw frame embeddings `(N, D)`:
-    L2-normalise them, then compare by cosine distance as the preset's other forms.
+    `calibration`: with "int8", the faces to calibrate on (`FaceEmbedder`'s; default LFW's;
+    "int8-dynamic" takes none). The model is quantized once into the zoo cache and copied from
+    there; existing files are never overwritten (FileExistsError). The model takes float32
+    RGB chips `(N, S, S, 3)`, 0..255, cropped as the manifest's `crop` says, and gives the raw
+    frame embeddings `(N, D)`: L2-normalise them, then compare by cosine distance as the
+    preset's other forms.
     """
     from keras_faceset.embedder import FaceEmbedder
 
-    embedder = FaceEmbedder(model, precision="int8", calibration=calibration)
+    if precision not in TFLITE_PRECISIONS:
+        raise ValueError(
+            f"unknown TFLite export precision {precision!r}; expected one of "
+            f"{TFLITE_PRECISIONS} (float32 and bfloat16: export_saved_model)"
+        )
+    embedder = FaceEmbedder(model, precision=precision, calibration=calibration)
     preset = embedder.preset
     name = check_name(name or preset.name)
     base_dir = Path(base_dir)
-    target, manifest = base_dir / f"{name}.int8.tflite", base_dir / f"{name}.int8.json"
+    target = base_dir / f"{name}.{precision}.tflite"
+    manifest = target.with_suffix(".json")
     for path in (target, manifest):
         if path.exists():
             raise FileExistsError(f"{path} already exists; exports are never overwritten.")
@@ -50,7 +61,7 @@ def export_int8(
     details = {
         "format": "tflite",
         "manifest_version": MANIFEST_VERSION,
-        "precision": "int8",
+        "precision": precision,
         "name": name,
         "preset": preset.name,
         "file": target.name,
@@ -69,7 +80,7 @@ def export_int8(
             "shape": [None, preset.embedding_dim],
             "normalize": "L2 (the raw frame embedding: divide by its norm)",
         },
-        "calibration": embedder.int8_calibration,
+        "calibration": embedder.int8_calibration,  # None: int8-dynamic, none needed
         "interpreter": "LiteRT (ai_edge_litert) or tf.lite, XNNPack; batch resizable",
     }
     with atomic_path(target) as tmp:

@@ -22,6 +22,7 @@ def test_each_precision_records_its_own_row(tmp_path):
         ("bfloat16", False, None, 0.9915),
         ("int8", False, lfw, 0.9928),
         ("int8", False, own, 0.9901),
+        ("int8-dynamic", False, None, 0.9915),
         ("float32", True, None, 0.993),
         ("float32", False, None, 0.9912),  # a rerun replaces its own row only
     ]:
@@ -36,5 +37,6 @@ def test_each_precision_records_its_own_row(tmp_path):
         "preset+bfloat16": 0.9915,
         "preset+int8": 0.9928,
         "preset+int8@ab12ab12ab12": 0.9901,
+        "preset+int8-dynamic": 0.9915,
         "preset+flip": 0.993,
     }

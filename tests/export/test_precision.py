@@ -1,7 +1,8 @@
 """`export --precision`: a bfloat16 SavedModel served by a fresh TF-only process answers as
 `FaceEmbedder(precision="bfloat16")`; `--precision int8` writes the int8 `.tflite` and its
 manifest, which a fresh LiteRT process serves as `FaceEmbedder(precision="int8")` embeds (the
-tiny 32x32 preset, calibrated on the example photos: no LFW)."""
+tiny 32x32 preset, calibrated on the example photos: no LFW); `--precision int8-dynamic` the
+same with no calibration."""
 
 import json
 import subprocess
@@ -16,7 +17,7 @@ from keras_faceset.cli import main
 from keras_faceset.embedder import FaceEmbedder
 from keras_faceset.export import ExportSpec, export_saved_model
 from keras_faceset.files import sha256_file
-from keras_faceset.models.quantize import MIN_CALIBRATION_FACES
+from keras_faceset.models.quantize import MIN_CALIBRATION_FACES, TFLITE_PRECISIONS
 from tests.export.helpers import fresh_results, start_fresh_process
 from tests.test_embedder_int8 import PHOTOS, presets, unit_frames, write_faces  # noqa: F401
 from tests.zoo.test_registry import tiny  # noqa: F401
@@ -85,8 +86,22 @@ def test_int8_export_writes_the_embedders_model_and_a_manifest_that_serves_it(
     assert manifest["calibration"]["images"] == 9 and len(manifest["calibration"]["sha256"]) == 64
 
     chips = embedder.chips(PHOTOS)
+    int8 = unit_frames(embedder, chips)
+    served = _served(base / "tiny.int8.json", chips, tmp_path)
+    np.testing.assert_allclose(served, int8, atol=INT8_ATOL, rtol=0)
+    float32 = unit_frames(FaceEmbedder("tiny"), chips)
+    assert np.abs(int8 - float32).max() > 100 * INT8_ATOL  # int8, not float32
+    assert np.sum(int8 * float32, axis=1).min() > 0.99
+
+    assert main(argv) == 1  # never overwritten
+    assert "already exists" in capsys.readouterr().err
+
+
+def _served(manifest, chips: np.ndarray, tmp_path) -> np.ndarray:
+    """The unit embeddings of `chips` from the export `manifest` says, served by a fresh
+    process that imports neither keras_faceset nor (with LiteRT) Keras."""
     np.save(tmp_path / "chips.npy", chips)
-    command = [sys.executable, str(FRESH_LITERT), str(base / "tiny.int8.json")]
+    command = [sys.executable, str(FRESH_LITERT), str(manifest)]
     command += [str(tmp_path / "chips.npy"), str(tmp_path / "served.npz")]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -94,14 +109,41 @@ def test_int8_export_writes_the_embedders_model_and_a_manifest_that_serves_it(
         assert served["sha256_ok"] and "keras_faceset" not in set(served["modules"])
         if served["engine"] == "litert":  # tf.lite, the fallback, comes with TensorFlow's Keras
             assert "keras" not in set(served["modules"])
-        int8 = unit_frames(embedder, chips)
-        np.testing.assert_allclose(served["embeddings"], int8, atol=INT8_ATOL, rtol=0)
-    float32 = unit_frames(FaceEmbedder("tiny"), chips)
-    assert np.abs(int8 - float32).max() > 100 * INT8_ATOL  # int8, not float32
-    assert np.sum(int8 * float32, axis=1).min() > 0.99
+        return served["embeddings"]
 
+
+def test_int8_dynamic_export_needs_no_faces_and_serves_the_embedders_model(
+    presets,  # noqa: F811
+    tmp_path,
+    capsys,
+):
+    base = tmp_path / "models"
+    argv = ["export", "tiny", str(base), "--precision", "int8-dynamic", "--name", "face"]
+    assert main(argv) == 0
+    target = base / "face.int8-dynamic.tflite"
+    assert capsys.readouterr().out.strip() == str(target)
+    assert sorted(p.name for p in base.iterdir()) == ["face.int8-dynamic.json", target.name]
+    manifest = json.loads((base / "face.int8-dynamic.json").read_text())
+    embedder = FaceEmbedder("tiny", precision="int8-dynamic", align="center")
+    assert embedder.frame_model.path.name == "tiny.int8-dynamic.tflite"
+    assert sha256_file(target) == sha256_file(embedder.frame_model.path) == manifest["sha256"]
+    assert manifest["precision"] == "int8-dynamic" and manifest["calibration"] is None
+    assert manifest["preset"] == "tiny" and manifest["name"] == "face"
+    assert manifest["file"] == target.name and manifest["bytes"] == target.stat().st_size
+    assert manifest["output"]["shape"] == [None, 16]
+    chips = embedder.chips(PHOTOS)
+    served = _served(base / "face.int8-dynamic.json", chips, tmp_path)
+    np.testing.assert_allclose(served, unit_frames(embedder, chips), atol=INT8_ATOL, rtol=0)
     assert main(argv) == 1  # never overwritten
     assert "already exists" in capsys.readouterr().err
+
+
+def test_the_tflite_export_refuses_an_unknown_precision(tmp_path):
+    from keras_faceset.export import export_int8
+
+    with pytest.raises(ValueError, match=r"expected one of \('int8', 'int8-dynamic'\)"):
+        export_int8("facenet", tmp_path, precision="float32")
+    assert not any(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize(
@@ -111,6 +153,11 @@ def test_int8_export_writes_the_embedders_model_and_a_manifest_that_serves_it(
         (["--precision", "int8", "--version", "2", "--float16"], "--version, --float16"),
         (["--precision", "int8", "--model", "x.keras"], "none of --model"),
         (["--calibration", "faces"], "--calibration is for --precision int8"),
+        (
+            ["--precision", "int8-dynamic", "--calibration", "faces"],
+            "--precision int8-dynamic needs none: drop it or ask for int8",
+        ),
+        (["--precision", "int8-dynamic", "--xla"], "--precision int8-dynamic writes a preset's"),
     ],
 )
 def test_int8_export_refuses_what_only_a_saved_model_takes(tmp_path, capsys, options, message):
@@ -132,4 +179,6 @@ def test_export_help_names_the_calibration_minimum():
     (option,) = [a for a in export._actions if a.dest == "calibration"]
     assert f"at least {MIN_CALIBRATION_FACES} must show a face" in option.help
     (precision,) = [a for a in export._actions if a.dest == "precision"]
-    assert tuple(precision.choices) == ("float32", "bfloat16", "int8")
+    assert tuple(precision.choices) == ("float32", "bfloat16", *TFLITE_PRECISIONS)
+    assert TFLITE_PRECISIONS == ("int8", "int8-dynamic")
+    assert export.parse_args(["tiny", "out", "--precision", "int8-dynamic"]).precision
