@@ -10,6 +10,10 @@ import pytest
 
 from tests.distribute.processes import run_script
 
+# One fresh interpreter trains every case on 2 devices and on 1: a minute or more of CPU,
+# so the module runs with the slow suite (CI runs it).
+pytestmark = pytest.mark.slow
+
 CASES = Path(__file__).with_name("mirrored_cases.py")
 FIT_CASES = ("center", "seqface", "triplet_global", "two_outputs", "contrastive_global", "lsr")
 

@@ -13,6 +13,10 @@ import tensorflow as tf
 from tests.distribute.processes import finish, free_ports, started
 from tests.distribute.train_head import train
 
+# Two worker processes and a reference run train a head: most of a minute of CPU, so the
+# module runs with the slow suite (CI runs it).
+pytestmark = pytest.mark.slow
+
 TRAIN_HEAD = Path(__file__).with_name("train_head.py")
 STEPS, BATCH = 3, 16
 
