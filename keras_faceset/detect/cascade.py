@@ -27,7 +27,7 @@ highest scored); the package has no such bound.
 The batch goes through the cascade in chunks of about `chunk_pixels` pixels, one after
 another, so memory follows the chunk (a ``tf.while_loop``). Within a chunk P-Net runs batched
 when every image has the padded size, else one image at a time (`tf.map_fn`); R-Net and
-O-Net run over the crops of every image, `CROPS_AT_ONCE` pixels of crops per call; each
+O-Net run over the crops of every image, at most `CROPS_AT_ONCE` pixels of crops per call; each
 image's NMS sees only its own boxes: an image in a padded batch gets exactly what it gets
 alone.
 """
@@ -57,9 +57,9 @@ NMS_ONET = 0.7
 """The `mtcnn` package's NMS thresholds (IoU; O-Net's over the smaller box)."""
 
 CROPS_AT_ONCE = 1 << 16
-"""Pixels of R-Net's / O-Net's crops per network call (113 crops of 24 x 24, 28 of 48 x 48):
-feature maps that stay in the CPU's caches make these stages about a third faster on 2 cores
-than one call on every crop of the batch."""
+"""The most pixels of R-Net's / O-Net's crops per network call (113 crops of 24 x 24, 28 of
+48 x 48): feature maps that stay in the CPU's caches make these stages about a third faster on
+2 cores than one call on every crop of the batch."""
 
 
 class Mtcnn(tf.Module):
@@ -394,13 +394,16 @@ def _network_stage(network, side, decode, x, sizes, rows, counts, threshold, ove
 
 
 def _in_chunks(network, crops: tf.Tensor, side: int) -> list[tf.Tensor]:
-    """`network`'s outputs on `crops` (N, side, side, 3), computed `CROPS_AT_ONCE` pixels of
-    crops at a time, two chunks in flight (the last chunk padded with blank crops, dropped from
-    the outputs; at least one chunk, as TensorFlow's CPU convolution mishandles an empty
-    batch)."""
-    size = max(CROPS_AT_ONCE // side**2, 1)
+    """`network`'s outputs on `crops` (N, side, side, 3), in the fewest calls of at most
+    `CROPS_AT_ONCE` pixels of crops, of equal size, two in flight (the last padded with blank
+    crops, dropped from the outputs). Every call has at least 2 crops: TensorFlow's CPU
+    `MatMul` of one row takes another path (different rounding) from that of several, so a crop
+    gets the same outputs whatever the call's size; and at least one call, as its CPU
+    convolution mishandles an empty batch."""
+    most = max(CROPS_AT_ONCE // side**2, 2)
     count = tf.shape(crops)[0]
-    chunks = tf.maximum((count + size - 1) // size, 1)
+    chunks = tf.maximum((count + most - 1) // most, 1)
+    size = tf.maximum((count + chunks - 1) // chunks, 2)
     # blank crops concatenated, not tf.pad: Grappler would fold a pad into the convolution's
     # own padding, and lose it
     blank = tf.zeros(tf.stack([chunks * size - count, side, side, 3]))
@@ -409,7 +412,7 @@ def _in_chunks(network, crops: tf.Tensor, side: int) -> list[tf.Tensor]:
         lambda chunk: tuple(network(chunk, training=False)),
         grouped,
         fn_output_signature=tuple(
-            tf.TensorSpec([size, *output.shape[1:]], tf.float32) for output in network.outputs
+            tf.TensorSpec([None, *output.shape[1:]], tf.float32) for output in network.outputs
         ),
         parallel_iterations=2,
     )

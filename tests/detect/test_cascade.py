@@ -10,7 +10,7 @@ from mtcnn.utils.bboxes import nms as package_nms
 from keras_faceset.align import MtcnnDetector
 from keras_faceset.data.images import load_image
 from keras_faceset.detect import Mtcnn
-from keras_faceset.detect.cascade import _suppress
+from keras_faceset.detect.cascade import CROPS_AT_ONCE, _in_chunks, _suppress
 from tests.conftest import REPO
 
 EXAMPLES = sorted((REPO / "examples" / "images").glob("*.jpg"))
@@ -116,8 +116,9 @@ def test_batch_of_one_size_equals_each_image_alone(detector, photos, collage):
 
 
 def test_chunks_change_nothing(detector, photos, collage):
-    """One image per chunk of the cascade (each image's crops in one R-Net call) finds exactly
-    what one chunk of the whole batch finds (its 190 crops in two R-Net calls)."""
+    """One image per chunk of the cascade (its 24 to 40 crops in one R-Net call, 1 to 3 in one
+    O-Net call, a single crop padded to two) finds exactly what one chunk of the whole batch
+    finds (its 190 crops in two R-Net calls of 95, its 10 in one O-Net call)."""
     batch = np.stack([collage[:250, :250], collage[250:, 250:], collage[:250, 250:], *photos])
     whole = detector.detect(batch)
     one_by_one = Mtcnn(chunk_pixels=1).detect(batch)
@@ -126,6 +127,22 @@ def test_chunks_change_nothing(detector, photos, collage):
         np.testing.assert_array_equal(one_by_one[key], whole[key])
     with pytest.raises(ValueError, match="chunk_pixels must be positive"):
         Mtcnn(chunk_pixels=0)
+
+
+def test_a_crop_gets_the_same_outputs_whatever_its_call(detector, rng):
+    """R-Net's and O-Net's outputs of a crop do not depend on how many crops share its call
+    (none, one, a few, several calls): each equals its row of one call on all the crops."""
+    for network, side in ((detector.rnet, 24), (detector.onet, 48)):
+        most = CROPS_AT_ONCE // side**2
+        crops = rng.uniform(-1, 1, (2 * most + 3, side, side, 3)).astype(np.float32)
+        spec = [tf.TensorSpec([None, side, side, 3], tf.float32)]
+        whole = tf.function(lambda c, n=network: n(c, training=False), input_signature=spec)
+        chunked = tf.function(lambda c, n=network, s=side: _in_chunks(n, c, s), spec)
+        expected = whole(crops)
+        for count in (0, 1, 2, 5, most, most + 1, 2 * most + 3):
+            for got, want in zip(chunked(crops[:count]), expected, strict=True):
+                assert got.shape[0] == count
+                np.testing.assert_array_equal(got, want[:count])
 
 
 def test_faces_are_sorted_by_score_and_padded_with_zeros(detector, collage):
