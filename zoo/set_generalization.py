@@ -2,14 +2,17 @@
 
 Variants (`keras_faceset.eval.set_generalization`): LFW DevTest people's sets undegraded, with
 each of the six degradation families alone (and at a harder severity, ``lfw_<family>_hard``),
-with two families on the same frame, and Extended Yale B sets (3 near-frontal + 3
-extreme-light images, or 6 random); --variants PATTERNS measures only some of them. Every head
-is compared with mean pooling of the same unit frame embeddings on the same pairs: accuracy and
-TAR@FAR=1e-2, with a paired bootstrap 95 % interval of the difference (1,000 resamplings of the
-set pairs, seed 0). With --record, the head's and mean pooling's figures of each variant are
-recorded. With --record-as MODEL (one head, e.g. trained without a family by
+with two families on the same frame, with each of three families outside training on the hard
+variants' frames (``lfw_unseen_<family>``: motion blur, haze, speckle), and Extended Yale B sets
+(3 near-frontal + 3 extreme-light images, or 6 random); --variants PATTERNS measures only some
+of them. Every head is compared with mean pooling of the same unit frame embeddings on the same
+pairs: accuracy and TAR@FAR=1e-2, with a paired bootstrap 95 % interval of the difference (1,000
+resamplings of the set pairs, seed 0). With --record, the head's and mean pooling's figures of
+each variant are recorded. With --record-as MODEL (one head, e.g. trained without a family by
 `zoo/train_set_heads.py --leave-out`), the head's rows are recorded under MODEL, so that they
 never replace the shipped head's, and mean pooling's rows (the same pairs) are left as they are.
+--head-kwargs JSON overrides the presets' head options (e.g. '{"temperature": 1}', the
+weighting the heads were trained with); recording such a head needs --record-as.
 
     python zoo/set_generalization.py --data ../shared/data/lfw \\
         --yale ../shared/data/extended_yaleb_dev --record keras_faceset/zoo/results.csv
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -32,6 +36,7 @@ from keras_faceset.eval.set_generalization import (
     FAMILIES,
     METRICS,
     RESAMPLES,
+    UNSEEN,
     compare,
     lfw_variants,
     yale_variants,
@@ -43,9 +48,13 @@ HEADS = ("nan1", "nan", "qan")
 PROTOCOL = "set_generalization_{}"
 
 
-def load_heads(names, weights_dir: Path) -> dict:
-    """Preset name -> its head with the weights `weights_dir / head.weights`."""
-    return {name: build_head(name, weights_dir / get_preset(name).head.weights) for name in names}
+def load_heads(names, weights_dir: Path, overrides: dict | None = None) -> dict:
+    """Preset name -> its head with the weights `weights_dir / head.weights` (`build_head`,
+    kwargs `overrides`)."""
+    return {
+        name: build_head(name, weights_dir / get_preset(name).head.weights, **(overrides or {}))
+        for name in names
+    }
 
 
 def select_variants(variants: dict, patterns: list[str], parser) -> dict:
@@ -94,6 +103,12 @@ def main(argv: list[str] | None = None) -> None:
         help="with --record and one head: record its rows under MODEL, not the preset's",
     )
     parser.add_argument(
+        "--head-kwargs",
+        default=None,
+        metavar="JSON",
+        help="head options overriding each preset's head kwargs, e.g. '{\"temperature\": 1}'",
+    )
+    parser.add_argument(
         "--variants",
         default="*",
         metavar="PATTERNS",
@@ -113,6 +128,12 @@ def main(argv: list[str] | None = None) -> None:
             f"--record-as names one head's rows: give it with --record and one --heads, "
             f"not {args.heads!r}"
         )
+    overrides = None if args.head_kwargs is None else json.loads(args.head_kwargs)
+    if overrides and args.record and not args.record_as:
+        parser.error(
+            "--head-kwargs changes the heads from their presets: record their rows under a "
+            "name of their own with --record-as"
+        )
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     variants = lfw_variants(LFW(args.data), cache, args.chips)
@@ -123,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
         f"Yale B: {counts['images']} images, centre-crop fallback for {counts['fallbacks']}",
         flush=True,
     )
-    heads = load_heads(names, Path(args.weights))
+    heads = load_heads(names, Path(args.weights), overrides)
     command = "python zoo/set_generalization.py " + shlex.join(
         sys.argv[1:] if argv is None else argv
     )
@@ -161,8 +182,12 @@ def main(argv: list[str] | None = None) -> None:
                     )
                     recorded.add(variant)
     table = pd.DataFrame(rows)
-    for label, suffix in (("single family", ""), ("hard single family", "_hard")):
-        single = [f"lfw_{family}{suffix}" for family in FAMILIES]
+    groups = {
+        "single family": [f"lfw_{family}" for family in FAMILIES],
+        "hard single family": [f"lfw_{family}_hard" for family in FAMILIES],
+        "unseen family": [f"lfw_unseen_{family}" for family in UNSEEN],
+    }
+    for label, single in groups.items():
         for name, part in table[table["variant"].isin(single)].groupby("head"):
             row = part.loc[part[f"diff_{METRICS[1]}"].idxmin()]
             print(f"{name}: worst {label} {row['variant']}, diff {row[f'diff_{METRICS[1]}']:+.4f}")

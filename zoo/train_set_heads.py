@@ -24,7 +24,9 @@ image's clean frame in the training sets (`leave_out`) and in the held-out degra
 
 `--heads` names set presets (nan1, nan, qan); each head is built from its preset
 (`keras_faceset.zoo.PRESETS[name].head`, kwargs overridable by `--head-kwargs`) and written to
-``--out/<head.weights>``. The NAN and QAN heads read dlib's 448 texture statistics
+``--out/<head.weights>``. Heads train (and their epoch is chosen) at weight temperature 1
+whatever their preset's `temperature`, which is applied at inference (`--head-kwargs` may set
+one). The NAN and QAN heads read dlib's 448 texture statistics
 (`TextureStatistics` of three early maps) besides the descriptors: NAN as
 `e_k = qᵀ f_k + vᵀ u_k` bounded by `max_logit=1.5`, QAN as its quality input. 60 epochs; Adam
 `LEARNING_RATES`; the kept epoch also rewards the held-out weight/severity Spearman
@@ -81,14 +83,17 @@ ANCHOR_QUALITY = 0.1
 CLEAN_SLACK = 0.003
 LEARNING_RATES = {"nan1": 3e-3, "nan": 3e-3, "qan": 1e-3}
 SPEARMAN_WEIGHT = 1.0
+TRAIN_TEMPERATURE = 1.0
+"""The shipped weights were trained and chosen at T = 1; a preset's temperature is applied to
+them at inference."""
 
 
 def head_and_loss(name: str, overrides: dict | None = None):
-    """A fresh head of preset `name` (`build_head`, kwargs `overrides`) and its set-embedding
-    loss: QAN (a head with a "quality" output) with the set triplet loss (trained with
-    `quality_anchor`; triplets mined in the global batch under `tf.distribute`), NAN with the
-    contrastive loss."""
-    head = build_head(name, **(overrides or {}))
+    """A fresh head of preset `name` (`build_head` at `TRAIN_TEMPERATURE`, kwargs `overrides`)
+    and its set-embedding loss: QAN (a head with a "quality" output) with the set triplet loss
+    (trained with `quality_anchor`; triplets mined in the global batch under `tf.distribute`),
+    NAN with the contrastive loss."""
+    head = build_head(name, **{"temperature": TRAIN_TEMPERATURE, **(overrides or {})})
     if "quality" in head.output:
         return head, TripletLoss(margin=0.2, mining_batch="global")
     return head, ContrastiveLoss(margin=1.0, pairs="batch")

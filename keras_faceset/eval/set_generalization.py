@@ -14,6 +14,10 @@ Variants, each at least 1,000 set pairs (docs/set_generalization.md):
   frame, at `HARD_DEGRADE_PROBABILITY` and severity ~ U`HARD_SEVERITY` (fixed before any head
   was measured on them): every frame degraded in ``lfw_<family>`` is degraded here too, with
   the same kind and seed, more strongly; more frames are degraded.
+- ``lfw_unseen_<family>`` for each of the `UNSEEN` families (motion blur, haze, speckle; none
+  of them in training, fixed before any aggregator was measured on them): the pairs and
+  degraded frames of ``lfw_<family>_hard`` (the same frames, severities and seeds for every
+  family), each degraded frame degraded by that family instead.
 - ``yale_3+3`` and ``yale_random6``: Extended Yale B people (cropped, grayscale), sets of 3
   near-frontal + 3 extreme-light images (`extreme_light`), or 6 random images; `YALE_PAIRS`
   pairs, aligned as a user's files are (`keras_faceset.FaceEmbedder`, detection with the
@@ -64,6 +68,18 @@ DEGRADE_PROBABILITY = 0.5
 SEVERITY = (0.3, 1.0)
 HARD_DEGRADE_PROBABILITY = 0.8
 HARD_SEVERITY = (0.8, 1.0)
+UNSEEN = ("motion_blur", "haze", "speckle")
+"""Degradation families outside `FAMILIES` (no head trained on them), fixed before any aggregator
+was measured on them: ``lfw_unseen_<family>`` (`unseen_degrade`)."""
+MAX_MOTION_LENGTH = 16.0
+MOTION_SAMPLES = 33
+"""Motion blur: the mean along a segment of 16 s px at a seeded angle (the Gaussian blur's
+sigma is 4 s px; a segment's standard deviation is its length / √12 = 4.6 s px)."""
+MAX_HAZE = 0.8
+HAZE_LIGHT = 200.0
+"""Haze: `(1 − a) x + a · 200` with a = 0.8 s (contrast down to 1 − a, towards a light grey)."""
+MAX_SPECKLE = 0.4
+"""Speckle: `x (1 + 0.4 s n)`, n ~ N(0, 1) per pixel, the same for the three channels."""
 STREAMS = (20, 21)
 """Random streams of the LFW pair lists (pairs, degradations); 22 draws the compositions'
 second family, 30 the Yale B pairs."""
@@ -105,47 +121,138 @@ def lfw_variants(
     lfw: LFW, cache: str | os.PathLike, chips: str | os.PathLike | None = None, seed: int = 0
 ) -> dict[str, dict]:
     """The LFW variants (``lfw_clean``, ``lfw_<family>``, ``lfw_<a>+<b>``,
-    ``lfw_<family>_hard``) in the `keras_faceset.eval.protocol_cache` variant form, embedded
-    once into `cache` (the hard variants' frames in a file of their own)."""
+    ``lfw_<family>_hard``, ``lfw_unseen_<family>``) in the `keras_faceset.eval.protocol_cache`
+    variant form, embedded once into `cache` (the hard and each unseen family's frames in files
+    of their own)."""
     protocols = lfw_protocols(lfw, seed)
     variants, union = embedded_variants(protocols, lfw, cache, chips, "set_generalization_lfw")
     for first, second in COMPOSITIONS:
         variants[f"lfw_{first}+{second}"] = _composed(
             variants[f"lfw_{first}"], union, second, lfw, cache, chips, seed
         )
-    hard, _ = embedded_variants(
+    hard, hard_union = embedded_variants(
         lfw_protocols(lfw, seed, hard=True), lfw, cache, chips, "set_generalization_lfw_hard"
     )
-    return {**variants, **hard}
+    base = hard[f"lfw_{FAMILIES[0]}_hard"]
+    unseen = {
+        f"lfw_unseen_{family}": _unseen(base, hard_union, family, lfw, cache, chips)
+        for family in UNSEEN
+    }
+    return {**variants, **hard, **unseen}
 
 
 def _composed(
     base: dict, union: pd.DataFrame, second: str, lfw: LFW, cache, chips, seed: int
 ) -> dict:
     """`base` with each of its degraded frames degraded again by family `second`."""
-    degraded = np.unique(np.concatenate([*base["rows_a"], *base["rows_b"]]))
-    degraded = degraded[union["severity"].to_numpy()[degraded] > 0]
+    degraded = _degraded_rows(base, union)
     rng = np.random.default_rng([seed, 22, FAMILIES.index(second)])
     frames = union.iloc[degraded].reset_index(drop=True)
     frames["kind_id2"] = FAMILIES.index(second)
     frames["severity2"] = np.round(rng.uniform(*SEVERITY, len(frames)), 3)
     frames[["seed2_0", "seed2_1"]] = rng.integers(lfw_sets.SEED_LIMIT, size=(len(frames), 2))
     path = Path(cache) / f"set_generalization_composed_{frames_digest(frames)}.npz"
-    extra = _cached_composed_embeddings(frames, lfw, chips, path)
-    # rows of the composed frames follow the base table's rows
-    remap = np.arange(len(union))
-    remap[degraded] = len(union) + np.arange(len(degraded))
-    arrays = {key: np.concatenate([base[key], extra[key]]) for key in FEATURE_KEYS}
-    arrays["severity"] = np.concatenate(
-        [base["severity"], frames["severity"] + frames["severity2"]]
+    columns = (
+        *(frames[c].to_numpy(np.int32) for c in ("kind_id", "kind_id2")),
+        *(frames[c].to_numpy(np.float32) for c in ("severity", "severity2")),
+        frames[["seed0", "seed1"]].to_numpy(np.int64),
+        frames[["seed2_0", "seed2_1"]].to_numpy(np.int64),
     )
-    rows = tuple([remap[r] for r in base[side]] for side in SIDES)
-    return {**base, **arrays, "rows_a": rows[0], "rows_b": rows[1]}
+
+    def twice(image, kind1, kind2, severity1, severity2, seed1, seed2):
+        image = degrade_module.degrade(image, kind1, severity1, seed1)
+        return degrade_module.degrade(image, kind2, severity2, seed2)
+
+    extra = _cached_degraded_embeddings(frames, columns, twice, lfw, chips, path, "composed")
+    severity = frames["severity"] + frames["severity2"]
+    return _replace_frames(base, union, degraded, extra, severity.to_numpy())
 
 
-def _cached_composed_embeddings(frames: pd.DataFrame, lfw: LFW, chips, path: Path) -> dict:
-    """dlib's `FEATURE_KEYS` of twice-degraded frames (cropped with the clean image's
-    alignment), computed once into the .npz `path`."""
+def _unseen(base: dict, union: pd.DataFrame, family: str, lfw: LFW, cache, chips) -> dict:
+    """`base` with each of its degraded frames degraded by the `UNSEEN` `family` instead (the
+    frame's severity and seed)."""
+    degraded = _degraded_rows(base, union)
+    frames = union.iloc[degraded].reset_index(drop=True).assign(unseen=family)
+    path = Path(cache) / f"set_generalization_unseen_{frames_digest(frames)}.npz"
+    columns = (frames["severity"].to_numpy(np.float32), frames[["seed0", "seed1"]].to_numpy())
+
+    def degraded_by(image, severity, seed):
+        return unseen_degrade(image, family, severity, seed)
+
+    extra = _cached_degraded_embeddings(
+        frames, columns, degraded_by, lfw, chips, path, f"{family}-degraded"
+    )
+    return _replace_frames(base, union, degraded, extra, frames["severity"].to_numpy())
+
+
+def _degraded_rows(base: dict, union: pd.DataFrame) -> np.ndarray:
+    """The rows of `union` that `base`'s pairs use and that are degraded (severity > 0)."""
+    rows = np.unique(np.concatenate([*base["rows_a"], *base["rows_b"]]))
+    return rows[union["severity"].to_numpy()[rows] > 0]
+
+
+def _replace_frames(
+    base: dict, union: pd.DataFrame, rows: np.ndarray, extra: dict, severity: np.ndarray
+) -> dict:
+    """`base` whose pairs use the frames `extra` (`FEATURE_KEYS` arrays, appended after the
+    `union` table's) in place of its frames `rows`."""
+    remap = np.arange(len(union))
+    remap[rows] = len(union) + np.arange(len(rows))
+    arrays = {key: np.concatenate([base[key], extra[key]]) for key in FEATURE_KEYS}
+    arrays["severity"] = np.concatenate([base["severity"], severity])
+    sides = tuple([remap[r] for r in base[side]] for side in SIDES)
+    return {**base, **arrays, "rows_a": sides[0], "rows_b": sides[1]}
+
+
+def unseen_degrade(image, family: str, severity, seed) -> tf.Tensor:
+    """One `UNSEEN` family on a uint8 or float (0..255) RGB image (H, W, 3), the same dtype out
+    (clipped to 0..255, rounded for uint8), severity s in [0, 1] (0: the image), random draws
+    from the stateless `seed` (shape (2,)):
+
+    - ``motion_blur``: the mean along a segment of `MAX_MOTION_LENGTH` s px centred on each
+      pixel, at an angle uniform in [0, π) (reflect padding);
+    - ``haze``: `(1 − a) x + a HAZE_LIGHT`, a = `MAX_HAZE` s (no randomness);
+    - ``speckle``: `x (1 + MAX_SPECKLE s n)`, n ~ N(0, 1) per pixel, shared by the channels.
+    """
+    if family not in UNSEEN:
+        raise ValueError(f"unknown unseen family {family!r}; expected one of {list(UNSEEN)}")
+    image = tf.convert_to_tensor(image)
+    x = tf.cast(image, tf.float32)
+    s = tf.cast(severity, tf.float32)
+    seed = tf.cast(seed, tf.int64)
+    if family == "haze":
+        out = (1.0 - MAX_HAZE * s) * x + MAX_HAZE * s * HAZE_LIGHT
+    elif family == "speckle":
+        n = tf.random.stateless_normal(tf.shape(x)[:2], seed)[..., None]
+        out = x * (1.0 + MAX_SPECKLE * s * n)
+    else:
+        out = _motion_blur(x, MAX_MOTION_LENGTH * s, seed)
+    out = tf.clip_by_value(out, 0.0, 255.0)
+    return tf.cast(tf.round(out) if image.dtype == tf.uint8 else out, image.dtype)
+
+
+def _motion_blur(x: tf.Tensor, length: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Mean of (H, W, 3) `x` shifted along a segment of `length` px centred on each pixel, at
+    an angle uniform in [0, π) from `seed`: `MOTION_SAMPLES` points on the segment, each
+    splatted bilinearly into the kernel (length 0: the identity)."""
+    angle = np.pi * tf.random.stateless_uniform([], seed)
+    radius = int(np.ceil(MAX_MOTION_LENGTH / 2)) + 1
+    taps = tf.range(-radius, radius + 1, dtype=tf.float32)
+    t = tf.linspace(-0.5, 0.5, MOTION_SAMPLES) * length
+    dx = tf.nn.relu(1.0 - tf.abs(taps[None, :] - (t * tf.cos(angle))[:, None]))
+    dy = tf.nn.relu(1.0 - tf.abs(taps[None, :] - (t * tf.sin(angle))[:, None]))
+    weight = tf.einsum("ny,nx->yx", dy, dx)
+    kernel = tf.tile((weight / tf.reduce_sum(weight))[:, :, None, None], [1, 1, 3, 1])
+    padded = tf.pad(x[None], [[0, 0], [radius, radius], [radius, radius], [0, 0]], "REFLECT")
+    return tf.nn.depthwise_conv2d(padded, kernel, [1, 1, 1, 1], "VALID")[0]
+
+
+def _cached_degraded_embeddings(
+    frames: pd.DataFrame, columns: tuple, degrade, lfw: LFW, chips, path: Path, label: str
+) -> dict:
+    """dlib's `FEATURE_KEYS` of `frames` degraded by `degrade(image, *column values)` (the
+    250x250 image, cropped with the clean image's alignment), computed once into the .npz
+    `path`."""
     if path.is_file():
         with np.load(path) as data:
             return {key: data[key] for key in FEATURE_KEYS}
@@ -154,23 +261,14 @@ def _cached_composed_embeddings(frames: pd.DataFrame, lfw: LFW, chips, path: Pat
     aligned = align_faces([str(lfw.image_dir / p) for p in paths], **preset.crop, cache=chips)
     where = np.array([paths.index(p) for p in frames["path"]])
     extractor = load(PRESET).feature_extractor()
-    columns = (
-        [str(lfw.image_dir / p) for p in frames["path"]],
-        *(frames[c].to_numpy(np.int32) for c in ("kind_id", "kind_id2")),
-        *(frames[c].to_numpy(np.float32) for c in ("severity", "severity2")),
-        frames[["seed0", "seed1"]].to_numpy(np.int64),
-        frames[["seed2_0", "seed2_1"]].to_numpy(np.int64),
-    )
-
-    def twice(image_path, kind1, kind2, severity1, severity2, seed1, seed2):
-        image = degrade_module.degrade(load_image(image_path), kind1, severity1, seed1)
-        return degrade_module.degrade(image, kind2, severity2, seed2)
-
-    dataset = tf.data.Dataset.from_tensor_slices(columns).map(
-        twice, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    images = [str(lfw.image_dir / p) for p in frames["path"]]
+    dataset = tf.data.Dataset.from_tensor_slices((images, *columns)).map(
+        lambda image_path, *values: degrade(load_image(image_path), *values),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
     )
     out: dict[str, list] = {key: [] for key in FEATURE_KEYS}
-    print(f"embedding {len(frames)} composed frames into {path}", flush=True)
+    print(f"embedding {len(frames)} {label} frames into {path}", flush=True)
     for start, batch in zip(range(0, len(frames), 64), dataset.batch(64), strict=True):
         like = aligned.take(where[start : start + 64].tolist())
         result = extractor.predict_on_batch(

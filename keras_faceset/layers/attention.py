@@ -3,10 +3,28 @@ Face Recognition", CVPR 2017)."""
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import keras
 from keras import ops
 
 from keras_faceset.layers.masking import SetAggregation, masked_softmax, weighted_sum
+
+
+def check_temperature(temperature, owner: str) -> float:
+    """`temperature` as a float, after checking it is a finite number > 0."""
+    if (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, numbers.Real)
+        or not math.isfinite(temperature)
+        or temperature <= 0
+    ):
+        raise ValueError(
+            f"{owner}: temperature must be a finite number > 0 (1 keeps the trained weights, "
+            f"> 1 moves them towards uniform), got {temperature!r}."
+        )
+    return float(temperature)
 
 
 @keras.saving.register_keras_serializable(package="keras_faceset")
@@ -26,6 +44,11 @@ class AttentionAggregation(SetAggregation):
         max_logit: if set (> 0), every score is bounded as `c · tanh(e_k / c)`, so no frame
             weighs more than `exp(2c)` times another (keeps the attention from collapsing on
             one frame). None: unbounded, as in the paper.
+        temperature: `T > 0` dividing the last block's scores before its softmax,
+            `a_k = exp(e_k / T) / Σ_j exp(e_j / T)`, i.e. the weights `a_k^(1/T)` renormalised:
+            T > 1 moves them towards uniform (mean pooling), T < 1 sharpens them. Earlier
+            blocks (their `r` gives the last block's query) are unchanged. 1 (the default): as
+            in the paper.
 
     Call: `layer(features, mask=None)` or `layer([features, mask])` with features
     (batch, set_size, dim) and a boolean mask (batch, set_size); with `quality_features`,
@@ -39,6 +62,7 @@ class AttentionAggregation(SetAggregation):
         return_attention: bool = False,
         quality_features: bool = False,
         max_logit: float | None = None,
+        temperature: float = 1.0,
         **kwargs,
     ):
         if isinstance(num_blocks, bool) or not isinstance(num_blocks, int) or num_blocks < 1:
@@ -47,10 +71,12 @@ class AttentionAggregation(SetAggregation):
             isinstance(max_logit, bool) or not isinstance(max_logit, (int, float)) or max_logit <= 0
         ):
             raise ValueError(f"max_logit must be None or a number > 0, got {max_logit!r}.")
+        temperature = check_temperature(temperature, type(self).__name__)
         super().__init__(return_weights=return_attention, **kwargs)
         self.num_blocks = num_blocks
         self.quality_features = bool(quality_features)
         self.max_logit = None if max_logit is None else float(max_logit)
+        self.temperature = temperature
         self.extra_inputs = ("quality",) if self.quality_features else ()
 
     def build(self, input_shape) -> None:
@@ -97,13 +123,22 @@ class AttentionAggregation(SetAggregation):
         if quality is not None:
             keep = ops.expand_dims(mask, -1)
             quality = ops.where(keep, quality, ops.zeros_like(quality))
-        attention = masked_softmax(self.frame_scores(features, self.query, quality), mask)
+        last = self.num_blocks - 1
+        attention = self._attention(features, self.query, quality, mask, last == 0)
         pooled = weighted_sum(features, attention)
-        for kernel, bias in zip(self.transfer_kernels, self.transfer_biases, strict=True):
+        for block, (kernel, bias) in enumerate(
+            zip(self.transfer_kernels, self.transfer_biases, strict=True), start=1
+        ):
             query = ops.tanh(ops.matmul(pooled, kernel) + bias)
-            attention = masked_softmax(self.frame_scores(features, query, quality), mask)
+            attention = self._attention(features, query, quality, mask, block == last)
             pooled = weighted_sum(features, attention)
         return pooled, attention
+
+    def _attention(self, features, query, quality, mask, last: bool):
+        """One block's masked softmax; the last block's scores are divided by the temperature
+        (exact for T = 1)."""
+        scores = self.frame_scores(features, query, quality)
+        return masked_softmax(scores / self.temperature if last else scores, mask)
 
     def get_config(self) -> dict:
         config = super().get_config()
@@ -111,4 +146,5 @@ class AttentionAggregation(SetAggregation):
         config["num_blocks"] = self.num_blocks
         config["quality_features"] = self.quality_features
         config["max_logit"] = self.max_logit
+        config["temperature"] = self.temperature
         return config

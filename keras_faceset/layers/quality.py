@@ -6,6 +6,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from keras_faceset.layers.attention import check_temperature
 from keras_faceset.layers.masking import (
     SetAggregation,
     check_frame_mask,
@@ -22,14 +23,26 @@ class QualityPooling(SetAggregation):
     Its gradients are the paper's eqs. (5)-(6): `∂R_a/∂R_i = μ_i / Σ_j μ_j` and
     `∂R_a/∂μ_i = (R_i − R_a) / Σ_j μ_j`.
 
+    Args:
+        return_weights: also return the frame weights.
+        temperature: `T > 0`: the weights are `w_i = μ_i^(1/T) / Σ_j μ_j^(1/T)` (the QAN
+            weights raised to 1/T and renormalised; NAN's `AttentionAggregation(temperature=)`
+            dividing its scores by T is the same operation on its weights). T > 1 moves them
+            towards uniform (mean pooling), T < 1 sharpens them; 1 (the default): eq. 1.
+
     Call: `layer([features, quality], mask=None)` or `layer([features, quality, mask])`, with
     features (batch, set_size, dim), quality scores μ >= 0 of shape (batch, set_size) or
     (batch, set_size, 1), mask (batch, set_size). Returns `R_a` (batch, dim), or
-    `(R_a, μ_i / Σ μ)` with `return_weights=True`. Masked frames get weight 0; a set whose
+    `(R_a, w)` with `return_weights=True`. Masked frames get weight 0; a set whose
     unmasked μ sum to 0 (e.g. all masked) gives a zero vector and zero weights.
     """
 
     extra_inputs = ("quality",)
+
+    def __init__(self, return_weights: bool = False, temperature: float = 1.0, **kwargs):
+        temperature = check_temperature(temperature, type(self).__name__)
+        super().__init__(return_weights=return_weights, **kwargs)
+        self.temperature = temperature
 
     def aggregate(self, features, mask, quality):
         frames_shape = tuple(features.shape[:2])
@@ -42,8 +55,17 @@ class QualityPooling(SetAggregation):
                 f"(batch, set_size, 1) matching features {tuple(features.shape)}, got {shape}."
             )
         quality = ops.where(mask, ops.cast(quality, features.dtype), 0.0)
+        if self.temperature != 1.0:  # T = 1 stays bit for bit eq. 1
+            positive = quality > 0  # μ = 0 stays 0, with a finite gradient
+            safe = ops.where(positive, quality, ops.ones_like(quality))
+            quality = ops.where(positive, ops.power(safe, 1.0 / self.temperature), 0.0)
         weights = normalize_scores(quality, mask)
         return weighted_sum(features, weights), weights
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config["temperature"] = self.temperature
+        return config
 
 
 @keras.saving.register_keras_serializable(package="keras_faceset")

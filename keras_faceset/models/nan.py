@@ -35,6 +35,9 @@ class NANHead(SetHead):
             default): `e_k = qᵀ f_k`, as in the paper.
         max_logit: bound every score as `c · tanh(e_k / c)` (no frame weighs more than
             `exp(2c)` times another); None (the default): unbounded.
+        temperature: `T > 0` dividing the last block's scores, `a_k ∝ exp(e_k / T)` (the
+            trained weights raised to 1/T and renormalised; > 1: closer to mean pooling). A
+            setting of the pooling, not of the weights: 1 (the default) is the trained head.
     """
 
     def __init__(
@@ -44,6 +47,7 @@ class NANHead(SetHead):
         projection_dim: int | None = None,
         feature_shape: int | None = None,
         max_logit: float | None = None,
+        temperature: float = 1.0,
         name: str = "nan_head",
         **kwargs,
     ):
@@ -63,6 +67,7 @@ class NANHead(SetHead):
             return_attention=True,
             quality_features=feature_shape is not None,
             max_logit=max_logit,
+            temperature=temperature,
             name="aggregation",
         )
         if feature_shape is None:
@@ -73,6 +78,7 @@ class NANHead(SetHead):
         self._finish(inputs, pooled, attention, name, **kwargs)
         self.num_blocks = num_blocks
         self.max_logit = aggregation.max_logit
+        self.temperature = aggregation.temperature
 
     @property
     def supports_constant_state(self) -> bool:
@@ -80,10 +86,12 @@ class NANHead(SetHead):
         return self.num_blocks == 1
 
     def frame_log_weights(self, features, frame_embeddings, frame_features=None):
-        """`e_k` of the first block (`qᵀ f_k`, plus `vᵀ u_k` and the bound when set)."""
+        """`e_k` of the first block (`qᵀ f_k`, plus `vᵀ u_k` and the bound when set), divided
+        by the temperature when it is the last block."""
         aggregation = self.get_layer("aggregation")
         quality = None if frame_features is None else ops.convert_to_tensor(frame_features)
-        return aggregation.frame_scores(features, aggregation.query, quality)
+        scores = aggregation.frame_scores(features, aggregation.query, quality)
+        return scores / self.temperature if self.num_blocks == 1 else scores
 
     def get_config(self) -> dict:
         shape = self.feature_shape
@@ -92,6 +100,7 @@ class NANHead(SetHead):
             "num_blocks": self.num_blocks,
             "feature_shape": None if shape is None else shape[0],
             "max_logit": self.max_logit,
+            "temperature": self.temperature,
         }
 
 

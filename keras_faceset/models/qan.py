@@ -42,6 +42,9 @@ class QANHead(SetHead):
         feature_shape: see above.
         filters, kernel_size, initial_bias: the `QualityHead`'s.
         projection_dim: optional per-frame `Dense` before normalising.
+        temperature: `T > 0`: frame weights `μ_k^(1/T) / Σ_j μ_j^(1/T)` (> 1: closer to mean
+            pooling; `QualityPooling`). A setting of the pooling, not of the weights: 1 (the
+            default) is eq. 1; the "quality" output stays μ.
     """
 
     def __init__(
@@ -52,6 +55,7 @@ class QANHead(SetHead):
         kernel_size: int = 3,
         initial_bias: float = 1.0,
         projection_dim: int | None = None,
+        temperature: float = 1.0,
         name: str = "qan_head",
         **kwargs,
     ):
@@ -61,20 +65,20 @@ class QANHead(SetHead):
         quality = QualityHead(filters, kernel_size, initial_bias, name="quality")(
             quality_input, mask=inputs["mask"]
         )
-        pooled, weights = QualityPooling(return_weights=True, name="aggregation")(
-            [features, quality, inputs["mask"]]
-        )
+        pooling = QualityPooling(return_weights=True, temperature=temperature, name="aggregation")
+        pooled, weights = pooling([features, quality, inputs["mask"]])
         self._finish(inputs, pooled, weights, name, {"quality": quality}, **kwargs)
         quality_layer = self.get_layer("quality")
         self.filters = quality_layer.filters
         self.kernel_size = quality_layer.kernel_size
         self.initial_bias = quality_layer.initial_bias
+        self.temperature = pooling.temperature
 
     def frame_log_weights(self, features, frame_embeddings, frame_features=None):
-        """`log μ_k` (−inf for μ_k = 0)."""
+        """`log μ_k / T` (−inf for μ_k = 0)."""
         inputs = frame_embeddings if self.feature_shape is None else frame_features
         frames = ops.expand_dims(ops.convert_to_tensor(inputs, "float32"), 1)
-        return ops.log(self.get_layer("quality")(frames)[:, 0])
+        return ops.log(self.get_layer("quality")(frames)[:, 0]) / self.temperature
 
     def get_config(self) -> dict:
         return {
@@ -83,6 +87,7 @@ class QANHead(SetHead):
             "filters": self.filters,
             "kernel_size": self.kernel_size,
             "initial_bias": self.initial_bias,
+            "temperature": self.temperature,
         }
 
 

@@ -161,6 +161,11 @@ DLIB_RESNET = Preset(
 )
 
 
+SET_TEMPERATURE = 3.0
+"""The trained heads' frame weights are raised to 1/T and renormalised at inference (heads
+trained at T = 1). T = 3 was fixed before it was measured; on the set generalization protocol
+it is, unlike T = 1, not worse than mean pooling on any variant (docs/set_generalization.md)."""
+
 SET_LICENCE = "CC0 1.0 (head and backbone weights); head trained on LFW DevTrain (research use)"
 
 
@@ -192,7 +197,13 @@ NAN = _set_preset(
     Head(
         backbone_preset="dlib_resnet",
         builder="keras_faceset.models.nan:NANHead",
-        kwargs={"dim": 128, "num_blocks": 2, "feature_shape": 448, "max_logit": 1.5},
+        kwargs={
+            "dim": 128,
+            "num_blocks": 2,
+            "feature_shape": 448,
+            "max_logit": 1.5,
+            "temperature": SET_TEMPERATURE,
+        },
         weights="nan2_dlib.weights.h5",
         sha256="1bfd95d1a7ac7ee8fdfdaa167cc0c1ac98a05bc792ebe229b53450cfa64e7fb2",
         results_model="nan2_dlib",
@@ -200,14 +211,20 @@ NAN = _set_preset(
     "NAN, 2 cascaded attention blocks reading the frame embeddings and dlib_resnet's texture "
     "statistics, on frozen dlib_resnet frame embeddings",
     NAN_CITATION,
-    thresholds={"1e-02": 0.0631},
+    thresholds={"1e-02": 0.0558},
 )
 NAN1 = _set_preset(
     "nan1",
     Head(
         backbone_preset="dlib_resnet",
         builder="keras_faceset.models.nan:NANHead",
-        kwargs={"dim": 128, "num_blocks": 1, "feature_shape": 448, "max_logit": 1.5},
+        kwargs={
+            "dim": 128,
+            "num_blocks": 1,
+            "feature_shape": 448,
+            "max_logit": 1.5,
+            "temperature": SET_TEMPERATURE,
+        },
         weights="nan1_dlib.weights.h5",
         sha256="cc5147a6ace3603bebbc8ecc3332b302fb74b9eb2ec4510486917d89e637f6f5",
         results_model="nan1_dlib",
@@ -215,14 +232,14 @@ NAN1 = _set_preset(
     "NAN, 1 attention block reading the frame embeddings and dlib_resnet's texture "
     "statistics, on frozen dlib_resnet frame embeddings",
     NAN_CITATION,
-    thresholds={"1e-02": 0.0627},
+    thresholds={"1e-02": 0.0561},
 )
 QAN = _set_preset(
     "qan",
     Head(
         backbone_preset="dlib_resnet",
         builder="keras_faceset.models.qan:QANHead",
-        kwargs={"dim": 128, "feature_shape": 448},
+        kwargs={"dim": 128, "feature_shape": 448, "temperature": SET_TEMPERATURE},
         weights="qan_dlib.weights.h5",
         sha256="6396bbe6eda03a36faa9ba6c560854b92ceec33dd461eeaeb86d496f6870d23b",
         results_model="qan_dlib",
@@ -230,7 +247,7 @@ QAN = _set_preset(
     "QAN quality pooling, quality from dlib_resnet's texture statistics (448: mean and std of "
     "three early maps), on frozen embeddings",
     "Y. Liu, J. Yan, W. Ouyang. Quality Aware Network for Set to Set Recognition. CVPR 2017",
-    thresholds={"1e-02": 0.0655},
+    thresholds={"1e-02": 0.0568},
 )
 
 SEQFACE = _set_preset(

@@ -134,11 +134,11 @@ def test_composed_variant_points_degraded_frames_at_their_twice_degraded_rows(mo
     }
     seen = {}
 
-    def fake(frames, lfw, chips, path):
+    def fake(frames, columns, degrade, lfw, chips, path, label):
         seen["frames"] = frames
         return {key: 10.0 + np.arange(len(frames))[:, None] * [[1, 1]] for key in arrays}
 
-    monkeypatch.setattr(sg, "_cached_composed_embeddings", fake)
+    monkeypatch.setattr(sg, "_cached_degraded_embeddings", fake)
     out = sg._composed(base, union, "noise", lfw=None, cache="unused", chips=None, seed=0)
     frames = seen["frames"]
     assert frames["path"].tolist() == ["a.jpg", "b.jpg"]

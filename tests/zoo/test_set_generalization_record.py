@@ -30,7 +30,13 @@ def fake_protocol(monkeypatch):
     monkeypatch.setattr(
         script, "yale_variants", lambda *_: ({"yale_3+3": variant}, {"images": 6, "fallbacks": 0})
     )
-    monkeypatch.setattr(script, "load_heads", lambda names, _: dict.fromkeys(names, "head"))
+    loaded = []
+
+    def load_heads(names, weights, overrides=None):
+        loaded.append(overrides)
+        return dict.fromkeys(names, "head")
+
+    monkeypatch.setattr(script, "load_heads", load_heads)
     result = {
         f"{kind}{m}": 0.0
         for m in script.METRICS
@@ -41,6 +47,7 @@ def fake_protocol(monkeypatch):
         "compare",
         lambda *_: {**result, "report": fake_report(0.9), "mean_report": fake_report(0.5)},
     )
+    return loaded
 
 
 def test_record_as_names_the_head_rows_and_leaves_the_shipped_rows(tmp_path, fake_protocol):
@@ -89,3 +96,27 @@ def test_record_as_needs_record_and_one_head(tmp_path, fake_protocol, capsys):
         with pytest.raises(SystemExit):
             script.main(["--data", "lfw", "--yale", "yale", "--record-as", "x", *extra])
         assert "--record-as names one head's rows" in capsys.readouterr().err
+
+
+def test_head_kwargs_reach_the_heads_and_need_record_as(tmp_path, fake_protocol, capsys):
+    csv = tmp_path / "r.csv"
+    common = ["--data", "lfw", "--cache", str(tmp_path / "cache"), "--yale", "yale"]
+    kwargs = ["--heads", "qan", "--head-kwargs", '{"temperature": 1}']
+    with pytest.raises(SystemExit):
+        script.main([*common, *kwargs, "--record", str(csv)])
+    assert "record their rows under a name of their own" in capsys.readouterr().err
+    assert not csv.exists() and fake_protocol == []
+    script.main([*common, *kwargs, "--record", str(csv), "--record-as", "qan_dlib_t1"])
+    assert fake_protocol == [{"temperature": 1}]
+    assert set(pd.read_csv(csv)["model"]) == {"qan_dlib_t1"}
+
+
+def test_load_heads_overrides_the_preset_kwargs():
+    """`load_heads` builds the shipped heads with the overridden kwargs."""
+    from keras_faceset.zoo.registry import SHIPPED_WEIGHTS
+
+    heads = script.load_heads(["qan", "nan"], SHIPPED_WEIGHTS, {"temperature": 2.5})
+    assert {name: head.temperature for name, head in heads.items()} == {"qan": 2.5, "nan": 2.5}
+    assert script.load_heads(["nan1"], SHIPPED_WEIGHTS)["nan1"].temperature == (
+        script.get_preset("nan1").head.kwargs.get("temperature", 1.0)
+    )

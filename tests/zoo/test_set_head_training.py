@@ -51,3 +51,15 @@ def test_select_epoch_can_weigh_the_spearman():
     ]
     assert training.select_epoch(reports, base) == 0
     assert training.select_epoch(reports, base, spearman_weight=1.0) == 1
+
+
+def test_heads_train_at_temperature_one_whatever_the_preset():
+    """The shipped weights were trained at T = 1; the presets' temperature is for inference."""
+    from keras_faceset.zoo import build_head
+
+    for name in ("nan", "nan1", "qan"):
+        head, _ = training.head_and_loss(name)
+        assert head.temperature == training.TRAIN_TEMPERATURE == 1.0
+        assert head.get_layer("aggregation").temperature == 1.0
+        assert head.get_config() == build_head(name, temperature=1.0).get_config()
+    assert training.head_and_loss("qan", {"temperature": 2.0})[0].temperature == 2.0
