@@ -209,7 +209,8 @@ NAN = _set_preset(
         results_model="nan2_dlib",
     ),
     "NAN, 2 cascaded attention blocks reading the frame embeddings and dlib_resnet's texture "
-    "statistics, on frozen dlib_resnet frame embeddings",
+    "statistics (the last block's attention at temperature 3), on frozen dlib_resnet frame "
+    "embeddings",
     NAN_CITATION,
     thresholds={"1e-02": 0.0558},
 )
@@ -230,7 +231,7 @@ NAN1 = _set_preset(
         results_model="nan1_dlib",
     ),
     "NAN, 1 attention block reading the frame embeddings and dlib_resnet's texture "
-    "statistics, on frozen dlib_resnet frame embeddings",
+    "statistics (attention at temperature 3), on frozen dlib_resnet frame embeddings",
     NAN_CITATION,
     thresholds={"1e-02": 0.0561},
 )
@@ -244,8 +245,8 @@ QAN = _set_preset(
         sha256="6396bbe6eda03a36faa9ba6c560854b92ceec33dd461eeaeb86d496f6870d23b",
         results_model="qan_dlib",
     ),
-    "QAN quality pooling, quality from dlib_resnet's texture statistics (448: mean and std of "
-    "three early maps), on frozen embeddings",
+    "QAN quality pooling (weights μ^(1/3), temperature 3), quality from dlib_resnet's texture "
+    "statistics (448: mean and std of three early maps), on frozen embeddings",
     "Y. Liu, J. Yan, W. Ouyang. Quality Aware Network for Set to Set Recognition. CVPR 2017",
     thresholds={"1e-02": 0.0568},
 )
