@@ -16,10 +16,10 @@ Paths, timed in interleaved rounds per frame size (one sample = one batch of 32 
   batched NMS and transforms), not installed beside the CPU torch wheel here, so it is not the
   peer.
 
-At 250 x 250 also decoding alone and each detector alone (the share of detection). Peak RSS of
-one batch of 32 1280 x 720 frames per path, and of the in-graph detector alone at three chunk
-sizes, each in a fresh process (VmHWM of /proc: Linux's getrusage ru_maxrss is carried over
-from the large parent across fork + exec)."""
+At 250 x 250 also decoding alone, each detector alone (the share of detection) and the
+in-graph detector one photo per call. Peak RSS of one batch of 32 1280 x 720 frames per path,
+and of the in-graph detector alone at three chunk sizes, each in a fresh process (VmHWM of
+/proc: Linux's getrusage ru_maxrss is carried over from the large parent across fork + exec)."""
 
 from __future__ import annotations
 
@@ -55,6 +55,9 @@ RESULT = RESULTS / "pipeline.json"
 PEER_UPSAMPLE = 1
 """dlib HOG detector upsampling, face_recognition's default (finds faces from ~40 px)."""
 OURS, SIGNATURE, PACKAGE, PEER = "ours", "ours, embed_faces signature", "mtcnn package", "peer"
+ONE_PER_CALL = "detect, graph MTCNN, one photo per call"
+"""The in-graph detector on the 32 decoded photos one at a time (a photo as a command-line
+call or a service without batching gets it)."""
 DETECTOR = "detector alone, chunk_pixels="
 DETECTOR_CHUNKS = (1, 1 << 21, 1 << 25)
 """`Mtcnn(chunk_pixels=...)` of the peak RSS rows: one 1280 x 720 frame per chunk, the default
@@ -201,6 +204,8 @@ def runners(paths: list[Path], presets, stages: bool, found: dict) -> dict:
         for backend in ("graph", "package"):
             detector = default_detector(backend)
             out[f"detect, {backend} MTCNN"] = lambda d=detector: d.detect(decoded)
+        graph = default_detector("graph")
+        out[ONE_PER_CALL] = lambda: [graph.detect([image]) for image in decoded]
     out[PEER] = counted(PEER, build(PEER, None))
     return out
 
@@ -281,7 +286,8 @@ NOTES = (
     "FaceEmbedder with detector='package'; peer: face_recognition's dlib pipeline (HOG "
     "upsampled once, 5 landmarks, ResNet descriptor of every face), the same for both "
     "presets. share_detect = the detector alone on the decoded batch / the path's median "
-    "seconds. Peak RSS: one batch in a fresh process per path (VmHWM); 'detector alone' rows: "
+    "seconds; 'detect, graph MTCNN, one photo per call': the same 32 decoded photos, 32 "
+    "calls. Peak RSS: one batch in a fresh process per path (VmHWM); 'detector alone' rows: "
     "the in-graph MTCNN on the decoded batch, the cascade one chunk of chunk_pixels after "
     "another (1: a frame at a time; 2097152, the default: two 1280x720 frames; 33554432: all "
     "32)."
