@@ -3,28 +3,15 @@ Face Recognition", CVPR 2017)."""
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import keras
 from keras import ops
 
-from keras_faceset.layers.masking import SetAggregation, masked_softmax, weighted_sum
-
-
-def check_temperature(temperature, owner: str) -> float:
-    """`temperature` as a float, after checking it is a finite number > 0."""
-    if (
-        isinstance(temperature, bool)
-        or not isinstance(temperature, numbers.Real)
-        or not math.isfinite(temperature)
-        or temperature <= 0
-    ):
-        raise ValueError(
-            f"{owner}: temperature must be a finite number > 0 (1 keeps the trained weights, "
-            f"> 1 moves them towards uniform), got {temperature!r}."
-        )
-    return float(temperature)
+from keras_faceset.layers.masking import (
+    SetAggregation,
+    check_temperature,
+    masked_softmax,
+    weighted_sum,
+)
 
 
 @keras.saving.register_keras_serializable(package="keras_faceset")

@@ -7,6 +7,9 @@ garbage in padding (huge values, NaN) reaches neither the outputs nor the gradie
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import keras
 from keras import ops
 
@@ -27,6 +30,21 @@ def check_frame_mask(mask, frames_shape, layer_name: str):
             f"got {tuple(mask.shape)}."
         )
     return ops.cast(mask, "bool")
+
+
+def check_temperature(temperature, owner: str) -> float:
+    """`temperature` as a float, after checking it is a finite number > 0."""
+    if (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, numbers.Real)
+        or not math.isfinite(temperature)
+        or temperature <= 0
+    ):
+        raise ValueError(
+            f"{owner}: temperature must be a finite number > 0 (1 keeps the trained weights, "
+            f"> 1 moves them towards uniform), got {temperature!r}."
+        )
+    return float(temperature)
 
 
 def normalize_scores(scores, mask):

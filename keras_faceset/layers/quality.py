@@ -6,10 +6,10 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_faceset.layers.attention import check_temperature
 from keras_faceset.layers.masking import (
     SetAggregation,
     check_frame_mask,
+    check_temperature,
     normalize_scores,
     static_shape_mismatch,
     weighted_sum,

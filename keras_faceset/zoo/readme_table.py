@@ -25,7 +25,7 @@ ALIGNMENTS = {
     "center": "central crop (`--align center`)",
 }
 """LFW View 2 alignments in table order, and how the table names them."""
-PRECISION_ROW = r"\+(bfloat16|int8)$"
+PRECISION_ROW = r"\+(?:bfloat16|int8|int8-dynamic)$"
 """The alignment of a row measured with ``--precision bfloat16`` or ``int8`` (``preset+bfloat16``):
 those rows are in the model cards and docs/performance.md; the table shows float32 figures."""
 MEAN_POOLED = {"dlib_resnet": "mean_dlib"}

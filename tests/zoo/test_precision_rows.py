@@ -22,7 +22,7 @@ def _view2(model: str, alignment: str):
 
 
 @pytest.mark.parametrize("model", IMAGE_PRESETS)
-@pytest.mark.parametrize("precision", ["bfloat16", "int8"])
+@pytest.mark.parametrize("precision", ["bfloat16", "int8", "int8-dynamic"])
 def test_each_precision_row_is_recorded_with_the_command_that_measured_it(model, precision):
     row = _view2(model, f"preset+{precision}")
     assert row["pairs"] == 6000
@@ -39,6 +39,8 @@ DOCUMENTED_CHANGE = {
     ("dlib_resnet", "bfloat16"): 0.03,
     ("facenet", "int8"): 0.17,
     ("dlib_resnet", "int8"): -0.18,
+    ("facenet", "int8-dynamic"): 0.03,
+    ("dlib_resnet", "int8-dynamic"): -0.07,
 }
 
 
@@ -58,6 +60,8 @@ def test_precision_rows_are_not_in_the_readme_table_and_do_not_change_it():
 
 
 def test_precision_row_pattern():
-    alignments = pd.Series(["preset+bfloat16", "preset+flip+int8", "preset", "preset+flip"])
+    alignments = pd.Series(
+        ["preset+bfloat16", "preset+flip+int8", "preset", "preset+flip", "preset+int8-dynamic"]
+    )
     found = alignments[alignments.str.contains(readme_table.PRECISION_ROW)]
-    assert list(found) == ["preset+bfloat16", "preset+flip+int8"]
+    assert list(found) == ["preset+bfloat16", "preset+flip+int8", "preset+int8-dynamic"]
