@@ -10,6 +10,7 @@ from keras_faceset.data.lfw import LFW
 from keras_faceset.eval import set_generalization as sg
 from keras_faceset.eval.verification import kfold_accuracy, tar_at_far
 from tests.conftest import LFW_DIR, require
+from tests.eval.set_variant_base import degraded_features, two_set_base
 
 
 def test_extreme_light_is_the_azimuth_or_elevation_bound():
@@ -114,29 +115,12 @@ def test_lfw_protocols_1000_pairs_on_people_outside_devtrain():
 def test_composed_variant_points_degraded_frames_at_their_twice_degraded_rows(monkeypatch):
     """Frames 1 and 3 of the base table are degraded: the composed variant appends their
     twice-degraded embeddings and its sets use those rows; clean frames keep theirs."""
-    union = pd.DataFrame(
-        {
-            "path": ["a.jpg", "a.jpg", "b.jpg", "b.jpg"],
-            "kind_id": [0, 0, 0, 0],
-            "severity": [0.0, 0.5, 0.0, 0.7],
-            "seed0": [0, 1, 0, 2],
-            "seed1": [0, 1, 0, 2],
-        }
-    )
-    arrays = {key: np.arange(4.0)[:, None] * [[1, 1]] for key in ("embedding", "pooled", "texture")}
-    base = {
-        "rows_a": [np.array([0, 1])],
-        "rows_b": [np.array([2, 3])],
-        "same": np.array([False]),
-        "fold": np.array([0]),
-        "severity": union["severity"].to_numpy(),
-        **arrays,
-    }
+    union, base = two_set_base([0.0, 0.5, 0.0, 0.7], [0, 1, 0, 2])
     seen = {}
 
     def fake(frames, columns, degrade, lfw, chips, path, label):
         seen["frames"] = frames
-        return {key: 10.0 + np.arange(len(frames))[:, None] * [[1, 1]] for key in arrays}
+        return degraded_features(frames)
 
     monkeypatch.setattr(sg, "_cached_degraded_embeddings", fake)
     out = sg._composed(base, union, "noise", lfw=None, cache="unused", chips=None, seed=0)

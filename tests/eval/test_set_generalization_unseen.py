@@ -2,11 +2,11 @@
 speckle) on the hard variants' degraded frames."""
 
 import numpy as np
-import pandas as pd
 import pytest
 import tensorflow as tf
 
 from keras_faceset.eval import set_generalization as sg
+from tests.eval.set_variant_base import degraded_features, two_set_base
 
 SEED = np.array([3, 7], np.int64)
 
@@ -87,29 +87,12 @@ def test_unseen_variant_replaces_the_degraded_frames_by_their_family(monkeypatch
     """The base's degraded frames (1 and 3) are degraded by the unseen family with their own
     severity and seed; its sets use those rows, clean frames keep theirs; each family has a
     cache file of its own."""
-    union = pd.DataFrame(
-        {
-            "path": ["a.jpg", "a.jpg", "b.jpg", "b.jpg"],
-            "kind_id": [0, 0, 0, 0],
-            "severity": [0.0, 0.85, 0.0, 0.95],
-            "seed0": [0, 1, 0, 2],
-            "seed1": [0, 5, 0, 6],
-        }
-    )
-    arrays = {key: np.arange(4.0)[:, None] * [[1, 1]] for key in ("embedding", "pooled", "texture")}
-    base = {
-        "rows_a": [np.array([0, 1])],
-        "rows_b": [np.array([2, 3])],
-        "same": np.array([False]),
-        "fold": np.array([0]),
-        "severity": union["severity"].to_numpy(),
-        **arrays,
-    }
+    union, base = two_set_base([0.0, 0.85, 0.0, 0.95], [0, 5, 0, 6])
     seen = {}
 
     def fake(frames, columns, degrade, lfw, chips, path, label):
         seen[frames["unseen"][0]] = (frames, columns, degrade, path)
-        return {key: 10.0 + np.arange(len(frames))[:, None] * [[1, 1]] for key in arrays}
+        return degraded_features(frames)
 
     monkeypatch.setattr(sg, "_cached_degraded_embeddings", fake)
     for family in sg.UNSEEN:
