@@ -93,3 +93,10 @@ def value_and_gradients(fn, *args):
 def gradients(fn, *args) -> list:
     """`d fn(*args) / d args` (see `value_and_gradients`)."""
     return value_and_gradients(fn, *args)[1]
+
+
+def tempered_weights(weights, temperature: float) -> np.ndarray:
+    """The reference for a set layer's `temperature`: the T = 1 frame weights raised to 1/T and
+    renormalised (float64; an all-masked row stays 0)."""
+    tempered = np.asarray(weights, dtype=np.float64) ** (1 / temperature)
+    return tempered / np.maximum(tempered.sum(-1, keepdims=True), 1e-300)

@@ -5,7 +5,7 @@ import pytest
 from keras import ops
 
 from keras_faceset.layers import AttentionAggregation
-from tests.checks import assert_config_round_trip, gradients
+from tests.checks import assert_config_round_trip, gradients, tempered_weights
 from tests.layers.test_set_layers import DIM, random_set
 
 QUALITY = 3
@@ -113,8 +113,7 @@ def test_is_the_trained_weights_to_the_power_one_over_t(num_blocks, rng):
     u = quality_features(rng, x)
     _, trained = run(make_nan(num_blocks, 1.0, 1.5), x, u, mask)
     pooled, attention = run(make_nan(num_blocks, 3.0, 1.5), x, u, mask)
-    tempered = trained.astype("float64") ** (1 / 3)
-    tempered /= np.maximum(tempered.sum(-1, keepdims=True), 1e-300)
+    tempered = tempered_weights(trained, 3.0)
     np.testing.assert_allclose(attention, tempered, atol=2e-6)
     np.testing.assert_allclose(pooled, np.einsum("bt,btd->bd", tempered, x), atol=2e-6)
 

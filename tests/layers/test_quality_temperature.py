@@ -5,7 +5,7 @@ import pytest
 from keras import ops
 
 from keras_faceset.layers import QualityPooling
-from tests.checks import assert_config_round_trip, gradients
+from tests.checks import assert_config_round_trip, gradients, tempered_weights
 from tests.layers.test_set_layers import DIM, random_set
 
 
@@ -60,8 +60,7 @@ def test_is_the_trained_weights_to_the_power_one_over_t(rng):
     x, q, mask = random_set(rng)
     _, trained = run(QualityPooling(True), x, q, mask)
     pooled, weights = run(QualityPooling(True, temperature=3.0), x, q, mask)
-    tempered = trained.astype("float64") ** (1 / 3)
-    tempered /= np.maximum(tempered.sum(-1, keepdims=True), 1e-300)
+    tempered = tempered_weights(trained, 3.0)
     np.testing.assert_allclose(weights, tempered, atol=2e-6)
     np.testing.assert_allclose(pooled, np.einsum("bt,btd->bd", tempered, x), atol=2e-6)
 

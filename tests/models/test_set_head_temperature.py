@@ -12,7 +12,7 @@ from keras_faceset.models.qan import QAN, QANHead
 from keras_faceset.models.streaming import StreamingAggregator
 from keras_faceset.zoo import build_head, get_preset
 from keras_faceset.zoo.registry import SHIPPED_WEIGHTS
-from tests.checks import assert_fit_reduces_loss, assert_keras_file_round_trip
+from tests.checks import assert_fit_reduces_loss, assert_keras_file_round_trip, tempered_weights
 from tests.models.set_helpers import DIM, TinyBackbone, image_sets, numpy_outputs, randomize, unit
 
 FEATURES = 12
@@ -35,8 +35,7 @@ def head_inputs(rng, batch=5, frames=6):
 def tempered(trained: dict, frame_embeddings, temperature: float):
     """The offline computation: the T = 1 head's frame weights raised to 1/T and renormalised,
     the set embedding the normalised weighted mean of the unit frame embeddings (float64)."""
-    weights = trained["weights"].astype(np.float64) ** (1 / temperature)
-    weights /= weights.sum(-1, keepdims=True)
+    weights = tempered_weights(trained["weights"], temperature)
     frames = unit(frame_embeddings.astype(np.float64))
     return unit(np.einsum("bt,btd->bd", weights, frames)), weights
 
