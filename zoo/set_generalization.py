@@ -12,7 +12,10 @@ each variant are recorded. With --record-as MODEL (one head, e.g. trained withou
 `zoo/train_set_heads.py --leave-out`), the head's rows are recorded under MODEL, so that they
 never replace the shipped head's, and mean pooling's rows (the same pairs) are left as they are.
 --head-kwargs JSON overrides the presets' head options (e.g. '{"temperature": 1}', the
-weighting the heads were trained with); recording such a head needs --record-as.
+weighting the heads were trained with); recording such a head needs --record-as. --oracle
+adds the residual oracle on the LFW variants (`residual_oracle_weights`: inverse-variance
+weights from each frame's true distance to its person's clean centre, which needs the
+identity; rows ``residual_oracle_dlib``): what weighting the frames could gain at best.
 
     python zoo/set_generalization.py --data ../shared/data/lfw \\
         --yale ../shared/data/extended_yaleb_dev --record keras_faceset/zoo/results.csv
@@ -39,6 +42,7 @@ from keras_faceset.eval.set_generalization import (
     UNSEEN,
     compare,
     lfw_variants,
+    residual_oracle_weights,
     yale_variants,
 )
 from keras_faceset.zoo import build_head, get_preset
@@ -46,6 +50,8 @@ from keras_faceset.zoo.registry import SHIPPED_WEIGHTS
 
 HEADS = ("nan1", "nan", "qan")
 PROTOCOL = "set_generalization_{}"
+ORACLE = "residual_oracle"
+ORACLE_MODEL = "residual_oracle_dlib"
 
 
 def load_heads(names, weights_dir: Path, overrides: dict | None = None) -> dict:
@@ -92,7 +98,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_cache_options(parser)
     parser.add_argument("--yale", required=True, help="Extended Yale B folder")
-    parser.add_argument("--heads", default=",".join(HEADS), help="set presets to compare")
+    parser.add_argument(
+        "--heads",
+        default=",".join(HEADS),
+        help="set presets to compare ('' for none, with --oracle)",
+    )
     parser.add_argument("--weights", default=SHIPPED_WEIGHTS, help="folder of the head weights")
     parser.add_argument("--resamples", type=int, default=RESAMPLES)
     parser.add_argument("--record", default=None, help="results CSV to record rows in")
@@ -120,9 +130,15 @@ def main(argv: list[str] | None = None) -> None:
         help="also print the FAR and TAR that each preset's FAR 1e-2 threshold (and the mean "
         "preset's) gives on each variant (for the shipped weights, whose thresholds they are)",
     )
+    parser.add_argument(
+        "--oracle",
+        action="store_true",
+        help="also the residual oracle (inverse-variance weights from each frame's true "
+        "residual to its person's clean centre) on the LFW variants: a bound, not a method",
+    )
     parser.add_argument("--out", default=None, help="CSV of the comparison table")
     args = parser.parse_args(argv)
-    names = args.heads.split(",")
+    names = [name for name in args.heads.split(",") if name]
     if args.record_as and not (args.record and len(names) == 1):
         parser.error(
             f"--record-as names one head's rows: give it with --record and one --heads, "
@@ -138,6 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     cache.mkdir(parents=True, exist_ok=True)
     variants = lfw_variants(LFW(args.data), cache, args.chips)
     yale, counts = yale_variants(args.yale, cache, args.chips)
+    clean = variants.get("lfw_clean")
     variants.update(yale)
     variants = select_variants(variants, args.variants.split(","), parser)
     print(
@@ -145,15 +162,21 @@ def main(argv: list[str] | None = None) -> None:
         flush=True,
     )
     heads = load_heads(names, Path(args.weights), overrides)
+    if args.oracle:
+        heads[ORACLE] = None
     command = "python zoo/set_generalization.py " + shlex.join(
         sys.argv[1:] if argv is None else argv
     )
     rows, recorded = [], set()
     for name, head in heads.items():
-        model = args.record_as or get_preset(name).head.results_model
-        thresholds = preset_thresholds(name) if args.thresholds else None
+        oracle = name == ORACLE
+        model = ORACLE_MODEL if oracle else args.record_as or get_preset(name).head.results_model
+        thresholds = preset_thresholds(name) if args.thresholds and not oracle else None
         for variant, v in variants.items():
-            result = compare(head, v, args.resamples, 0, thresholds)
+            if oracle and "path" not in v:
+                continue  # Yale B: no clean images to measure a residual against
+            aggregator = residual_oracle_weights(v, clean) if oracle else head
+            result = compare(aggregator, v, args.resamples, 0, thresholds)
             report, mean_report = result.pop("report"), result.pop("mean_report")
             rows.append({"head": name, "variant": variant, **result})
             line = ", ".join(
@@ -175,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
                 record_result(
                     args.record, result_row(model, variant, report, v["same"].size, command)
                 )
-                if not args.record_as and variant not in recorded:
+                if not (args.record_as or oracle) and variant not in recorded:
                     record_result(
                         args.record,
                         result_row("mean_dlib", variant, mean_report, v["same"].size, command),

@@ -32,6 +32,16 @@ one). The NAN and QAN heads read dlib's 448 texture statistics
 `LEARNING_RATES`; the kept epoch also rewards the held-out weight/severity Spearman
 (`--spearman-weight 1`; severity never enters the loss).
 
+QAN (`--qan-objective precision`, the shipped `qan`) learns its quality μ as each frame's
+*precision*: every frame of the training people alone, `GaussianPrecisionLoss` (`μ a − log μ`)
+against its residual `a` to its person's clean centre (`frame_residuals`: `1 − cos` to the unit
+mean of the clean frames of the person's other images, in units of the 5th percentile of the
+clean residuals), 30 epochs, the epoch of least held-out loss (held-out people's frames) kept.
+So μ_k ≈ 1 / E[a_k] and QAN's weights μ_k / Σ μ are the inverse-variance (maximum-likelihood)
+weighting, calibrated by how far degraded frames really lie from their identity, where the
+set triplet loss (`--qan-objective triplet`, the earlier recipe) only learns that they are
+worse and gives them far less weight than they deserve (docs/set_generalization.md).
+
 `--strategy mirrored|multi_worker` trains under `tf.distribute`
 (`keras_faceset.models.distribute`): each batch of `2 * --people-per-batch` sets is split over
 the replicas; QAN's triplets are mined in the global batch (``mining_batch="global"``), NAN's
@@ -58,6 +68,7 @@ from keras_faceset.data.devtrain_sets import (
     MAX_IMAGES,
     VERSIONS,
     frame_index,
+    frame_residuals,
     sample_sets,
     training_people,
 )
@@ -71,7 +82,12 @@ from keras_faceset.eval.protocol_cache import (
     held_out_embeddings,
 )
 from keras_faceset.eval.sets import pool_sets, set_verification
-from keras_faceset.losses import ContrastiveLoss, TripletLoss
+from keras_faceset.losses import (
+    ContrastiveLoss,
+    GaussianPrecisionLoss,
+    TripletLoss,
+    precision_nll,
+)
 from keras_faceset.models.distribute import fit, is_chief, make_strategy
 from keras_faceset.strategies import add_strategy_option
 from keras_faceset.zoo import build_head, get_preset
@@ -86,17 +102,60 @@ SPEARMAN_WEIGHT = 1.0
 TRAIN_TEMPERATURE = 1.0
 """The shipped weights were trained and chosen at T = 1; a preset's temperature is applied to
 them at inference."""
+QAN_OBJECTIVES = ("precision", "triplet")
+PRECISION_UNIT_PERCENTILE = 5.0
+"""Residuals are in units of this percentile of the training people's clean residuals: QAN's
+sigmoid μ <= 1 caps a frame's precision at the precision of the cleanest 5 % of frames."""
+PRECISION_EPOCHS = 30
 
 
-def head_and_loss(name: str, overrides: dict | None = None):
+def head_and_loss(name: str, overrides: dict | None = None, qan_objective: str = "precision"):
     """A fresh head of preset `name` (`build_head` at `TRAIN_TEMPERATURE`, kwargs `overrides`)
-    and its set-embedding loss: QAN (a head with a "quality" output) with the set triplet loss
-    (trained with `quality_anchor`; triplets mined in the global batch under `tf.distribute`),
-    NAN with the contrastive loss."""
+    and its loss: QAN (a head with a "quality" output) with `GaussianPrecisionLoss` on its
+    quality (`qan_objective="precision"`, `train_precision`) or the set triplet loss on its
+    embedding (`"triplet"`: trained with `quality_anchor`; triplets mined in the global batch
+    under `tf.distribute`), NAN with the contrastive loss on its embedding."""
     head = build_head(name, **{"temperature": TRAIN_TEMPERATURE, **(overrides or {})})
     if "quality" in head.output:
+        if qan_objective == "precision":
+            return head, GaussianPrecisionLoss()
         return head, TripletLoss(margin=0.2, mining_batch="global")
     return head, ContrastiveLoss(margin=1.0, pairs="batch")
+
+
+def precision_targets(residuals: np.ndarray, clean_train: np.ndarray) -> np.ndarray:
+    """`frame_residuals` in units of the `PRECISION_UNIT_PERCENTILE` of the residuals of the
+    clean training frames `clean_train` (a boolean mask), as float32."""
+    unit = np.percentile(residuals[clean_train], PRECISION_UNIT_PERCENTILE)
+    return (residuals / unit).astype(np.float32)
+
+
+def train_precision(head, arrays, targets, train_rows, held_out_rows, epochs, batch_size, seed):
+    """Fit QAN `head`'s quality μ to frames' precisions: `GaussianPrecisionLoss` on each frame
+    of `train_rows` alone (a set of one frame) against its residual `targets`; keeps the epoch
+    of least held-out loss on `held_out_rows` (other people). Returns that epoch (0-based)."""
+
+    def frames_of(rows):
+        return head_inputs(head, arrays, rows[:, None], np.ones((len(rows), 1), bool))
+
+    held_out, held_out_targets = frames_of(held_out_rows), targets[held_out_rows]
+    best, kept = np.inf, None
+    for epoch in range(epochs):
+        history = fit(
+            head,
+            frames_of(train_rows),
+            {"quality": targets[train_rows][:, None]},
+            batch_size=batch_size,
+            shuffle=True,
+            seed=seed + epoch,
+        )
+        quality = head.predict(held_out, batch_size=1024, verbose=0)["quality"][:, 0]
+        loss = float(np.mean(keras.ops.convert_to_numpy(precision_nll(held_out_targets, quality))))
+        print(f"epoch {epoch + 1}: loss {history['loss'][-1]:.4f}, held out {loss:.4f}", flush=True)
+        if loss < best:
+            best, kept = loss, (epoch, head.get_weights())
+    head.set_weights(kept[1])
+    return kept[0]
 
 
 def quality_anchor(anchor: float = ANCHOR_QUALITY):
@@ -170,6 +229,14 @@ def main(argv: list[str] | None = None) -> None:
         "(zoo/set_generalization.py): its frames are replaced by the image's clean frame in the "
         "training sets and in the held-out pairs that choose the epoch",
     )
+    parser.add_argument(
+        "--qan-objective",
+        choices=QAN_OBJECTIVES,
+        default="precision",
+        help="QAN's training: its quality as each frame's precision (GaussianPrecisionLoss on "
+        "residuals to the person's clean centre; the shipped qan) or the set triplet loss on "
+        "its embedding (end to end, with the quality anchor)",
+    )
     add_strategy_option(parser)
     args = parser.parse_args(argv)
     strategy = make_strategy(args.strategy, args.cpu_replicas)  # before any TensorFlow work
@@ -208,6 +275,17 @@ def main(argv: list[str] | None = None) -> None:
         mean = [pool_sets(v["embedding"], v[side], "mean") for side in ("rows_a", "rows_b")]
         baseline[variant] = set_verification(*mean, v["same"], v["fold"])
         print(f"held-out {variant}, mean pooling: {report_line(baseline[variant])}", flush=True)
+    # QAN's precision objective: each frame alone, its residual to its person's clean centre
+    residuals = frame_residuals(arrays["embedding"], frames, images)
+    person_train = images.identity.isin(train_names).to_numpy()[frames["image"].to_numpy()]
+    kept = np.ones(len(frames), bool)
+    if args.leave_out:
+        kept = (frames["version"].to_numpy() == 0) | (
+            frames["kind_id"].to_numpy() != KINDS.index(args.leave_out)
+        )
+    clean = frames["version"].to_numpy() == 0
+    targets = precision_targets(residuals, clean & person_train)
+    precision_rows = (np.flatnonzero(person_train & kept), np.flatnonzero(~person_train & kept))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for name in args.heads.split(","):
@@ -216,7 +294,23 @@ def main(argv: list[str] | None = None) -> None:
         keras.utils.set_random_seed(args.seed)
         rng = np.random.default_rng([args.seed, 2, zlib.crc32(spec.results_model.encode())])
         with strategy.scope():
-            head, loss = head_and_loss(name, overrides)
+            head, loss = head_and_loss(name, overrides, args.qan_objective)
+            if isinstance(loss, GaussianPrecisionLoss):
+                head.compile(
+                    optimizer=keras.optimizers.Adam(args.learning_rate or LEARNING_RATES[name]),
+                    loss={"quality": loss},
+                )
+        if isinstance(loss, GaussianPrecisionLoss):
+            best = train_precision(
+                head, arrays, targets, *precision_rows, PRECISION_EPOCHS, 256, args.seed
+            )
+            report = head_report(head, val["degraded"])
+            print(f"{spec.results_model} held out degraded {report_line(report)}", flush=True)
+            if is_chief(strategy):
+                head.save_weights(out / spec.weights)
+            print(f"{spec.results_model}: kept epoch {best + 1}", flush=True)
+            continue
+        with strategy.scope():
             losses, loss_weights = {"embedding": loss}, {"embedding": 1.0}
             if "quality" in head.output:
                 losses["quality"] = quality_anchor(args.anchor_quality)

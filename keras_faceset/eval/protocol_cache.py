@@ -8,10 +8,10 @@ extractor into `FEATURE_KEYS`: "embedding" (F, 128) descriptor, "pooled" (F, 256
 "texture" (F, 448) statistics of three early maps.
 
 A *variant* is one pair list with its frames, as a dict: "rows_a" / "rows_b" (each pair's two
-sets, as rows into the frames), "same", "fold", the frames' `FEATURE_KEYS` arrays and their
-"severity" (0 for a clean frame). `lfw_sets_embeddings` gives the two LFW-sets variants,
-`held_out_embeddings` the held-out DevTrain pairs that pick a set head's epoch, and
-`devtrain_embeddings` the training frames.
+sets, as rows into the frames), "same", "fold", the frames' `FEATURE_KEYS` arrays, their
+"severity" (0 for a clean frame) and their image's "path" (relative to the LFW image folder).
+`lfw_sets_embeddings` gives the two LFW-sets variants, `held_out_embeddings` the held-out
+DevTrain pairs that pick a set head's epoch, and `devtrain_embeddings` the training frames.
 """
 
 from __future__ import annotations
@@ -239,6 +239,7 @@ def embedded_variants(
     path = Path(cache) / f"{name}_{frames_digest(union)}.npz"
     arrays = cached_frame_embeddings(union, lfw, chips, path)
     arrays["severity"] = union["severity"].to_numpy()
+    arrays["path"] = union["path"].to_numpy()
     variants, start = {}, 0
     for variant, pairs in protocols.items():
         stop = start + len(pairs)

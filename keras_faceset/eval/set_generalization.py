@@ -58,6 +58,7 @@ from keras_faceset.eval.sets import pool_sets, set_verification
 from keras_faceset.eval.verification import kfold_accuracy, tar_at_far
 from keras_faceset.files import atomic_path
 from keras_faceset.models.set_inference import head_sets
+from keras_faceset.vectors import unit_vectors
 from keras_faceset.zoo import get_preset, load
 
 FAMILIES = degrade_module.KINDS
@@ -200,6 +201,7 @@ def _replace_frames(
     remap[rows] = len(union) + np.arange(len(rows))
     arrays = {key: np.concatenate([base[key], extra[key]]) for key in FEATURE_KEYS}
     arrays["severity"] = np.concatenate([base["severity"], severity])
+    arrays["path"] = np.concatenate([base["path"], union["path"].to_numpy()[rows]])
     sides = tuple([remap[r] for r in base[side]] for side in SIDES)
     return {**base, **arrays, "rows_a": sides[0], "rows_b": sides[1]}
 
@@ -405,13 +407,42 @@ def paired_bootstrap(
     return out
 
 
-def set_scores(head: keras.Model | None, variant: dict) -> tuple[np.ndarray, dict]:
-    """Cosine similarity of each pair's set embeddings by `head` (None: mean pooling of the
-    unit frame embeddings), and its `verification_report`."""
-    if head is None:
-        sides = [pool_sets(variant["embedding"], variant[s], "mean") for s in SIDES]
+def residual_oracle_weights(variant: dict, clean: dict) -> np.ndarray:
+    """Inverse-variance frame weights that know each frame's identity: `1 / r_k`, with
+    `r_k = 1 − cos(f_k, c)` and `c` the unit mean of the clean unit embeddings (from `clean`,
+    the ``lfw_clean`` variant) of the other images of the frame's person (its image's folder).
+
+    This is the precision weighting (`keras_faceset.losses.GaussianPrecisionLoss`) with the
+    true residual in place of a predicted one: no aggregator can know it (it needs the
+    identity), so its figures bound what weighting these frame embeddings can gain over mean
+    pooling, rather than measure a method."""
+    unit = unit_vectors(clean["embedding"], dtype=np.float64)
+    clean_rows = np.flatnonzero(clean["severity"] == 0)
+    clean_of = dict(zip(clean["path"][clean_rows], unit[clean_rows], strict=True))
+    person_sums: dict[str, np.ndarray] = {}
+    for path, embedding in clean_of.items():
+        person = path.split("/")[0]
+        person_sums[person] = person_sums.get(person, 0.0) + embedding
+    frames = unit_vectors(variant["embedding"], dtype=np.float64)
+    residuals = np.empty(len(frames))
+    for k, path in enumerate(variant["path"]):
+        centre = person_sums[path.split("/")[0]] - clean_of[path]
+        residuals[k] = 1.0 - frames[k] @ centre / np.linalg.norm(centre)
+    return 1.0 / residuals
+
+
+def set_scores(
+    aggregator: keras.Model | np.ndarray | None, variant: dict
+) -> tuple[np.ndarray, dict]:
+    """Cosine similarity of each pair's set embeddings and its `verification_report`: by a set
+    head, by frame weights (F,) (the weighted mean of the unit frame embeddings, e.g.
+    `residual_oracle_weights`) or, for None, by mean pooling of the unit frame embeddings."""
+    if aggregator is None or isinstance(aggregator, np.ndarray):
+        weights = None if aggregator is None else aggregator
+        sides = [pool_sets(variant["embedding"], variant[s], "mean", weights) for s in SIDES]
         report = set_verification(*sides, variant["same"], variant["fold"])
         return np.sum(sides[0] * sides[1], axis=1), report
+    head = aggregator
     features = head_features(head, variant)
     sides = [head_sets(head, variant["embedding"], variant[s], features)[0] for s in SIDES]
     report = set_verification(*sides, variant["same"], variant["fold"])
@@ -427,13 +458,14 @@ def threshold_rates(scores, same, threshold: float) -> tuple[float, float]:
 
 
 def compare(
-    head: keras.Model,
+    head: keras.Model | np.ndarray,
     variant: dict,
     resamples: int = RESAMPLES,
     seed: int = 0,
     thresholds: tuple[float, float] | None = None,
 ) -> dict[str, float]:
-    """`paired_bootstrap` of `head` against mean pooling on `variant`, with both reports; with
+    """`paired_bootstrap` of `head` (a set head, or frame weights as `set_scores` takes) against
+    mean pooling on `variant`, with both reports; with
     `thresholds` (the head's and mean pooling's FAR 1e-2 distance thresholds) also the FAR
     and TAR each gives on these pairs (`threshold_rates`: does a preset's threshold keep its
     FAR on other data?)."""

@@ -33,13 +33,16 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-def pool_sets(embeddings, rows: Sequence[Sequence[int]], pooling: str = "mean") -> np.ndarray:
+def pool_sets(
+    embeddings, rows: Sequence[Sequence[int]], pooling: str = "mean", frame_weights=None
+) -> np.ndarray:
     """Unit set embeddings (N, D) from raw frame embeddings `embeddings` (F, D).
 
     With `f_k = x_k / ‖x_k‖`: ``"mean"`` is `Σ f_k / K` (a NAN or QAN head at initialisation);
     ``"norm_weighted"`` weights `f_k` by the raw norm `‖x_k‖`, i.e. `Σ x_k` (the IJB-C template
     heuristic: a low-quality frame has a smaller descriptor); ``"best_frame"`` keeps the single
-    `f_k` of largest `‖x_k‖`. Each result is L2-normalised.
+    `f_k` of largest `‖x_k‖`. Each result is L2-normalised. `frame_weights` (F,) >= 0, with
+    ``"mean"``, weight each frame: `Σ w_k f_k`.
     """
     if pooling not in POOLINGS:
         raise ValueError(f"Unknown pooling {pooling!r}; expected one of {POOLINGS}")
@@ -52,6 +55,10 @@ def pool_sets(embeddings, rows: Sequence[Sequence[int]], pooling: str = "mean") 
     if pooling == "best_frame":
         return _unit(frames[np.arange(len(index)), np.argmax(norms, axis=1)])
     weights = mask if pooling == "mean" else norms
+    if frame_weights is not None:
+        if pooling != "mean":
+            raise ValueError(f"frame_weights go with pooling 'mean', not {pooling!r}")
+        weights = mask * np.asarray(frame_weights, np.float64)[index]
     return _unit(np.einsum("nt,ntd->nd", weights, _unit(frames)))
 
 

@@ -7,6 +7,7 @@ from keras_faceset.losses.distances import paired_distance, pairwise_distance
 from keras_faceset.losses.dsa import DSALoss, allowed_negatives, dsa_loss, sample_negative_mask
 from keras_faceset.losses.lsr import LSRLoss, lsr_loss
 from keras_faceset.losses.mining import identity_adjacency
+from keras_faceset.losses.precision import GaussianPrecisionLoss, precision_nll
 from keras_faceset.losses.triplet import TripletLoss, triplet_loss
 
 __all__ = [
@@ -27,4 +28,6 @@ __all__ = [
     "DSALoss",
     "lsr_loss",
     "LSRLoss",
+    "precision_nll",
+    "GaussianPrecisionLoss",
 ]

@@ -101,3 +101,26 @@ def test_select_images_takes_people_with_two_images_at_most_six_each(tmp_path):
     assert all(
         path.startswith(f"{name}/") for path, name in zip(images.path, images.identity, strict=True)
     )
+
+
+def test_frame_residuals_match_a_loop_over_frames(rng):
+    """Against a brute-force loop: the centre is the person's other images' clean frames."""
+    images = pd.DataFrame({"path": [f"p{i}" for i in range(7)], "identity": list("aaabbcc")})
+    frames = D.training_frames(images, versions=2)
+    embeddings = rng.normal(size=(len(frames), 5))
+    out = D.frame_residuals(embeddings, frames, images)
+    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+    for k, row in frames.iterrows():
+        person = images.identity[row.image]
+        others = [
+            unit[j]
+            for j, other in frames.iterrows()
+            if other.version == 0
+            and other.image != row.image
+            and images.identity[other.image] == person
+        ]
+        centre = np.sum(others, axis=0)
+        assert out[k] == pytest.approx(1 - unit[k] @ centre / np.linalg.norm(centre), abs=1e-12)
+    lone = pd.DataFrame({"path": ["x", "y"], "identity": ["a", "b"]})
+    with pytest.raises(ValueError, match="another image"):
+        D.frame_residuals(rng.normal(size=(4, 5)), D.training_frames(lone, versions=1), lone)

@@ -27,6 +27,7 @@ def two_set_base(severity: list[float], seed1: list[int]) -> tuple[pd.DataFrame,
         "same": np.array([False]),
         "fold": np.array([0]),
         "severity": union["severity"].to_numpy(),
+        "path": union["path"].to_numpy(),
         **arrays,
     }
     return union, base

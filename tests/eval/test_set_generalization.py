@@ -204,3 +204,43 @@ def test_compare_with_thresholds_gives_each_method_its_far_and_tar(rng):
         assert out[f"{prefix}far@threshold"] == pytest.approx(accept[20:].mean())
         assert out[f"{prefix}tar@threshold"] == pytest.approx(accept[:20].mean())
     assert "far@threshold" not in sg.compare(None, variant, resamples=5)
+
+
+def _unit(x):
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def test_residual_oracle_weights_are_inverse_residuals_to_the_other_images_centre(rng):
+    paths = np.array(["p1/a.jpg", "p1/b.jpg", "p1/c.jpg", "p2/d.jpg", "p2/e.jpg"])
+    clean = {"embedding": rng.normal(size=(5, 4)), "severity": np.zeros(5), "path": paths}
+    frames = rng.integers(0, 5, size=9)
+    variant = {"embedding": rng.normal(size=(9, 4)), "path": paths[frames]}
+    out = sg.residual_oracle_weights(variant, clean)
+    unit = _unit(clean["embedding"])
+    for k, image in enumerate(frames):
+        person = paths[image].split("/")[0]
+        centre = sum(unit[i] for i in range(5) if paths[i].startswith(person) and i != image)
+        residual = 1 - _unit(variant["embedding"][k]) @ _unit(centre)
+        assert out[k] == pytest.approx(1 / residual, rel=1e-9)
+
+
+def test_set_scores_with_frame_weights_score_the_weighted_mean(rng):
+    embeddings = rng.normal(size=(10, 4))
+    weights = rng.uniform(0.1, 2.0, size=10)
+    rows_a = [rng.choice(10, 3, replace=False) for _ in range(20)]
+    rows_b = [rng.choice(10, 2, replace=False) for _ in range(20)]
+    variant = {
+        "rows_a": rows_a,
+        "rows_b": rows_b,
+        "same": np.arange(20) < 10,
+        "fold": np.arange(20) % 10,
+        "embedding": embeddings,
+    }
+    scores, _ = sg.set_scores(weights, variant)
+    unit = _unit(embeddings)
+    for i, (a, b) in enumerate(zip(rows_a, rows_b, strict=True)):
+        set_a = _unit(sum(weights[k] * unit[k] for k in a))
+        set_b = _unit(sum(weights[k] * unit[k] for k in b))
+        assert scores[i] == pytest.approx(set_a @ set_b, rel=1e-9)
+    uniform, _ = sg.set_scores(np.ones(10), variant)
+    np.testing.assert_allclose(uniform, sg.set_scores(None, variant)[0], rtol=1e-12)

@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 
 import keras_faceset.losses
-from keras_faceset.losses import CenterLoss, ContrastiveLoss, DSALoss, LSRLoss, TripletLoss
+from keras_faceset.losses import (
+    CenterLoss,
+    ContrastiveLoss,
+    DSALoss,
+    GaussianPrecisionLoss,
+    LSRLoss,
+    TripletLoss,
+)
 from tests import layer_case
 from tests.layer_case import LayerCase, LossCase
 
@@ -41,6 +48,12 @@ def pairs(rng):
     return points.astype("float32"), same
 
 
+def residuals(rng):
+    """Frame features and squared residuals >= 1 (a quality model's precision target)."""
+    x = rng.normal(size=(BATCH, DIM)).astype("float32")
+    return x, rng.uniform(1.0, 4.0, size=(BATCH, 1)).astype("float32")
+
+
 FOUR_BY_THREE = np.repeat(np.arange(4), 3)
 WITH_SINGLETONS = [0, 0, 0, 1, 1, 2, 3, 3, 4, 5, 5, 6]  # identities 2, 4, 6: one sample
 WITH_UNLABELED = [0, 1, 2, 3, 4, -1, 0, 1, -1, 2, 3, 4]  # -1: samples of unlabeled sequences
@@ -71,6 +84,14 @@ LOSS_CASES = [
         LSRLoss,
         lambda: embedder(units=5, normalize=False),
         identities(WITH_UNLABELED),
+    ),
+    LossCase(
+        "gaussian_precision",
+        GaussianPrecisionLoss,
+        lambda: keras.Sequential(
+            [keras.Input((DIM,)), keras.layers.Dense(1, activation="sigmoid")]
+        ),
+        residuals,
     ),
 ]
 
