@@ -19,7 +19,13 @@ Paths, timed in interleaved rounds per frame size (one sample = one batch of 32 
 At 250 x 250 also decoding alone, each detector alone (the share of detection) and the
 in-graph detector one photo per call. Peak RSS of one batch of 32 1280 x 720 frames per path,
 and of the in-graph detector alone at three chunk sizes, each in a fresh process (VmHWM of
-/proc: Linux's getrusage ru_maxrss is carried over from the large parent across fork + exec)."""
+/proc: Linux's getrusage ru_maxrss is carried over from the large parent across fork + exec).
+
+``--detector-alone``: only the detectors on the 32 decoded photos of each frame size, the
+in-graph `Mtcnn` against the package's (`MtcnnDetector(backend="package")`) and, with
+``--peer FILE``, against another version of the cascade module (a copy of an earlier
+``keras_faceset/detect/cascade.py`` kept outside the checkout, imported from its folder):
+interleaved rounds, each detector's detections checked bit for bit against the peer's."""
 
 from __future__ import annotations
 
@@ -155,6 +161,83 @@ def detector_runner(chunk_pixels: int):
         return int(detector.detect(images)["counts"].numpy().sum())
 
     return run
+
+
+def peer_detector(path: str):
+    """`Mtcnn()` of the cascade module at `path` (its folder goes first on sys.path, so it may
+    import sibling copies of its own dependencies)."""
+    folder = str(Path(path).resolve().parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.Mtcnn()
+
+
+def detector_alone(kind: str, paths: list[Path], rounds: int, peer: str | None) -> list[dict]:
+    """The rows of `--detector-alone` for one frame size: ms per call on the decoded batch,
+    ratios per round against the package's detector and the peer cascade."""
+    from keras_faceset.align.pipeline import default_detector
+    from keras_faceset.data.images import load_image
+    from keras_faceset.detect import Mtcnn
+
+    images = np.stack([load_image(p).numpy() for p in paths])
+    detectors = {"ours": Mtcnn()}
+    if peer:
+        detectors["peer cascade"] = peer_detector(peer)
+    found = {
+        name: {k: v.numpy() for k, v in d.detect(images).items()} for name, d in detectors.items()
+    }
+    if peer:
+        same = all(
+            np.array_equal(found["ours"][key], found["peer cascade"][key]) for key in found["ours"]
+        )
+        print(f"  {kind}: detections bit for bit equal to the peer's: {same}", flush=True)
+        if not same:
+            raise SystemExit("the detections differ from the peer cascade's")
+    package = default_detector("package")
+    candidates = {
+        name: (lambda d=d: d.detect(images)["counts"].numpy()) for name, d in detectors.items()
+    }
+    candidates["mtcnn package"] = lambda: package.detect(list(images))
+    candidates["mtcnn package"]()
+    stats = interleaved(candidates, rounds, BATCH, warmup=1, min_seconds=0.0)
+    rows = []
+    for name, row in stats.items():
+        entry = {"frames": kind, "path": f"detector: {name}", **row}
+        entry["ms_per_call"] = 1000 * row["median_s"]
+        entry["ms_p10_p90"] = [1000 * q for q in _seconds_percentiles(row["seconds"])]
+        entry["vs_package"] = paired_ratio(row, stats["mtcnn package"])
+        if peer:
+            entry["vs_peer_cascade"] = paired_ratio(row, stats["peer cascade"])
+            entry["bit_equal_to_peer"] = True
+        entry["faces"] = int(found["ours"]["counts"].sum())
+        rows.append(entry)
+    return rows
+
+
+def _seconds_percentiles(seconds: list[float]) -> tuple[float, float]:
+    if len(seconds) < 2:
+        return seconds[0], seconds[0]
+    cuts = statistics.quantiles(seconds, n=10, method="inclusive")
+    return cuts[0], cuts[-1]
+
+
+def detector_table(rows: list[dict]) -> str:
+    lines = [
+        [
+            row["frames"],
+            row["path"],
+            f"{row['ms_per_call']:.0f} [{row['ms_p10_p90'][0]:.0f}-{row['ms_p10_p90'][1]:.0f}]",
+            ratio_text(row["vs_package"]),
+            ratio_text(row["vs_peer_cascade"]) if "vs_peer_cascade" in row else "",
+            f"{row['cores_busy']:.1f}",
+        ]
+        for row in rows
+    ]
+    headers = ["frames", "path", "ms per call median [p10-p90]", "vs mtcnn package"]
+    return table([*headers, "vs peer cascade", "cores busy"], lines)
 
 
 def build(path: str, preset: str | None):
@@ -299,15 +382,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="2 rounds, LFW only")
     parser.add_argument("--rounds", type=int, default=None, help="rounds per frame size")
     parser.add_argument("--presets", nargs="+", default=list(PRESETS))
-    parser.add_argument("--frames", nargs="+", default=list(FRAMES), choices=list(FRAMES))
+    parser.add_argument("--frames", nargs="+", default=None, choices=list(FRAMES))
     parser.add_argument(
         "--rss", action="store_true", help="only the peak RSS of each path (1280x720)"
     )
+    parser.add_argument(
+        "--detector-alone",
+        action="store_true",
+        help="only the detectors on the decoded photos (default 10 rounds, LFW unless --frames)",
+    )
+    parser.add_argument(
+        "--peer",
+        metavar="FILE",
+        help="with --detector-alone: a copy of an earlier cascade.py to time ours against",
+    )
     args = parser.parse_args(argv)
+    if args.detector_alone:
+        return detector_main(args)
     before = uptime()
     machine = machine_info(batch=BATCH, peer_hog_upsample=PEER_UPSAMPLE, uptime_before=before)
     banner("end-to-end pipeline" + (": peak RSS" if args.rss else ""), machine)
-    kinds = ["1280x720"] if args.rss else ["lfw"] if args.quick else args.frames
+    kinds = ["1280x720"] if args.rss else ["lfw"] if args.quick else args.frames or list(FRAMES)
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         files = {kind: inputs(kind, Path(folder)) for kind in kinds}
@@ -322,6 +417,34 @@ def main(argv: list[str] | None = None) -> None:
             save(machine={**machine, "uptime_after": uptime()}, rows=rows)
     print(f"uptime before: {before}\nuptime after:  {uptime()}")
     print(f"wrote {RESULT}")
+
+
+DETECTOR_RESULT = "pipeline_detector"
+
+
+def detector_main(args) -> None:
+    """`--detector-alone`: results/pipeline_detector.json."""
+    before = uptime()
+    machine = machine_info(batch=BATCH, uptime_before=before, peer_cascade=args.peer)
+    banner("detector alone", machine)
+    kinds = args.frames or ["lfw"]
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        for kind in kinds:
+            rows += detector_alone(kind, inputs(kind, Path(folder)), args.rounds or 10, args.peer)
+            print(detector_table(rows), flush=True)
+    machine["uptime_after"] = uptime()
+    write_result(DETECTOR_RESULT, machine, rows=rows, notes=DETECTOR_NOTES)
+    print(f"uptime before: {before}\nuptime after:  {machine['uptime_after']}")
+    print(f"wrote {RESULTS / (DETECTOR_RESULT + '.json')}")
+
+
+DETECTOR_NOTES = (
+    "ms per call = wall ms of one detect call on the 32 decoded files, median and [p10-p90] "
+    "over interleaved rounds after one untimed call each; vs_* = the other detector's seconds "
+    "/ ours per round, median [min-max]; peer cascade: an earlier cascade.py (machine."
+    "peer_cascade), whose detections ours equal bit for bit (checked first)."
+)
 
 
 def save(**parts) -> None:

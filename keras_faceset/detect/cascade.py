@@ -43,6 +43,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_faceset.detect.convert import mtcnn_network
+from keras_faceset.detect.networks import bound_slopes
 
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 """MTCNN's five points in order; "left" is the image's left (the subject's right eye)."""
@@ -114,9 +115,10 @@ class Mtcnn(tf.Module):
         self.retry_padding = float(retry_padding)
         self.max_proposals = int(max_proposals)
         self.chunk_pixels = int(chunk_pixels)
-        self.pnet = mtcnn_network("pnet", weights_dir)
-        self.rnet = mtcnn_network("rnet", weights_dir)
-        self.onet = mtcnn_network("onet", weights_dir)
+        # the networks' PReLUs in their two-pass form where the slopes allow it (the same values)
+        self.pnet = bound_slopes(mtcnn_network("pnet", weights_dir))
+        self.rnet = bound_slopes(mtcnn_network("rnet", weights_dir))
+        self.onet = bound_slopes(mtcnn_network("onet", weights_dir))
         self.detect_graph = tf.function(
             self._detect,
             input_signature=[

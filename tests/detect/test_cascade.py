@@ -253,3 +253,41 @@ def test_saved_model_serves_the_same_detections(detector, collage, tmp_path):
     assert int(got["counts"][0]) == 4
     for key in expected:
         np.testing.assert_array_equal(got[key], expected[key])
+
+
+def keras_prelu_networks(detector: Mtcnn) -> Mtcnn:
+    """`detector` with its networks rebuilt on `keras.layers.PReLU` (the same weights): the
+    arithmetic before the faster PReLU forms, to hold the detections to bit for bit."""
+    import keras
+
+    from keras_faceset.detect.networks import PReLU
+
+    def clone(layer):
+        kind = keras.layers.PReLU if isinstance(layer, PReLU) else type(layer)
+        return kind.from_config(layer.get_config())
+
+    for name in ("pnet", "rnet", "onet"):
+        network = getattr(detector, name)
+        copy = keras.models.clone_model(network, clone_function=clone)
+        copy.set_weights(network.get_weights())
+        assert not any(isinstance(layer, PReLU) for layer in copy.layers)
+        setattr(detector, name, copy)
+    return detector
+
+
+def test_detections_equal_those_of_keras_prelu_bit_for_bit(detector, photos, collage):
+    """The faster PReLU forms change no bit of any output (boxes, scores, landmarks, counts),
+    on one size batched, one image alone and a padded batch of mixed sizes."""
+    reference = keras_prelu_networks(Mtcnn())
+    quarters = np.stack([collage[:250, :250], collage[250:, 250:], *photos])
+    mixed = np.zeros((2, 500, 500, 3), np.uint8)
+    mixed[0], mixed[1, :250, :250] = collage, photos[1]
+    for images, sizes in (
+        (quarters, None),
+        (collage[None], None),
+        (mixed, [[500, 500], [250, 250]]),
+    ):
+        ours, theirs = detector.detect(images, sizes), reference.detect(images, sizes)
+        assert int(np.sum(theirs["counts"])) >= len(images)
+        for key in theirs:
+            np.testing.assert_array_equal(ours[key], theirs[key])
