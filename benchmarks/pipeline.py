@@ -36,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -203,14 +204,24 @@ def detector_alone(kind: str, paths: list[Path], rounds: int, peer: str | None) 
     candidates["mtcnn package"] = lambda: package.detect(list(images))
     candidates["mtcnn package"]()
     stats = interleaved(candidates, rounds, BATCH, warmup=1, min_seconds=0.0)
+    cpu = {name: {"seconds": [], "items": BATCH} for name in candidates}
+    for _ in range(rounds):  # CPU seconds (all threads) per call: steadier on a busy machine
+        for name, run in candidates.items():
+            start = time.process_time()
+            run()
+            cpu[name]["seconds"].append(time.process_time() - start)
     rows = []
     for name, row in stats.items():
         entry = {"frames": kind, "path": f"detector: {name}", **row}
         entry["ms_per_call"] = 1000 * row["median_s"]
         entry["ms_p10_p90"] = [1000 * q for q in _seconds_percentiles(row["seconds"])]
         entry["vs_package"] = paired_ratio(row, stats["mtcnn package"])
+        entry["cpu_seconds"] = cpu[name]["seconds"]
+        entry["cpu_ms_per_call"] = 1000 * statistics.median(cpu[name]["seconds"])
+        entry["cpu_vs_package"] = paired_ratio(cpu[name], cpu["mtcnn package"])
         if peer:
             entry["vs_peer_cascade"] = paired_ratio(row, stats["peer cascade"])
+            entry["cpu_vs_peer_cascade"] = paired_ratio(cpu[name], cpu["peer cascade"])
             entry["bit_equal_to_peer"] = True
         entry["faces"] = int(found["ours"]["counts"].sum())
         rows.append(entry)
@@ -233,11 +244,15 @@ def detector_table(rows: list[dict]) -> str:
             ratio_text(row["vs_package"]),
             ratio_text(row["vs_peer_cascade"]) if "vs_peer_cascade" in row else "",
             f"{row['cores_busy']:.1f}",
+            f"{row['cpu_ms_per_call']:.0f}",
+            ratio_text(row["cpu_vs_package"]),
+            ratio_text(row["cpu_vs_peer_cascade"]) if "cpu_vs_peer_cascade" in row else "",
         ]
         for row in rows
     ]
     headers = ["frames", "path", "ms per call median [p10-p90]", "vs mtcnn package"]
-    return table([*headers, "vs peer cascade", "cores busy"], lines)
+    headers += ["vs peer cascade", "cores busy", "CPU ms per call", "CPU: vs package"]
+    return table([*headers, "CPU: vs peer cascade"], lines)
 
 
 def build(path: str, preset: str | None):
@@ -442,7 +457,9 @@ def detector_main(args) -> None:
 DETECTOR_NOTES = (
     "ms per call = wall ms of one detect call on the 32 decoded files, median and [p10-p90] "
     "over interleaved rounds after one untimed call each; vs_* = the other detector's seconds "
-    "/ ours per round, median [min-max]; peer cascade: an earlier cascade.py (machine."
+    "/ ours per round, median [min-max]; CPU: the same from the process's CPU seconds per call "
+    "(all threads; a second set of interleaved rounds), steadier than wall time when other "
+    "jobs share the cores; peer cascade: an earlier cascade.py (machine."
     "peer_cascade), whose detections ours equal bit for bit (checked first)."
 )
 

@@ -39,6 +39,7 @@ import math
 import os
 from collections.abc import Sequence
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -56,6 +57,11 @@ NMS_PNET = 0.7
 NMS_RNET = 0.7
 NMS_ONET = 0.7
 """The `mtcnn` package's NMS thresholds (IoU; O-Net's over the smaller box)."""
+
+PNET_LOGIT_MARGIN = 0.1
+"""How far below the threshold's logit difference ``log(t / (1 - t))`` a P-Net cell still gets
+its exact softmax (`Mtcnn._pnet_cells`): far more than float32's rounding of the softmax
+(1e-6 of the probability), so no cell whose probability exceeds the threshold is left out."""
 
 CROPS_AT_ONCE = 1 << 16
 """The most pixels of R-Net's / O-Net's crops per network call (113 crops of 24 x 24, 28 of
@@ -119,6 +125,17 @@ class Mtcnn(tf.Module):
         self.pnet = bound_slopes(mtcnn_network("pnet", weights_dir))
         self.rnet = bound_slopes(mtcnn_network("rnet", weights_dir))
         self.onet = bound_slopes(mtcnn_network("onet", weights_dir))
+        self.pnet_on_candidates = True
+        """False: P-Net's softmax and regression on every cell (the reference for tests)."""
+        self._pnet_trunk = keras.Model(self.pnet.input, self.pnet.get_layer("prelu3").output)
+        threshold = self.thresholds[0]
+        self._pnet_logit_bound = (
+            -math.inf
+            if threshold <= 0
+            else math.inf
+            if threshold >= 1
+            else math.log(threshold / (1 - threshold)) - PNET_LOGIT_MARGIN
+        )
         self.detect_graph = tf.function(
             self._detect,
             input_signature=[
@@ -302,12 +319,10 @@ class Mtcnn(tf.Module):
         def level(k, rows):
             scale = scales[k]
             shape = tf.cast(tf.floor(tf.cast(size, tf.float64) * scale), tf.int32)
-            regression, probability = self.pnet(
-                tf.image.resize(x, shape, method="area"), training=False
-            )
+            regression, probability = self._pnet_cells(tf.image.resize(x, shape, method="area"))
             found = _pnet_boxes(
                 regression,
-                probability[..., 1],
+                probability,
                 tf.cast(scale, tf.float32),
                 self.thresholds[0],
                 self.max_proposals,
@@ -327,6 +342,37 @@ class Mtcnn(tf.Module):
         rows, counts = _compact(rows, valid, width)
         rows, counts = _compact(rows, _suppress(rows, rows[..., 4] >= 0, NMS_PNET), width)
         return tf.concat([_square(rows[..., :4]), rows[..., 4:]], axis=-1), counts
+
+    def _pnet_cells(self, image: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """P-Net's box regression (B, h, w, 4) and face probability (B, h, w) on one pyramid
+        level, exact where the probability exceeds ``thresholds[0]`` (all `_pnet_boxes` reads):
+        the softmax and the regression only on the cells whose logits could pass it.
+
+        The face probability is ``softmax(l0, l1)[1]``, increasing in ``l1 - l0``, above t only
+        when ``l1 - l0 > log(t / (1 - t))``; cells within `PNET_LOGIT_MARGIN` of that bound or
+        above it (a few hundred of each level's thousands) go through the same softmax and,
+        as rows of a matrix product, the same 1 x 1 convolution as in the whole map: the same
+        values bit for bit (calls of at least 2 rows, as a product of one row rounds
+        otherwise). Every other cell gets probability 0 and regression 0, never read."""
+        if not self.pnet_on_candidates:
+            regression, probability = self.pnet(image, training=False)
+            return regression, probability[..., 1]
+        features = self._pnet_trunk(image, training=False)
+        head, logit = self.pnet.get_layer("conv4_1"), self.pnet.get_layer("conv4_2")
+        logits = tf.nn.conv2d(features, logit.kernel, 1, "VALID") + logit.bias
+        cells = tf.shape(logits)[:3]
+        flat = tf.reshape(logits, [-1, 2])
+        index = tf.where(flat[:, 1] - flat[:, 0] > self._pnet_logit_bound)
+        count = tf.shape(index)[0]
+        # at least 2 rows per call (a row gathered twice more, its copies dropped)
+        rows = tf.concat([index[:, 0], tf.zeros([tf.maximum(2 - count, 0)], tf.int64)], axis=0)
+        probability = tf.nn.softmax(tf.gather(flat, rows))[:count, 1]
+        vectors = tf.gather(tf.reshape(features, [-1, tf.shape(features)[-1]]), rows)
+        offsets = (tf.matmul(vectors, head.kernel[0, 0]) + head.bias)[:count]
+        total = tf.cast(tf.reduce_prod(cells)[None], tf.int64)
+        probability = tf.scatter_nd(index, probability, total)
+        offsets = tf.scatter_nd(index, offsets, tf.concat([total, [4]], axis=0))
+        return tf.reshape(offsets, tf.concat([cells, [4]], axis=0)), tf.reshape(probability, cells)
 
     def _refine(self, x, sizes, rows, counts) -> tuple[tf.Tensor, tf.Tensor]:
         """R-Net stage: rows (B, M, 5) of squared boxes and R-Net's scores."""

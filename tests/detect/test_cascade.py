@@ -10,7 +10,12 @@ from mtcnn.utils.bboxes import nms as package_nms
 from keras_faceset.align import MtcnnDetector
 from keras_faceset.data.images import load_image
 from keras_faceset.detect import Mtcnn
-from keras_faceset.detect.cascade import CROPS_AT_ONCE, _in_chunks, _suppress
+from keras_faceset.detect.cascade import (
+    CROPS_AT_ONCE,
+    PNET_LOGIT_MARGIN,
+    _in_chunks,
+    _suppress,
+)
 from tests.conftest import REPO
 
 EXAMPLES = sorted((REPO / "examples" / "images").glob("*.jpg"))
@@ -275,10 +280,18 @@ def keras_prelu_networks(detector: Mtcnn) -> Mtcnn:
     return detector
 
 
-def test_detections_equal_those_of_keras_prelu_bit_for_bit(detector, photos, collage):
-    """The faster PReLU forms change no bit of any output (boxes, scores, landmarks, counts),
-    on one size batched, one image alone and a padded batch of mixed sizes."""
-    reference = keras_prelu_networks(Mtcnn())
+@pytest.mark.parametrize("thresholds", [(0.6, 0.7, 0.7), (0.0, 0.7, 0.7), (0.95, 0.5, 0.5)])
+def test_detections_equal_those_of_the_plain_networks_bit_for_bit(
+    thresholds, detector, photos, collage
+):
+    """The faster PReLU forms and P-Net's head on the candidate cells only change no bit of
+    any output (boxes, scores, landmarks, counts) against Keras's PReLU and P-Net's softmax and
+    regression on every cell, on one size batched, one image alone and a padded batch of
+    mixed sizes; P-Net's threshold 0 makes every cell a candidate."""
+    if thresholds != detector.thresholds:
+        detector = Mtcnn(thresholds=thresholds)
+    reference = keras_prelu_networks(Mtcnn(thresholds=thresholds))
+    reference.pnet_on_candidates = False
     quarters = np.stack([collage[:250, :250], collage[250:, 250:], *photos])
     mixed = np.zeros((2, 500, 500, 3), np.uint8)
     mixed[0], mixed[1, :250, :250] = collage, photos[1]
@@ -291,3 +304,27 @@ def test_detections_equal_those_of_keras_prelu_bit_for_bit(detector, photos, col
         assert int(np.sum(theirs["counts"])) >= len(images)
         for key in theirs:
             np.testing.assert_array_equal(ours[key], theirs[key])
+
+
+def test_pnet_cells_are_exact_above_the_threshold(detector, photos, collage):
+    """`_pnet_cells` against P-Net on every cell: the same probability and regression bit for
+    bit on every cell above the threshold, none missing (every cell of a level, with a
+    threshold that leaves one candidate: a row repeated for the product, and none)."""
+    x = (tf.cast(np.stack([collage[:250, :250], *photos]), tf.float32) - 127.5) / 128.0
+    level = tf.image.resize(x, [75, 75], method="area")
+    regression, probability = (np.asarray(t) for t in detector.pnet(level, training=False))
+    probability = probability[..., 1]
+    logits = np.log(probability) - np.log1p(-probability)  # l1 - l0, to place thresholds
+    top = np.sort(logits.ravel())[::-1]
+    between = (top[0] + top[1]) / 2 + PNET_LOGIT_MARGIN  # the bound lands between the top two
+    for threshold, candidates in ((0.6, None), (float(1 / (1 + np.exp(-between))), 1), (1.0, 0)):
+        ours = Mtcnn(thresholds=(threshold, 0.7, 0.7))
+        got = [np.asarray(t) for t in tf.function(ours._pnet_cells)(level)]
+        above = probability > np.float32(threshold)
+        assert np.array_equal(got[1] > np.float32(threshold), above)
+        np.testing.assert_array_equal(got[1][above], probability[above])
+        np.testing.assert_array_equal(got[0][above], regression[above])
+        if candidates is not None:
+            assert np.count_nonzero(got[1]) == candidates
+        else:
+            assert 10 < above.sum() < np.count_nonzero(got[1]) < probability.size / 4
