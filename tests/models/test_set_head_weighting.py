@@ -1,6 +1,7 @@
 """The shipped set heads on real dlib frames: near-uniform weights when no frame stands out, a
 small weight for a ruined frame (the example photos, centre-cropped; degradations at full
-severity on the chip), at the presets' weight temperature and at T = 1 (the trained weights)."""
+severity on the chip), at the presets (NAN: weight temperature 3) and at T = 1 (the trained
+weights)."""
 
 import numpy as np
 import pytest
@@ -54,18 +55,26 @@ def test_weights_stay_near_uniform_when_no_frame_stands_out(name, frames, heads)
     np.testing.assert_allclose(weights(head, frames, [0, 0, 0, 0]), 0.25, atol=1e-6)
     clean = weights(head, frames, [0, 1, 2, 3])  # two clean photos and their mirror images
     assert clean.sum() == pytest.approx(1.0, abs=1e-5)
-    assert clean.max() / clean.min() < 1.1, clean  # measured 1.003 (nan) to 1.048 (qan)
+    assert clean.max() / clean.min() < 1.15, clean  # measured 1.003 (nan) to 1.099 (qan)
     trained = weights(heads[f"{name}@1"], frames, [0, 1, 2, 3])
-    assert trained.max() / trained.min() < 1.2, trained  # T = 1: 1.008 (nan) to 1.151 (qan)
+    assert trained.max() / trained.min() < 1.2, trained  # T = 1: 1.008 (nan) to 1.099 (qan)
+
+
+PRESET_SHARE = {"nan": 0.6, "nan1": 0.6, "qan": 0.7}
+"""A ruined frame among five, at the preset: under this share of the uniform 0.2. The NAN
+presets (T = 3) measured 0.081 to 0.110; qan (frame precisions, T = 1) 0.088 (occlusion) to
+0.130 (blur): a ruined chip still carries identity, and its precision says how much."""
 
 
 @pytest.mark.parametrize("name", HEADS)
 def test_a_ruined_frame_is_down_weighted(name, frames, heads):
-    """At the presets' temperature (3) a ruined frame among five gets under 60 % of the uniform
-    0.2 (measured 0.081 to 0.110), with the trained weights (T = 1) under 20 % (0.011 to
-    0.029)."""
-    assert heads[name].temperature == 3.0
-    for head, share in ((heads[name], 0.6), (heads[f"{name}@1"], 0.2)):
+    """At the preset a ruined frame gets under `PRESET_SHARE` of the uniform weight; with the
+    NAN heads' trained weights (T = 1) under 20 % (0.011 to 0.029), the temperature's reason."""
+    assert heads[name].temperature == (1.0 if name == "qan" else 3.0)
+    cases = [(heads[name], PRESET_SHARE[name])]
+    if name != "qan":
+        cases.append((heads[f"{name}@1"], 0.2))
+    for head, share in cases:
         for ruin, kind in enumerate(RUIN):
             w = weights(head, frames, [0, 1, 2, 3, 4 + ruin])
             assert w[4] < share * (1 / 5), (kind, head.temperature, w)
