@@ -214,7 +214,7 @@ def detector_alone(kind: str, paths: list[Path], rounds: int, peer: str | None) 
     for name, row in stats.items():
         entry = {"frames": kind, "path": f"detector: {name}", **row}
         entry["ms_per_call"] = 1000 * row["median_s"]
-        entry["ms_p10_p90"] = [1000 * q for q in _seconds_percentiles(row["seconds"])]
+        entry["ms_p10_p90"] = [1000 * q for q in percentiles(row["seconds"])]
         entry["vs_package"] = paired_ratio(row, stats["mtcnn package"])
         entry["cpu_seconds"] = cpu[name]["seconds"]
         entry["cpu_ms_per_call"] = 1000 * statistics.median(cpu[name]["seconds"])
@@ -226,13 +226,6 @@ def detector_alone(kind: str, paths: list[Path], rounds: int, peer: str | None) 
         entry["faces"] = int(found["ours"]["counts"].sum())
         rows.append(entry)
     return rows
-
-
-def _seconds_percentiles(seconds: list[float]) -> tuple[float, float]:
-    if len(seconds) < 2:
-        return seconds[0], seconds[0]
-    cuts = statistics.quantiles(seconds, n=10, method="inclusive")
-    return cuts[0], cuts[-1]
 
 
 def detector_table(rows: list[dict]) -> str:
@@ -308,11 +301,12 @@ def runners(paths: list[Path], presets, stages: bool, found: dict) -> dict:
     return out
 
 
-def percentiles(rates: list[float]) -> tuple[float, float]:
-    """p10 and p90 (inclusive method; with few rounds close to min and max)."""
-    if len(rates) < 2:
-        return rates[0], rates[0]
-    cuts = statistics.quantiles(rates, n=10, method="inclusive")
+def percentiles(values: list[float]) -> tuple[float, float]:
+    """p10 and p90 of rates or seconds (inclusive method; with few rounds close to min and
+    max)."""
+    if len(values) < 2:
+        return values[0], values[0]
+    cuts = statistics.quantiles(values, n=10, method="inclusive")
     return cuts[0], cuts[-1]
 
 

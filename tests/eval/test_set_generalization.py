@@ -180,18 +180,24 @@ def test_threshold_rates_accept_a_distance_at_or_below_the_threshold():
     assert sg.threshold_rates(scores, same, 0.0) == (0.0, 0.0)
 
 
+def random_variant(rng, embeddings: np.ndarray, pairs: int) -> dict:
+    """A variant of `pairs` set pairs (3 frames against 2, drawn from `embeddings`), the
+    first half genuine, 10 folds."""
+    frames = len(embeddings)
+    return {
+        "rows_a": [rng.choice(frames, 3, replace=False) for _ in range(pairs)],
+        "rows_b": [rng.choice(frames, 2, replace=False) for _ in range(pairs)],
+        "same": np.arange(pairs) < pairs // 2,
+        "fold": np.arange(pairs) % 10,
+        "embedding": embeddings,
+    }
+
+
 def test_compare_with_thresholds_gives_each_method_its_far_and_tar(rng):
     embeddings = rng.normal(size=(12, 4)).astype(np.float32)
     embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
-    rows_a = [rng.choice(12, 3, replace=False) for _ in range(40)]
-    rows_b = [rng.choice(12, 2, replace=False) for _ in range(40)]
-    variant = {
-        "rows_a": rows_a,
-        "rows_b": rows_b,
-        "same": np.arange(40) < 20,
-        "fold": np.arange(40) % 10,
-        "embedding": embeddings,
-    }
+    variant = random_variant(rng, embeddings, 40)
+    rows_a, rows_b = variant["rows_a"], variant["rows_b"]
     out = sg.compare(None, variant, resamples=5, thresholds=(0.6, 0.3))  # mean pooling twice
     unit = (
         [embeddings[r].mean(axis=0) for r in rows_a],
@@ -227,15 +233,8 @@ def test_residual_oracle_weights_are_inverse_residuals_to_the_other_images_centr
 def test_set_scores_with_frame_weights_score_the_weighted_mean(rng):
     embeddings = rng.normal(size=(10, 4))
     weights = rng.uniform(0.1, 2.0, size=10)
-    rows_a = [rng.choice(10, 3, replace=False) for _ in range(20)]
-    rows_b = [rng.choice(10, 2, replace=False) for _ in range(20)]
-    variant = {
-        "rows_a": rows_a,
-        "rows_b": rows_b,
-        "same": np.arange(20) < 10,
-        "fold": np.arange(20) % 10,
-        "embedding": embeddings,
-    }
+    variant = random_variant(rng, embeddings, 20)
+    rows_a, rows_b = variant["rows_a"], variant["rows_b"]
     scores, _ = sg.set_scores(weights, variant)
     unit = _unit(embeddings)
     for i, (a, b) in enumerate(zip(rows_a, rows_b, strict=True)):
