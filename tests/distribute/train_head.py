@@ -1,5 +1,6 @@
-"""Train a set head as zoo/train_set_heads.py does (its `head_and_loss` and QAN quality
-anchor, Adam) for a few steps on random frame features, under a `tf.distribute` strategy.
+"""Train a set head as zoo/train_set_heads.py does with a set loss (its `head_and_loss`; QAN
+with the set triplet loss, mined in the global batch, and the quality anchor; Adam) for a few
+steps on random frame features, under a `tf.distribute` strategy.
 
     python train_head.py --strategy default|mirrored|multi_worker --out RESULT.npz \
         [--head qan] [--steps 4] [--batch 16] [--frames 4]
@@ -67,7 +68,7 @@ def train(strategy, head_name: str = "qan", steps: int = 4, batch: int = 16, fra
     script = set_heads_script()
     keras.utils.set_random_seed(0)
     with strategy.scope():
-        head, loss = script.head_and_loss(head_name)
+        head, loss = script.head_and_loss(head_name, qan_objective="triplet")
         losses = {"embedding": loss}
         if "quality" in head.output:
             losses["quality"] = script.quality_anchor()
