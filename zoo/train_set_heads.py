@@ -138,13 +138,14 @@ def train_precision(head, arrays, targets, train_rows, held_out_rows, epochs, ba
     def frames_of(rows):
         return head_inputs(head, arrays, rows[:, None], np.ones((len(rows), 1), bool))
 
+    train, train_targets = frames_of(train_rows), {"quality": targets[train_rows][:, None]}
     held_out, held_out_targets = frames_of(held_out_rows), targets[held_out_rows]
     best, kept = np.inf, None
     for epoch in range(epochs):
         history = fit(
             head,
-            frames_of(train_rows),
-            {"quality": targets[train_rows][:, None]},
+            train,
+            train_targets,
             batch_size=batch_size,
             shuffle=True,
             seed=seed + epoch,
