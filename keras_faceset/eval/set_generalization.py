@@ -438,8 +438,7 @@ def set_scores(
     head, by frame weights (F,) (the weighted mean of the unit frame embeddings, e.g.
     `residual_oracle_weights`) or, for None, by mean pooling of the unit frame embeddings."""
     if aggregator is None or isinstance(aggregator, np.ndarray):
-        weights = None if aggregator is None else aggregator
-        sides = [pool_sets(variant["embedding"], variant[s], "mean", weights) for s in SIDES]
+        sides = [pool_sets(variant["embedding"], variant[s], "mean", aggregator) for s in SIDES]
         report = set_verification(*sides, variant["same"], variant["fold"])
         return np.sum(sides[0] * sides[1], axis=1), report
     head = aggregator
