@@ -17,7 +17,7 @@ import pandas as pd
 
 from keras_faceset.data.degrade import KINDS
 from keras_faceset.data.lfw import LFW
-from keras_faceset.vectors import unit_vectors
+from keras_faceset.vectors import clean_centre_residuals
 
 MAX_IMAGES = 2400
 """Images of the shipped NAN and QAN heads' training data."""
@@ -137,23 +137,16 @@ def sample_sets(
 def frame_residuals(
     embeddings: np.ndarray, frames: pd.DataFrame, images: pd.DataFrame
 ) -> np.ndarray:
-    """Each frame's distance to its person's clean centre, `1 − cos(f_k, c)` (F,): `f_k` the
-    frame's unit embedding (a row of `embeddings`, in `training_frames` order), `c` the unit
-    mean of the clean unit embeddings (version 0) of the person's *other* images, so that a
-    clean frame's residual is its natural variation (pose, age, light) and a degraded frame's
-    adds the damage. For unit vectors `‖f − c‖² = 2 (1 − cos)`: a squared residual, the
-    target of `keras_faceset.losses.GaussianPrecisionLoss`. People need >= 2 images
-    (`select_images`)."""
-    unit = unit_vectors(embeddings, dtype=np.float64)
+    """Each training frame's distance to its person's clean centre, `1 − cos(f_k, c)` (F,)
+    (`keras_faceset.vectors.clean_centre_residuals`): `f_k` a row of `embeddings` (in
+    `training_frames` order), `c` the mean of the clean unit embeddings (version 0) of the
+    person's *other* images. The target of `keras_faceset.losses.GaussianPrecisionLoss`.
+    People need >= 2 images (`select_images`)."""
     image = frames["image"].to_numpy()
     clean = np.flatnonzero(frames["version"].to_numpy() == 0)
     clean_of_image = np.full(len(images), -1)
     clean_of_image[image[clean]] = clean
-    person = pd.factorize(images["identity"])[0]
-    person_sums = np.zeros((person.max() + 1, unit.shape[1]))
-    np.add.at(person_sums, person[image[clean]], unit[clean])
-    centres = person_sums[person[image]] - unit[clean_of_image[image]]
-    norms = np.linalg.norm(centres, axis=1)
-    if (norms == 0).any():
-        raise ValueError("frame_residuals: every person needs a clean frame of another image")
-    return 1.0 - np.sum(unit * centres, axis=1) / norms
+    if (clean_of_image < 0).any():
+        raise ValueError("frame_residuals: every image needs its clean frame (version 0)")
+    clean_embeddings = np.asarray(embeddings)[clean_of_image]
+    return clean_centre_residuals(embeddings, image, clean_embeddings, images["identity"])

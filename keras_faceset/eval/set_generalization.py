@@ -58,7 +58,7 @@ from keras_faceset.eval.sets import pool_sets, set_verification
 from keras_faceset.eval.verification import kfold_accuracy, tar_at_far
 from keras_faceset.files import atomic_path
 from keras_faceset.models.set_inference import head_sets
-from keras_faceset.vectors import unit_vectors
+from keras_faceset.vectors import clean_centre_residuals
 from keras_faceset.zoo import get_preset, load
 
 FAMILIES = degrade_module.KINDS
@@ -416,19 +416,13 @@ def residual_oracle_weights(variant: dict, clean: dict) -> np.ndarray:
     true residual in place of a predicted one: no aggregator can know it (it needs the
     identity), so its figures bound what weighting these frame embeddings can gain over mean
     pooling, rather than measure a method."""
-    unit = unit_vectors(clean["embedding"], dtype=np.float64)
     clean_rows = np.flatnonzero(clean["severity"] == 0)
-    clean_of = dict(zip(clean["path"][clean_rows], unit[clean_rows], strict=True))
-    person_sums: dict[str, np.ndarray] = {}
-    for path, embedding in clean_of.items():
-        person = path.split("/")[0]
-        person_sums[person] = person_sums.get(person, 0.0) + embedding
-    frames = unit_vectors(variant["embedding"], dtype=np.float64)
-    residuals = np.empty(len(frames))
-    for k, path in enumerate(variant["path"]):
-        centre = person_sums[path.split("/")[0]] - clean_of[path]
-        residuals[k] = 1.0 - frames[k] @ centre / np.linalg.norm(centre)
-    return 1.0 / residuals
+    paths = np.asarray(clean["path"])[clean_rows]
+    image_of = {path: i for i, path in enumerate(paths)}
+    frame_images = np.array([image_of[path] for path in variant["path"]])
+    people = [path.split("/")[0] for path in paths]
+    embeddings = np.asarray(clean["embedding"])[clean_rows]
+    return 1.0 / clean_centre_residuals(variant["embedding"], frame_images, embeddings, people)
 
 
 def set_scores(
