@@ -3,7 +3,8 @@
 Rows, per backbone and batch size, timed in interleaved rounds in one process:
 
 * ours folded float32 and folded ``mixed_bfloat16`` (`tf.function`), the paths `FaceEmbedder`
-  runs;
+  runs, and the same functions frozen (variables turned into constants, so that oneDNN sees
+  constant weights);
 * ONNX Runtime float32 on the same network exported from our Keras model (``tf2onnx``) and,
   for InceptionResNetV1, exported from facenet-pytorch (``torch.onnx``);
 * ONNX Runtime int8: static QDQ quantization of each float32 export (`quantize_static`,
@@ -67,7 +68,12 @@ PRESETS = {"facenet": "InceptionResNetV1", "dlib_resnet": "DlibResNet"}
 ORT_THREADS = 2
 TFLITE_THREADS = 2
 RSS_BATCH = 32
-OURS = {"ours folded float32": "float32", "ours folded mixed_bfloat16": "mixed_bfloat16"}
+OURS = {  # row name: the dtype of the folded model, and "frozen" for its frozen graph
+    "ours folded float32": "float32",
+    "ours folded mixed_bfloat16": "mixed_bfloat16",
+    "ours folded float32, frozen graph": "float32 frozen",
+    "ours folded mixed_bfloat16, frozen graph": "mixed_bfloat16 frozen",
+}
 TFLITE_INT8 = "ours int8 TFLite (XNNPack)"
 TFLITE_INT8_LATEST = "ours int8 TFLite (XNNPack latest features)"
 TFLITE_DYNAMIC = "ours int8-dynamic TFLite (XNNPack)"
@@ -239,7 +245,7 @@ def models_for(preset: str, work: Path, chip_cache: str) -> dict:
 
     embedder = FaceEmbedder(preset, chip_cache=chip_cache)
     size = embedder.preset.input_size
-    rows = {name: ("tf", ours_function(embedder.task, dtype)) for name, dtype in OURS.items()}
+    rows = {name: ("tf", ours_function(embedder.task, spec)) for name, spec in OURS.items()}
     exported = export_keras(rows["ours folded float32"][1], work / f"{preset}_keras.onnx")
     calibration = calibration_chips(embedder).astype(np.float32)
     rows[ORT_FLOAT32] = ("ort", exported)
@@ -271,13 +277,24 @@ def models_for(preset: str, work: Path, chip_cache: str) -> dict:
     return {"embedder": embedder, "size": size, "rows": rows}
 
 
-def ours_function(task, dtype: str):
-    """The task's frame model folded (`fold_batch_norm`, `dtype`) as a `frame_function`."""
+def ours_function(task, spec: str):
+    """The task's frame model folded (`fold_batch_norm`) as a `frame_function`; `spec` is an
+    `OURS` value: the dtype, then "frozen" for the function's graph with its variables turned
+    into constants (`convert_variables_to_constants_v2`), so that oneDNN sees constant weights."""
     from keras_faceset.models.fold import fold_batch_norm
     from keras_faceset.models.quantize import frame_function
 
+    dtype, *frozen = spec.split()
     folded = fold_batch_norm(task.frame_model, dtype=None if dtype == "float32" else dtype)
-    return frame_function(folded)
+    fn = frame_function(folded)
+    if not frozen:
+        return fn
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    constant = convert_variables_to_constants_v2(fn.get_concrete_function())
+    return lambda chips: constant(chips)[0]  # the frozen function returns a list of outputs
 
 
 def peak_rss(prepared: dict) -> dict:
@@ -380,7 +397,9 @@ class TfFrameModel:
         self.fn = fn
 
     def predict_on_batch(self, chips: np.ndarray) -> dict:
-        return {"frame_embeddings": self.fn(np.asarray(chips, np.float32)).numpy()}
+        import tensorflow as tf
+
+        return {"frame_embeddings": self.fn(tf.constant(chips, tf.float32)).numpy()}
 
 
 def main(chip_cache: str, work: Path, quick: bool, presets, only=None, batches=None) -> dict:
