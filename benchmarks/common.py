@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -187,3 +189,17 @@ def banner(name: str, machine: dict) -> None:
         f"load {machine['load_average_1_5_15min']}",
         flush=True,
     )
+
+
+MATMUL_SIZE = 4096
+
+
+def matmul_runner(size: int = MATMUL_SIZE):
+    """`size x size` float32 matmul by a traced tf.function (TF's default threads)."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    a = tf.constant(rng.standard_normal((size, size), dtype=np.float32))
+    b = tf.constant(rng.standard_normal((size, size), dtype=np.float32))
+    fn = tf.function(lambda x, y: tf.reduce_sum(tf.matmul(x, y)))
+    return lambda: fn(a, b).numpy()

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from benchmarks.backbone import (
     DLIB_PEER,
     IRV1_PEER,
@@ -15,22 +13,20 @@ from benchmarks.backbone import (
     keras_runner,
     torch_runner,
 )
-from benchmarks.common import banner, cli, interleaved, machine_info, spread, table, write_result
+from benchmarks.common import (
+    MATMUL_SIZE,
+    banner,
+    cli,
+    interleaved,
+    machine_info,
+    matmul_runner,
+    spread,
+    table,
+    write_result,
+)
 from benchmarks.flops import model_flops
 
-MATMUL_SIZE = 4096
 BATCH = 32
-
-
-def matmul_runner(size: int = MATMUL_SIZE):
-    """`size x size` float32 matmul by a traced tf.function (TF's default threads)."""
-    import tensorflow as tf
-
-    rng = np.random.default_rng(0)
-    a = tf.constant(rng.standard_normal((size, size), dtype=np.float32))
-    b = tf.constant(rng.standard_normal((size, size), dtype=np.float32))
-    fn = tf.function(lambda x, y: tf.reduce_sum(tf.matmul(x, y)))
-    return lambda: fn(a, b).numpy()
 
 
 def main(quick: bool = False, full: bool = False) -> dict:

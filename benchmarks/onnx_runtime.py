@@ -17,6 +17,12 @@ Rows, per backbone and batch size, timed in interleaved rounds in one process:
 * the folded float32 graph converted to TFLite unquantized, run by the same interpreter;
 * the eager peers (facenet-pytorch; dlib's own ``compute_face_descriptor``).
 
+A 4096x4096 float32 matmul runs in the same rounds, by TensorFlow (oneDNN) and by ONNX Runtime
+(MLAS): each row's ``gflop_per_s`` (FLOPs per image from the layer shapes, `benchmarks.flops`,
+times its median images/s; int8 rows count the same operations) is also given as
+``share_of_matmul_peak``, its share of the faster engine's matmul GFLOP/s (median over
+rounds): how close a float32 row is to what this CPU's float32 arithmetic reaches.
+
 After the timing, each row runs again alone in a fresh child process (batch 32, 3 calls) that
 loads only what the row needs (TensorFlow and the Keras model for ours, only onnxruntime and
 the .onnx file for ONNX Runtime, only LiteRT and the .tflite file for TFLite): its peak RSS
@@ -37,6 +43,7 @@ import argparse
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -51,9 +58,11 @@ from benchmarks.backbone import (
     torch_runner,
 )
 from benchmarks.common import (
+    MATMUL_SIZE,
     banner,
     interleaved,
     machine_info,
+    matmul_runner,
     paired_ratio,
     peak_rss_mb,
     ratio_text,
@@ -81,6 +90,10 @@ TFLITE_DYNAMIC_LATEST = "ours int8-dynamic TFLite (XNNPack latest features)"
 TFLITE_FLOAT32 = "ours float32 TFLite (XNNPack)"
 TFLITE_FLOAT32_LATEST = "ours float32 TFLite (XNNPack latest features)"
 ORT_FLOAT32 = "ONNX Runtime float32 (ours, tf2onnx)"
+MATMULS = {
+    f"matmul {MATMUL_SIZE}x{MATMUL_SIZE} float32 (TensorFlow)": "tf",
+    f"matmul {MATMUL_SIZE}x{MATMUL_SIZE} float32 (ONNX Runtime)": "ort",
+}
 SIZES = {"facenet": 160, "dlib_resnet": 150}
 
 
@@ -201,6 +214,28 @@ def ort_runner(path: Path, x: np.ndarray):
     return lambda: model.predict_on_batch(x)
 
 
+def ort_matmul_runner(work: Path, size: int = MATMUL_SIZE):
+    """`size x size` float32 matmul by ONNX Runtime (a one-node graph, `ORT_THREADS` threads)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    path = work / f"matmul_{size}.onnx"
+    if not path.exists():
+        shape = [size, size]
+        graph = helper.make_graph(
+            [helper.make_node("MatMul", ["a", "b"], ["c"])],
+            "matmul",
+            [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n in "ab"],
+            [helper.make_tensor_value_info("c", TensorProto.FLOAT, shape)],
+        )
+        with atomic_path(path) as tmp:
+            onnx.save(helper.make_model(graph), str(tmp))
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((size, size), dtype=np.float32) for _ in range(2))
+    model = session(path)
+    return lambda: model.run(None, {"a": a, "b": b})[0]
+
+
 def tflite_runner(path: Path, x: np.ndarray, kind: str = "tflite"):
     model = TFLITE_KINDS[kind](path)
     return lambda: model.predict_on_batch(x)
@@ -274,7 +309,10 @@ def models_for(preset: str, work: Path, chip_cache: str) -> dict:
         rows["facenet-pytorch float32 eager"] = ("torch", None)
     else:
         rows["dlib compute_face_descriptor"] = ("dlib", None)
-    return {"embedder": embedder, "size": size, "rows": rows}
+    from benchmarks.flops import model_flops
+
+    flops = model_flops(folded)
+    return {"embedder": embedder, "size": size, "rows": rows, "flops": flops}
 
 
 def ours_function(task, spec: str):
@@ -343,7 +381,7 @@ def runner(kind: str, model, batch: int, size: int, torch_model):
     return dlib_runner(batch)
 
 
-def speed(prepared: dict, batches, repeats: int) -> list[dict]:
+def speed(prepared: dict, batches, repeats: int, work: Path) -> list[dict]:
     torch_model = facenet_pytorch_model()
     rows = []
     for preset, entry in prepared.items():
@@ -352,7 +390,16 @@ def speed(prepared: dict, batches, repeats: int) -> list[dict]:
                 name: runner(kind, model, batch, entry["size"], torch_model)
                 for name, (kind, model) in entry["rows"].items()
             }
+            for name, engine in MATMULS.items():
+                runners[name] = matmul_runner() if engine == "tf" else ort_matmul_runner(work)
             stats = interleaved(runners, repeats, items=batch)
+            matmuls = {
+                name: statistics.median(
+                    2 * MATMUL_SIZE**3 / s / 1e9 for s in stats.pop(name)["seconds"]
+                )
+                for name in MATMULS
+            }
+            peak = max(matmuls.values())
             best_ort = max(
                 (name for name in stats if name.startswith("ONNX Runtime")),
                 key=lambda name: stats[name]["median_rate"],
@@ -368,6 +415,10 @@ def speed(prepared: dict, batches, repeats: int) -> list[dict]:
                         "vs_ort_float32": paired_ratio(row, stats[ORT_FLOAT32]),
                         "vs_best_ort": paired_ratio(row, stats[best_ort]),
                         "best_ort": best_ort,
+                        "gflop_per_s": entry["flops"] * row["median_rate"] / 1e9,
+                        "matmul_peak_gflop_per_s": peak,
+                        "matmul_gflop_per_s": matmuls,
+                        "share_of_matmul_peak": entry["flops"] * row["median_rate"] / 1e9 / peak,
                     }
                 )
             print(f"  {preset} batch {batch} done", flush=True)
@@ -421,7 +472,7 @@ def main(chip_cache: str, work: Path, quick: bool, presets, only=None, batches=N
                 if name == ORT_FLOAT32 or any(o in name for o in only)
             }
     batches = batches or ((8,) if quick else (8, 32))
-    rows = speed(prepared, batches, 3 if quick else 5)
+    rows = speed(prepared, batches, 3 if quick else 5, work)
     peaks = peak_rss(prepared)
     for row in rows:
         row["peak_rss_mb"] = peaks[row["preset"], row["row"]]
@@ -433,13 +484,18 @@ def main(chip_cache: str, work: Path, quick: bool, presets, only=None, batches=N
             spread(r),
             ratio_text(r["vs_ort_float32"]),
             ratio_text(r["vs_best_ort"]),
+            f"{100 * r['share_of_matmul_peak']:.0f}%",
             f"{r['cores_busy']:.1f}",
             f"{r['peak_rss_mb']:.0f}",
         ]
         for r in rows
     ]
     headers = ["model", "path", "batch", "images/s median [min-max]", "vs ORT float32"]
-    print(table([*headers, "vs best ORT", "cores busy", "peak RSS MiB"], lines))
+    headers += ["vs best ORT", "of matmul peak", "cores busy", "peak RSS MiB"]
+    print(table(headers, lines))
+    for preset, entry in prepared.items():
+        matmuls = {r["batch"]: r["matmul_gflop_per_s"] for r in rows if r["preset"] == preset}
+        print(f"{preset}: {entry['flops'] / 1e9:.2f} GFLOP per image; matmul GFLOP/s {matmuls}")
     sizes = file_sizes(prepared)
     print("model files (MiB): " + ", ".join(f"{k} {v:.1f}" for k, v in sizes.items()))
     path = write_result(
@@ -460,7 +516,10 @@ def main(chip_cache: str, work: Path, quick: bool, presets, only=None, batches=N
         "peak_rss_mb: the row alone "
         f"in a fresh process (VmHWM after {RSS_BATCH}-chip calls). Ours "
         "and our exports carry the pretrained weights and the preset's preprocessing; the "
-        "facenet-pytorch export has random weights (speed only). Random pixels.",
+        "facenet-pytorch export has random weights (speed only). Random pixels. "
+        "share_of_matmul_peak: gflop_per_s (FLOPs per image x median images/s) over the median "
+        f"GFLOP/s of a {MATMUL_SIZE}x{MATMUL_SIZE} float32 matmul timed in the same rounds by "
+        "TensorFlow and by ONNX Runtime, whichever is faster (both in matmul_gflop_per_s).",
     )
     print(f"wrote {path}")
     return {"rows": rows}
