@@ -29,11 +29,31 @@ def rng():
     return np.random.default_rng(0)
 
 
-@pytest.fixture(autouse=True)
-def _seed_keras():
+@pytest.fixture(scope="session")
+def _tensorflow_seed():
+    """TensorFlow's global seed, set once: `tf.random.set_seed` clears TensorFlow's kernel
+    caches, so setting it before every test would make every traced function (the detector's
+    cascade above all) be instantiated and optimised again in each test, seconds each."""
     import keras
 
     keras.utils.set_random_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _seed_keras(_tensorflow_seed):
+    """What `keras.utils.set_random_seed(0)` does, before every test, but TensorFlow's seed
+    (`_tensorflow_seed`): Python's and NumPy's generators and Keras's global seed generator
+    (the one behind initializers and `keras.random` without a seed) start again from 0."""
+    import random
+
+    from keras.src.backend.common import global_state
+    from keras.src.random.seed_generator import GLOBAL_SEED_GENERATOR
+    from keras.src.utils.rng_utils import GLOBAL_RANDOM_SEED
+
+    global_state.set_global_attribute(GLOBAL_RANDOM_SEED, 0)
+    global_state.set_global_attribute(GLOBAL_SEED_GENERATOR, None)
+    random.seed(0)
+    np.random.seed(0)
 
 
 def require(path: Path) -> Path:
